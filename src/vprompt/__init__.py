@@ -1,0 +1,30 @@
+"""vprompt: visual prompting for frozen vision models.
+
+The public API in one import::
+
+    import vprompt
+    model = vprompt.create_model("vit_base_patch16_224", "vpt-deep", num_classes=10, prompt_len=10)
+    vprompt.save_prompt(model, "my-prompt")
+    model = vprompt.load_prompt("my-prompt")
+"""
+
+from vprompt.backbones import BackboneSpec
+from vprompt.errors import VpromptError
+from vprompt.methods import method_names
+from vprompt.model import PromptedModel, create_model, load_prompt, parameter_report, save_prompt
+from vprompt.train import TrainConfig, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackboneSpec",
+    "PromptedModel",
+    "TrainConfig",
+    "VpromptError",
+    "create_model",
+    "load_prompt",
+    "method_names",
+    "parameter_report",
+    "save_prompt",
+    "train",
+]

@@ -1,0 +1,138 @@
+"""Frozen timm backbones: loading, freezing, data config and a weight fingerprint.
+
+A backbone is always described by a :class:`BackboneSpec` so that a prompt checkpoint can say
+exactly which frozen network it was trained on, and rebuild it offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from vprompt.errors import CheckpointError, ConfigError
+
+
+@dataclass
+class BackboneSpec:
+    """How to build a backbone: a timm name plus where its weights come from.
+
+    ``pretrained`` downloads through timm (needs the network or a filled cache); ``checkpoint``
+    loads a local safetensors or ``.pt`` file; with neither, weights are random, drawn from
+    ``init_seed`` so that the same spec always rebuilds the same network.
+    """
+
+    name: str
+    pretrained: bool = False
+    checkpoint: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    init_seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackboneSpec:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the backbone expects of its input: size and the normalisation applied inside the model."""
+
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def create_backbone(spec: BackboneSpec) -> nn.Module:
+    """Build the timm model named by ``spec``, load its weights and freeze it."""
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.init_seed)
+            model = timm.create_model(spec.name, pretrained=spec.pretrained, **spec.kwargs)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise ConfigError(f"unknown timm model '{spec.name}' (see timm.list_models())") from exc
+        raise
+    except TypeError as exc:
+        raise ConfigError(f"bad model arguments for '{spec.name}': {exc}") from exc
+    if spec.checkpoint:
+        load_weights(model, Path(spec.checkpoint))
+    freeze(model)
+    return model.eval()
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load a local checkpoint without executing pickled code."""
+    state = read_state_dict(path)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.startswith("head")]:
+        raise CheckpointError(
+            f"{path} does not match the backbone: {len(missing)} missing and {len(unexpected)} "
+            f"unexpected keys (first: {(missing + unexpected)[:3]})"
+        )
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read tensors from safetensors, or from a ``.pt`` file with ``weights_only=True``."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any parse failure is the file's fault, not ours
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds no state dict")
+    return state
+
+
+def freeze(model: nn.Module) -> None:
+    for param in model.parameters():
+        param.requires_grad_(False)
+
+
+def data_config(model: nn.Module) -> DataConfig:
+    """Mean/std from timm's data config; input size from the model itself when it is fixed.
+
+    timm's pretrained config keeps the default 224 even when ``img_size`` is overridden, so a
+    ViT's real size is read from its patch embedding.
+    """
+    cfg = timm.data.resolve_data_config(model=model)
+    size = tuple(cfg["input_size"][1:])
+    patch_embed = getattr(model, "patch_embed", None)
+    if patch_embed is not None and getattr(patch_embed, "img_size", None) is not None:
+        size = tuple(patch_embed.img_size)
+    return DataConfig(input_size=size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+
+
+def feature_dim(model: nn.Module) -> int:
+    return int(model.num_features)
+
+
+def is_vision_transformer(model: nn.Module) -> bool:
+    from timm.models.vision_transformer import VisionTransformer
+
+    return isinstance(model, VisionTransformer)
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A short hash of the frozen weights, to refuse prompts trained on another network."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,84 @@
+"""The method registry: one typed config and one builder per prompting method.
+
+A method decides two things about a :class:`~vprompt.model.PromptedModel`: which prompt module
+(if any) is attached to the frozen backbone, and whether the backbone itself is trained. Method
+families register themselves from their own module (``prompts/tokens.py`` registers VPT), so a
+new method never needs an edit here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable
+
+from torch import nn
+
+from vprompt.errors import ConfigError
+
+
+@dataclass
+class MethodConfig:
+    """Options shared by every method; subclasses add their own typed fields."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: its name, config type, and how it changes the model."""
+
+    name: str
+    config_cls: type[MethodConfig]
+    build_prompt: Callable[[MethodConfig, nn.Module], nn.Module | None]
+    trains_backbone: bool = False
+    summary: str = ""
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    if method.name in _REGISTRY:
+        raise ValueError(f"method '{method.name}' is registered twice")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def _ensure_builtin_methods() -> None:
+    import vprompt.prompts  # noqa: F401  (each prompt family registers itself on import)
+
+
+def get_method(name: str) -> Method:
+    _ensure_builtin_methods()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown method '{name}'; choose from {', '.join(method_names())}")
+    return _REGISTRY[name]
+
+
+def method_names() -> list[str]:
+    _ensure_builtin_methods()
+    return list(_REGISTRY)
+
+
+def make_config(name: str, **options: Any) -> MethodConfig:
+    """Build the typed config of method ``name``; options it does not take are refused."""
+    method = get_method(name)
+    known = {f.name for f in fields(method.config_cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no options"
+        raise ConfigError(f"method '{name}' does not take {', '.join(unknown)} (it takes: {takes})")
+    return method.config_cls(**options)
+
+
+def no_prompt(config: MethodConfig, backbone: nn.Module) -> None:
+    return None
+
+
+register_method(
+    Method("linear", MethodConfig, no_prompt, summary="linear probe on frozen features")
+)
+register_method(
+    Method("full", MethodConfig, no_prompt, trains_backbone=True, summary="full fine-tuning")
+)

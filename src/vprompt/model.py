@@ -1,0 +1,224 @@
+"""PromptedModel: input prompt → normalise → frozen backbone (+ token prompts) → head.
+
+Every trainer, evaluator and attack only sees this module: images in [0, 1] in, logits out.
+It also owns the trainable-parameter accounting and the prompt-only checkpoint format
+(``prompt.safetensors`` + ``prompt.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vprompt.backbones import BackboneSpec, DataConfig, create_backbone, data_config, fingerprint
+from vprompt.errors import CheckpointError
+from vprompt.heads import linear_head
+from vprompt.methods import MethodConfig, get_method, make_config
+
+CHECKPOINT_FORMAT = 1
+WEIGHTS_FILE = "prompt.safetensors"
+META_FILE = "prompt.json"
+
+
+class PromptedModel(nn.Module):
+    """A frozen backbone adapted by a method's prompt and a trainable head."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        backbone_spec: BackboneSpec,
+        method: str,
+        method_config: MethodConfig,
+        num_classes: int,
+        class_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.method = get_method(method)
+        self.method_config = method_config
+        self.backbone_spec = backbone_spec
+        self.backbone_fingerprint = fingerprint(backbone)
+        self.data_config: DataConfig = data_config(backbone)
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise CheckpointError(f"{len(self.class_names)} class names for {num_classes} classes")
+        self.register_buffer("mean", torch.tensor(self.data_config.mean).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(self.data_config.std).view(1, 3, 1, 1), False)
+        backbone.reset_classifier(0)  # our head replaces the source classifier
+        self.backbone = backbone
+        self.token_prompt = self.method.build_prompt(method_config, backbone)
+        if self.token_prompt is not None:
+            self.token_prompt.attach(backbone)
+        for param in backbone.parameters():
+            param.requires_grad_(self.method.trains_backbone)
+        self.head = linear_head(int(backbone.num_features), num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.out_features
+
+    def train(self, mode: bool = True) -> PromptedModel:
+        """Keep a frozen backbone in eval mode: its dropout and norm statistics are not ours to train."""
+        super().train(mode)
+        if not self.method.trains_backbone:
+            self.backbone.eval()
+        return self
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features of images in [0, 1] (prompt tokens never pooled)."""
+        x = (images - self.mean) / self.std
+        tokens = self.backbone.forward_features(x)
+        return self.backbone.forward_head(tokens, pre_logits=True)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Exactly the tensors a prompt checkpoint stores: every trainable parameter."""
+        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "method": self.method.name,
+            "method_config": self.method_config.to_dict(),
+            "backbone": self.backbone_spec.to_dict(),
+            "backbone_fingerprint": self.backbone_fingerprint,
+            "input_size": list(self.data_config.input_size),
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+        }
+
+
+def create_model(
+    model: str | BackboneSpec,
+    method: str,
+    num_classes: int,
+    class_names: list[str] | None = None,
+    **method_options: Any,
+) -> PromptedModel:
+    """The one-call API: a timm name (or spec), a method name and its options."""
+    spec = BackboneSpec(model) if isinstance(model, str) else model
+    config = make_config(method, **method_options)
+    return PromptedModel(create_backbone(spec), spec, method, config, num_classes, class_names)
+
+
+@dataclass(frozen=True)
+class ParameterReport:
+    """Trainable parameter counts, split the way papers report them."""
+
+    prompt: int
+    head: int
+    backbone: int
+    total_trainable: int
+    backbone_total: int
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def parameter_report(model: PromptedModel) -> ParameterReport:
+    def count(module: nn.Module | None) -> int:
+        if module is None:
+            return 0
+        return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+    prompt, head, backbone = count(model.token_prompt), count(model.head), count(model.backbone)
+    return ParameterReport(
+        prompt=prompt,
+        head=head,
+        backbone=backbone,
+        total_trainable=count(model),
+        backbone_total=sum(p.numel() for p in model.backbone.parameters()),
+    )
+
+
+def save_prompt(model: PromptedModel, directory: Path | str) -> Path:
+    """Write the prompt-only checkpoint (trainable tensors + metadata) into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.float().contiguous().cpu() for k, v in model.trainable_state().items()}
+    write_atomic(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
+    meta = json.dumps(model.metadata(), indent=2)
+    write_atomic(directory / META_FILE, lambda tmp: tmp.write_text(meta))
+    return directory
+
+
+def write_atomic(path: Path, write) -> None:
+    """Write via a temporary sibling and rename, so a crash never leaves a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+def read_metadata(directory: Path | str) -> dict[str, Any]:
+    path = Path(directory) / META_FILE
+    if not path.is_file():
+        raise CheckpointError(f"no prompt checkpoint in {directory} ({META_FILE} not found)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {meta.get('format')}, expected {CHECKPOINT_FORMAT}")
+    return meta
+
+
+def load_prompt(directory: Path | str, backbone: BackboneSpec | None = None) -> PromptedModel:
+    """Rebuild a PromptedModel from a prompt checkpoint (optionally on an explicitly given backbone)."""
+    meta = read_metadata(directory)
+    spec = backbone or BackboneSpec.from_dict(meta["backbone"])
+    model = create_model(
+        spec, meta["method"], meta["num_classes"], meta["class_names"], **meta["method_config"]
+    )
+    load_prompt_into(model, directory)
+    return model
+
+
+def load_prompt_into(model: PromptedModel, directory: Path | str) -> None:
+    """Load checkpoint tensors into ``model`` after checking it is the model they were trained for."""
+    meta = read_metadata(directory)
+    problems = compatibility_problems(meta, model)
+    if problems:
+        raise CheckpointError(f"prompt checkpoint {directory} does not fit this model: {'; '.join(problems)}")
+    try:
+        tensors = load_file(str(Path(directory) / WEIGHTS_FILE))
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"cannot read {Path(directory) / WEIGHTS_FILE}: {exc}") from exc
+    expected = model.trainable_state()
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    wanted = {k: tuple(v.shape) for k, v in expected.items()}
+    if shapes != wanted:
+        diff = sorted(set(shapes.items()) ^ set(wanted.items()))[:3]
+        raise CheckpointError(f"{directory}: tensors do not match the model (first differences: {diff})")
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name, value in tensors.items():
+            params[name].copy_(value)
+
+
+def compatibility_problems(meta: dict[str, Any], model: PromptedModel) -> list[str]:
+    """Every way the checkpoint's recorded model differs from ``model``, as short phrases."""
+    problems = []
+    recorded = meta["backbone"]
+    if meta["backbone_fingerprint"] != model.backbone_fingerprint:
+        problems.append(
+            f"it was trained on backbone '{recorded['name']}' (weights {meta['backbone_fingerprint']}), "
+            f"this is '{model.backbone_spec.name}' (weights {model.backbone_fingerprint})"
+        )
+    if meta["method"] != model.method.name or meta["method_config"] != model.method_config.to_dict():
+        problems.append(
+            f"method {meta['method']} {meta['method_config']} vs "
+            f"{model.method.name} {model.method_config.to_dict()}"
+        )
+    if list(meta["input_size"]) != list(model.data_config.input_size):
+        problems.append(f"input size {meta['input_size']} vs {list(model.data_config.input_size)}")
+    if meta["num_classes"] != model.num_classes:
+        problems.append(f"{meta['num_classes']} classes vs {model.num_classes}")
+    return problems

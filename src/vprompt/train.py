@@ -1,0 +1,240 @@
+"""The training loop: accelerate, AMP, cosine schedule, per-epoch checkpoints and exact resume.
+
+Resume is exact because nothing random carries over between epochs: the shuffling order and
+the RNG used by dropout are re-derived from (seed, epoch) at the start of every epoch, and the
+learning rate is a pure function of the global step. A checkpoint therefore only needs the
+trainable tensors, the optimizer state and the metrics so far.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from vprompt.errors import ConfigError, NonFiniteLossError
+from vprompt.evaluate import evaluate
+from vprompt.model import PromptedModel, load_prompt_into, save_prompt, write_atomic
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+TRAIN_STATE = "train_state.pt"
+FINAL = "prompt"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; defaults follow VPT's VTAB-1k recipe where it has one."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    base_lr: float = 0.1
+    """Learning rate for a batch of 256; the applied rate is base_lr × batch_size / 256."""
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_epochs: int = 10
+    seed: int = 0
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """auto: bf16 on a GPU that supports it, full precision on the CPU."""
+    workers: int = 0
+    grad_clip: float | None = None
+
+    @property
+    def lr(self) -> float:
+        return self.base_lr * self.batch_size / 256
+
+
+@dataclass
+class TrainResult:
+    metrics: list[dict[str, Any]]
+    final_dir: Path
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """Linear warm-up to ``peak``, then cosine decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return zlib.crc32(f"{seed}:{epoch}".encode())
+
+
+class EpochShuffle(Sampler[int]):
+    """A shuffling order that depends only on (seed, epoch), so a resumed run sees the same batches."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    raise ConfigError(f"unknown optimizer '{config.optimizer}' (sgd or adamw)")
+
+
+def make_accelerator(mixed_precision: str):
+    from accelerate import Accelerator
+
+    if mixed_precision == "auto":
+        gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        mixed_precision = "bf16" if gpu_bf16 else "no"
+    return Accelerator(mixed_precision=mixed_precision)
+
+
+def train(
+    model: PromptedModel,
+    train_set: Dataset,
+    out_dir: Path | str,
+    config: TrainConfig,
+    eval_set: Dataset | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model``'s trainable parameters; checkpoints every epoch under ``out_dir``."""
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, resume)
+    accelerator = make_accelerator(config.mixed_precision)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, config)
+    start_epoch, history = 0, []
+    if resume:
+        start_epoch, history = restore(model, optimizer, out_dir, config)
+    sampler = EpochShuffle(len(train_set), config.seed)
+    loader = DataLoader(train_set, config.batch_size, sampler=sampler, drop_last=False, num_workers=config.workers)
+    prepared_model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = steps_per_epoch * config.warmup_epochs
+    show = progress and accelerator.is_main_process
+    epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", disable=not show,
+                  initial=start_epoch, total=config.epochs)
+    for epoch in epochs:
+        loader.set_epoch(epoch)  # accelerate passes it on to our sampler (and would otherwise count from 0)
+        torch.manual_seed(epoch_seed(config.seed, epoch))
+        prepared_model.train()
+        started = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        steps = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not show)
+        for step, (images, labels) in enumerate(steps):
+            lr = lr_at(epoch * steps_per_epoch + step, total_steps, warmup_steps, config.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits = prepared_model(images)
+            loss = F.cross_entropy(logits.float(), labels)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(nonfinite_message(loss, epoch, step, out_dir))
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if config.grad_clip:
+                accelerator.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            loss_sum += loss.item() * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+            steps.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+               "seconds": time.perf_counter() - started}
+        if eval_set is not None:
+            scores = evaluate(model, eval_set, config.batch_size, accelerator=accelerator, workers=config.workers)
+            row.update({"eval_loss": scores["loss"], "eval_acc": scores["acc"]})
+        history.append(row)
+        epochs.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "eval_acc")})
+        if accelerator.is_main_process:
+            save_checkpoint(accelerator.unwrap_model(prepared_model), optimizer, out_dir, epoch + 1, history, config)
+        accelerator.wait_for_everyone()
+    final_dir = out_dir / FINAL
+    if accelerator.is_main_process:
+        save_prompt(accelerator.unwrap_model(prepared_model), final_dir)
+    return TrainResult(history, final_dir)
+
+
+def nonfinite_message(loss: torch.Tensor, epoch: int, step: int, out_dir: Path) -> str:
+    latest = latest_checkpoint(out_dir)
+    kept = f"the last good checkpoint is kept at {latest}" if latest else "no checkpoint was written yet"
+    return (f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped, {kept}. "
+            "Try a lower --base-lr or --grad-clip.")
+
+
+def check_out_dir(out_dir: Path, resume: bool) -> None:
+    """Never overwrite a run by accident, and never 'resume' from nothing."""
+    exists = latest_checkpoint(out_dir) is not None
+    if resume and not exists:
+        raise ConfigError(f"nothing to resume: {out_dir} holds no checkpoint")
+    if not resume and exists:
+        raise ConfigError(f"{out_dir} already holds a run; pass --resume to continue it or choose another output folder")
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    pointer = out_dir / CHECKPOINTS / LATEST
+    if not pointer.is_file():
+        return None
+    return out_dir / CHECKPOINTS / pointer.read_text().strip()
+
+
+def save_checkpoint(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Path, epoch: int,
+                    history: list[dict[str, Any]], config: TrainConfig) -> None:
+    """Write epoch ``epoch`` in full, then switch the ``latest`` pointer to it atomically."""
+    root = out_dir / CHECKPOINTS
+    name = f"epoch-{epoch:04d}"
+    previous = latest_checkpoint(out_dir)
+    target = save_prompt(model, root / name)
+    state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "history": history, "config": asdict(config)}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(target / TRAIN_STATE, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    write_atomic(root / LATEST, lambda tmp: tmp.write_text(name))
+    if previous is not None and previous != target:
+        shutil.rmtree(previous, ignore_errors=True)
+    write_metrics(out_dir, history)
+
+
+def restore(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Path,
+            config: TrainConfig) -> tuple[int, list[dict[str, Any]]]:
+    """Load the latest checkpoint into ``model`` and ``optimizer``; returns (next epoch, history)."""
+    path = latest_checkpoint(out_dir)
+    load_prompt_into(model, path)
+    state = torch.load(path / TRAIN_STATE, map_location="cpu", weights_only=True)
+    if state["config"] != asdict(config):
+        changed = sorted(k for k in state["config"] if state["config"][k] != asdict(config).get(k))
+        raise ConfigError(f"cannot resume {out_dir} with different settings: {', '.join(changed)} changed")
+    optimizer.load_state_dict(state["optimizer"])
+    return state["epoch"], state["history"]
+
+
+def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.json (a list of rows) and metrics.csv, both rewritten atomically every epoch."""
+    write_atomic(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(history, indent=2)))
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns)
+    writer.writeheader()
+    writer.writerows(history)
+    write_atomic(out_dir / "metrics.csv", lambda tmp: tmp.write_text(text.getvalue()))
