@@ -41,16 +41,22 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 64
     optimizer: Literal["sgd", "adamw"] = "sgd"
+    """SGD with momentum (VPT's choice) or AdamW."""
     base_lr: float = 0.1
     """Learning rate for a batch of 256; the applied rate is base_lr × batch_size / 256."""
     weight_decay: float = 1e-4
     momentum: float = 0.9
+    """SGD momentum (ignored by AdamW)."""
     warmup_epochs: int = 10
+    """Linear warm-up before the cosine decay."""
     seed: int = 0
+    """Seeds the prompt/head init, the shuffling order and dropout."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     """auto: bf16 on a GPU that supports it, full precision on the CPU."""
     workers: int = 0
+    """DataLoader worker processes (0 loads in the main process)."""
     grad_clip: float | None = None
+    """Clip the gradient norm to this value (off by default)."""
 
     @property
     def lr(self) -> float:
@@ -117,8 +123,12 @@ def train(
     eval_set: Dataset | None = None,
     resume: bool = False,
     progress: bool = True,
+    eval_every: int = 1,
 ) -> TrainResult:
-    """Train ``model``'s trainable parameters; checkpoints every epoch under ``out_dir``."""
+    """Train ``model``'s trainable parameters; checkpoints every epoch under ``out_dir``.
+
+    ``eval_set`` is scored every ``eval_every`` epochs and always after the last one.
+    """
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume)
     accelerator = make_accelerator(config.mixed_precision)
@@ -162,7 +172,7 @@ def train(
             steps.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "seconds": time.perf_counter() - started}
-        if eval_set is not None:
+        if eval_set is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
             scores = evaluate(model, eval_set, config.batch_size, accelerator=accelerator, workers=config.workers)
             row.update({"eval_loss": scores["loss"], "eval_acc": scores["acc"]})
         history.append(row)

@@ -1,0 +1,236 @@
+"""The `vprompt` command line: each subcommand is a typed dataclass that calls one library function.
+
+Errors meant for the user (:class:`~vprompt.errors.VpromptError`) are printed as one line and
+exit with status 2; an interrupted run says how to resume.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import tyro
+from tyro.conf import Positional, subcommand
+
+from vprompt.backbones import BackboneSpec
+from vprompt.errors import ConfigError, VpromptError
+from vprompt.train import TrainConfig
+
+
+@dataclass
+class BackboneArgs:
+    model: str
+    """timm model name, e.g. vit_base_patch16_224."""
+    model_arg: list[str] = field(default_factory=list)
+    """Extra timm constructor arguments as KEY=VALUE (VALUE parsed as JSON when it can be), e.g. img_size=32."""
+    pretrained: bool = False
+    """Load timm's pretrained weights (needs the network or a filled cache)."""
+    weights: Path | None = None
+    """Local backbone weights: .safetensors, or .pt read with weights_only=True."""
+    init_seed: int = 0
+    """Seed of the random init when neither --pretrained nor --weights is given."""
+
+    def spec(self) -> BackboneSpec:
+        return BackboneSpec(self.model, self.pretrained, str(self.weights) if self.weights else None,
+                            parse_key_values(self.model_arg), self.init_seed)
+
+
+@dataclass
+class MethodArgs:
+    method: str = "vpt-deep"
+    """Method: linear, full, vpt-shallow, vpt-deep."""
+    prompt_len: int | None = None
+    """Prompt tokens per layer (token-prompt methods; default 10)."""
+    prompt_dropout: float | None = None
+    """Dropout on prompt tokens (token-prompt methods; default 0.0)."""
+
+    def options(self) -> dict[str, Any]:
+        given = {"prompt_len": self.prompt_len, "prompt_dropout": self.prompt_dropout}
+        return {k: v for k, v in given.items() if v is not None}
+
+
+@dataclass
+class Train:
+    """Train one method on one task folder (VTAB-1k file-list layout) and save its prompt."""
+
+    data: Path
+    """Task folder with train800.txt, val200.txt, train800val200.txt, test.txt."""
+    out: Path
+    """Run folder: checkpoints every epoch, metrics.json/csv, and the final prompt in OUT/prompt."""
+    backbone: BackboneArgs
+    method: MethodArgs = field(default_factory=MethodArgs)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    train_split: str = "train800val200"
+    eval_split: str | None = "test"
+    """Split scored after every epoch (None: no evaluation)."""
+    resume: bool = False
+    """Continue the run in OUT from its last checkpoint."""
+    progress: bool = True
+    """Show progress bars (--no-progress for logs)."""
+
+    def run(self) -> None:
+        from vprompt.recipes.run import train_on_task
+
+        row = train_on_task(self.data, self.backbone.spec(), self.method.method, self.method.options(),
+                            self.train, self.out, self.train_split, self.eval_split, self.resume, self.progress)
+        print(json.dumps(row, indent=2))
+
+
+@dataclass
+class Eval:
+    """Accuracy of a saved prompt on one split of a task folder."""
+
+    prompt: Path
+    """A prompt checkpoint folder, or a run folder from `vprompt train`."""
+    data: Path
+    """Task folder."""
+    split: str = "test"
+    batch_size: int = 128
+    json: bool = False
+    """Print the result as JSON."""
+
+    def run(self) -> None:
+        from vprompt.recipes.run import evaluate_on_task
+
+        row = evaluate_on_task(self.prompt, self.data, self.split, self.batch_size, progress=not self.json)
+        print(json.dumps(row) if self.json else
+              f"{row['task']} [{row['split']}, {row['n']} images]: accuracy {row['acc']:.4f} ({row['method']} on {row['backbone']})")
+
+
+@dataclass
+class Params:
+    """Trainable parameters of a model × method: prompt, head and total."""
+
+    backbone: BackboneArgs
+    method: MethodArgs = field(default_factory=MethodArgs)
+    num_classes: int = 100
+    """Target classes (sets the head size)."""
+    json: bool = False
+
+    def run(self) -> None:
+        from vprompt.model import create_model, parameter_report
+
+        model = create_model(self.backbone.spec(), self.method.method, self.num_classes, **self.method.options())
+        report = parameter_report(model).to_dict()
+        if self.json:
+            print(json.dumps(report))
+            return
+        for key, value in report.items():
+            print(f"{key:>16}: {value:,}")
+        share = report["total_trainable"] / report["backbone_total"]
+        print(f"{'trainable share':>16}: {share:.4%} of the backbone")
+
+
+@dataclass
+class Synth:
+    """Write the offline synthetic suite in the VTAB-1k file-list layout."""
+
+    out: Positional[Path]
+    seed: int = 0
+    image_size: int = 32
+    test_size: int = 500
+    tasks: list[str] | None = None
+    """Tasks to write (default: all)."""
+
+    def run(self) -> None:
+        from vprompt.data import write_synthetic_suite
+
+        written = write_synthetic_suite(self.out, seed=self.seed, image_size=self.image_size,
+                                        test_size=self.test_size, tasks=self.tasks)
+        print(f"wrote {len(written)} tasks to {self.out}: {', '.join(p.name for p in written)}")
+
+
+@dataclass
+class Check:
+    """Verify a task folder or a folder of tasks, and say precisely what is wrong."""
+
+    path: Positional[Path]
+
+    def run(self) -> None:
+        from vprompt.data import check_dataset
+
+        report = check_dataset(self.path, progress=True)
+        print("\n".join(report.lines()))
+        if not report.ok:
+            raise SystemExit(1)
+
+
+@dataclass
+class Data:
+    """Dataset tools: write the synthetic suite, check a prepared folder."""
+
+    command: Union[Annotated[Synth, subcommand("synth")], Annotated[Check, subcommand("check")]]
+
+    def run(self) -> None:
+        self.command.run()
+
+
+@dataclass
+class Demo:
+    """Offline tour: synthetic suite, then linear / VPT-shallow / VPT-deep on a small ViT; prints a table."""
+
+    out: Path = Path("vprompt-demo")
+    epochs: int = 10
+    seed: int = 0
+    tasks: list[str] | None = None
+    """Synthetic tasks (default: all)."""
+
+    def run(self) -> None:
+        from vprompt.recipes.demo import DemoConfig, demo_table, run_demo
+
+        config = DemoConfig(out=self.out, epochs=self.epochs, seed=self.seed, tasks=self.tasks)
+        rows = run_demo(config)
+        print(demo_table(rows, config))
+        print(f"\nresults: {config.out / 'results.json'}")
+
+
+Command = Union[
+    Annotated[Demo, subcommand("demo")],
+    Annotated[Train, subcommand("train")],
+    Annotated[Eval, subcommand("eval")],
+    Annotated[Params, subcommand("params")],
+    Annotated[Data, subcommand("data")],
+]
+
+
+def parse_key_values(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs; values are JSON when they parse (numbers, booleans, lists), else strings."""
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--model-arg expects KEY=VALUE, got '{item}'")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
+def one_line(exc: VpromptError) -> str:
+    """The user's message, also when a DataLoader worker wrapped it in a traceback text."""
+    last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return last.split(f"{type(exc).__module__}.{type(exc).__name__}: ", 1)[-1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    command = tyro.cli(
+        Command, args=argv, prog="vprompt",
+        description="vprompt: visual prompting for frozen vision models.",
+        config=(tyro.conf.OmitSubcommandPrefixes, tyro.conf.OmitArgPrefixes, tyro.conf.FlagCreatePairsOff),
+    )
+    try:
+        command.run()
+    except VpromptError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("\ninterrupted; a training run continues from its last checkpoint with --resume", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

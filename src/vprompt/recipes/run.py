@@ -1,0 +1,74 @@
+"""One training or evaluation run on a task folder: data + model + loop, wired together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vprompt.backbones import BackboneSpec
+from vprompt.data import FileListDataset, task_info
+from vprompt.evaluate import evaluate
+from vprompt.errors import DataError
+from vprompt.model import META_FILE, create_model, load_prompt, read_metadata
+from vprompt.train import FINAL, TrainConfig, train
+
+
+def train_on_task(
+    task_dir: Path | str,
+    backbone: BackboneSpec,
+    method: str,
+    method_options: dict[str, Any],
+    config: TrainConfig,
+    out_dir: Path | str,
+    train_split: str = "train800val200",
+    eval_split: str | None = "test",
+    resume: bool = False,
+    progress: bool = True,
+    eval_every: int = 1,
+) -> dict[str, Any]:
+    """Train ``method`` on one task and evaluate the last epoch; returns a flat result row."""
+    task = task_info(task_dir)
+    torch.manual_seed(config.seed)  # prompt and head init
+    model = create_model(backbone, method, task.num_classes, task.class_names, **method_options)
+    size = model.data_config.input_size
+    train_set = FileListDataset(task.root, train_split, size)
+    eval_set = FileListDataset(task.root, eval_split, size) if eval_split else None
+    result = train(model, train_set, out_dir, config, eval_set=eval_set, resume=resume, progress=progress,
+                   eval_every=eval_every)
+    last = result.metrics[-1]
+    return {
+        "task": task.name,
+        "method": method,
+        "seed": config.seed,
+        "train_split": train_split,
+        "eval_split": eval_split,
+        "train_acc": last["train_acc"],
+        "eval_acc": last.get("eval_acc"),
+        "epochs": config.epochs,
+        "prompt": str(result.final_dir),
+    }
+
+
+def resolve_prompt_dir(path: Path | str) -> Path:
+    """Accept a checkpoint folder or a training run's folder (whose final prompt is in ``prompt/``)."""
+    path = Path(path)
+    if (path / META_FILE).is_file() or not (path / FINAL / META_FILE).is_file():
+        return path
+    return path / FINAL
+
+
+def evaluate_on_task(prompt_dir: Path | str, task_dir: Path | str, split: str = "test",
+                     batch_size: int = 128, progress: bool = True) -> dict[str, Any]:
+    """Accuracy of a saved prompt on one split of a task folder."""
+    prompt_dir = resolve_prompt_dir(prompt_dir)
+    model = load_prompt(prompt_dir).eval()
+    dataset = FileListDataset(task_dir, split, model.data_config.input_size, check_size=False)
+    if dataset.num_classes != model.num_classes:
+        raise DataError(f"{dataset.task.root} has {dataset.num_classes} classes, the prompt was trained "
+                        f"for {model.num_classes}")
+    scores = evaluate(model, dataset, batch_size, progress=progress)
+    meta = read_metadata(prompt_dir)
+    return {"task": dataset.task.name, "split": split, "method": meta["method"],
+            "backbone": meta["backbone"]["name"], "acc": scores["acc"], "loss": scores["loss"], "n": scores["n"]}

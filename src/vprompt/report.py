@@ -1,0 +1,37 @@
+"""Result tables: rows of flat dicts written as JSON and rendered as markdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def write_rows(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
+    """Write ``rows`` as a JSON list of flat objects (the format every results.json uses)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(list(rows), indent=2) + "\n")
+    return path
+
+
+def format_cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A GitHub-flavoured markdown table of ``rows`` (columns default to the first row's keys)."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(format_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pivot(rows: Sequence[dict[str, Any]], index: str, column: str, value: str) -> list[dict[str, Any]]:
+    """Reshape long rows into one row per ``index`` with one column per ``column`` value."""
+    table: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        table.setdefault(row[index], {index: row[index]})[row[column]] = row[value]
+    return list(table.values())

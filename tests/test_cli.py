@@ -1,0 +1,102 @@
+"""The command line end to end: params, data, train → eval → resume, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY_VIT
+from vprompt.cli import main
+from vprompt.data import write_synthetic_suite
+
+MODEL = ["--model", "vit_tiny_patch16_224", "--model-arg", *(f"{k}={v}" for k, v in TINY_VIT.items())]
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("suite")
+    return write_synthetic_suite(root, tasks=["digits"], image_size=16, test_size=40, progress=False)[0]
+
+
+def test_params_json_reports_the_vpt_deep_formula(capsys):
+    code, out, _ = run_cli(capsys, "params", *MODEL, "--method", "vpt-deep", "--prompt-len", "5",
+                           "--num-classes", "7", "--json")
+    assert code == 0
+    report = json.loads(out)
+    d, depth = TINY_VIT["embed_dim"], TINY_VIT["depth"]
+    assert report["prompt"] == depth * 5 * d
+    assert report["head"] == d * 7 + 7
+    assert report["total_trainable"] == report["prompt"] + report["head"]
+
+
+def test_train_eval_and_resume_through_the_cli(capsys, tmp_path, task):
+    run = tmp_path / "run"
+    common = ["train", "--data", str(task), "--out", str(run), *MODEL, "--method", "vpt-shallow",
+              "--prompt-len", "2", "--batch-size", "100", "--warmup-epochs", "0", "--no-progress"]
+    code, out, err = run_cli(capsys, *common, "--epochs", "1")
+    assert code == 0, err
+    row = json.loads(out)
+    assert row["task"] == task.name and 0.0 <= row["eval_acc"] <= 1.0
+    code, out, err = run_cli(capsys, "eval", "--prompt", str(run), "--data", str(task), "--json")
+    assert code == 0, err
+    scored = json.loads(out)
+    assert scored["acc"] == pytest.approx(row["eval_acc"]) and scored["n"] == 40
+    code, _, err = run_cli(capsys, *common, "--epochs", "1")
+    assert code == 2 and "already holds a run" in err
+    code, _, err = run_cli(capsys, *common, "--epochs", "2", "--resume")
+    assert code == 2 and "different settings: epochs" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "/no/such/task", "--out", "x", *MODEL], "task folder /no/such/task does not exist"),
+    (["params", "--model", "no_such_model_v9"], "unknown timm model 'no_such_model_v9'"),
+    (["params", *MODEL, "--method", "vtp"], "unknown method 'vtp'"),
+    (["params", *MODEL, "--method", "linear", "--prompt-len", "4"], "does not take prompt_len"),
+    (["params", "--model", "vit_tiny_patch16_224", "--model-arg", "img_size"], "expects KEY=VALUE"),
+    (["eval", "--prompt", "/no/such/prompt", "--data", "."], "no prompt checkpoint in /no/such/prompt"),
+])
+def test_bad_input_is_one_clear_line(capsys, argv, message):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])  # 1: the error is re-raised from a worker process
+def test_corrupt_image_is_one_clear_line_from_train(capsys, tmp_path, task, workers):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(task, broken)
+    first_image = (broken / "train800val200.txt").read_text().split()[0]
+    (broken / first_image).write_bytes(b"garbage")
+    code, _, err = run_cli(capsys, "train", "--data", str(broken), "--out", str(tmp_path / "run"), *MODEL,
+                           "--epochs", "1", "--workers", workers, "--no-progress")
+    assert code == 2
+    assert err.startswith(f"error: cannot read image {broken / first_image}") and err.count("\n") == 1
+
+
+def test_data_check_says_what_is_wrong(capsys, tmp_path, task):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(task, broken)
+    lines = (broken / "val200.txt").read_text().splitlines()
+    (broken / "val200.txt").write_text("\n".join(lines[:-1]) + "\n")
+    code, out, _ = run_cli(capsys, "data", "check", str(broken))
+    assert code == 1
+    assert "val200.txt has 199 entries, expected 200" in out
+    code, out, _ = run_cli(capsys, "data", "check", str(task))
+    assert code == 0
+
