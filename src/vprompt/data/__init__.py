@@ -1,0 +1,19 @@
+"""The data layer: VTAB-1k file-list folders, their checker, and the offline synthetic suite."""
+
+from .check import CheckReport, check_dataset
+from .filelist import SPLIT_SIZES, SPLITS, FileListDataset, TaskInfo, read_split, task_info
+from .synthetic import TASKS, SynthTask, write_synthetic_suite
+
+__all__ = [
+    "SPLITS",
+    "SPLIT_SIZES",
+    "TASKS",
+    "CheckReport",
+    "FileListDataset",
+    "SynthTask",
+    "TaskInfo",
+    "check_dataset",
+    "read_split",
+    "task_info",
+    "write_synthetic_suite",
+]

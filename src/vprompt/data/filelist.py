@@ -1,0 +1,273 @@
+"""The VTAB-1k file-list layout (as distributed with VPT): a task folder of images plus split files.
+
+A task folder holds its images (in any subfolders) and the split files ``train800.txt``,
+``val200.txt``, ``train800val200.txt`` and ``test.txt``, one ``relative/path label`` per line. The
+label is the last whitespace-separated token, so paths may contain spaces. Optional extras:
+``classes.txt`` (one class name per line; line index = label) and ``task.json`` (name, group, ...).
+
+Every bad input raises :class:`~vprompt.errors.DataError` with one line naming the file (and the
+line of the split file), because these folders are prepared by hand and must be fixable from the
+message alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from vprompt.errors import ConfigError, DataError
+
+SPLITS: tuple[str, ...] = ("train800", "val200", "train800val200", "test")
+SPLIT_SIZES: dict[str, int] = {"train800": 800, "val200": 200, "train800val200": 1000}
+GROUPS: tuple[str, ...] = ("natural", "specialized", "structured")
+CLASSES_FILE = "classes.txt"
+TASK_FILE = "task.json"
+SUITE_FILE = "suite.json"
+
+# What PIL raises for a missing, truncated, corrupt or hostile image file.
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+class SplitEntry(NamedTuple):
+    """One line of a split file; the line number is kept so errors can point at it."""
+
+    path: str
+    label: int
+    line: int
+
+
+def split_file(task_dir: Path | str, split: str) -> Path:
+    """The path of ``split``'s file in ``task_dir``; unknown split names are a DataError."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return Path(task_dir) / f"{split}.txt"
+
+
+def parse_split(task_dir: Path | str, split: str) -> tuple[list[SplitEntry], list[str]]:
+    """Parse a split file, collecting every malformed line instead of stopping at the first.
+
+    Returns the well-formed entries and one message per malformed line (``file:line: why``), so the
+    checker can list them all while :func:`read_split` raises the first. Blank lines are skipped.
+    """
+    path = split_file(task_dir, split)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"split file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read split file {path}: {e}") from None
+    entries, errors = [], []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2:
+            errors.append(f"{path}:{number}: expected 'relative/path label', got {line!r}")
+        elif not (parts[1].isascii() and parts[1].isdigit()):
+            errors.append(f"{path}:{number}: label must be a non-negative integer, got {parts[1]!r}")
+        elif Path(parts[0]).is_absolute():
+            errors.append(
+                f"{path}:{number}: image path must be relative to the task folder, got {parts[0]!r}"
+            )
+        else:
+            entries.append(SplitEntry(parts[0], int(parts[1]), number))
+    return entries, errors
+
+
+def size_problem(task_dir: Path | str, split: str, count: int) -> str | None:
+    """Why ``count`` entries is the wrong size for ``split`` (None when it is right)."""
+    path = split_file(task_dir, split)
+    expected = SPLIT_SIZES.get(split)
+    if expected is None:
+        return None if count > 0 else f"{path} has no entries"
+    return None if count == expected else f"{path} has {count} entries, expected {expected}"
+
+
+def load_split(task_dir: Path | str, split: str, *, check_size: bool = True) -> list[SplitEntry]:
+    """Entries of a split file with their line numbers; the first problem found is a DataError."""
+    entries, errors = parse_split(task_dir, split)
+    if errors:
+        more = f" (and {len(errors) - 1} more malformed lines)" if len(errors) > 1 else ""
+        raise DataError(errors[0] + more)
+    problem = size_problem(task_dir, split, len(entries)) if check_size else None
+    if problem:
+        raise DataError(problem)
+    return entries
+
+
+def read_split(task_dir: Path | str, split: str, *, check_size: bool = True) -> list[tuple[str, int]]:
+    """``(relative path, label)`` pairs of a split file.
+
+    With ``check_size`` the VTAB-1k sizes are enforced (train800 800, val200 200,
+    train800val200 1000, test non-empty), because a short split silently changes the benchmark.
+    """
+    return [(e.path, e.label) for e in load_split(task_dir, split, check_size=check_size)]
+
+
+def read_class_names(task_dir: Path | str) -> list[str] | None:
+    """Class names from ``classes.txt`` (None if the file is absent); trailing blank lines ignored."""
+    path = Path(task_dir) / CLASSES_FILE
+    if not path.exists():
+        return None
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    while names and not names[-1]:
+        names.pop()
+    seen: dict[str, int] = {}
+    for number, name in enumerate(names, start=1):
+        if not name:
+            raise DataError(f"{path}:{number}: empty class name")
+        if name in seen:
+            raise DataError(f"{path}:{number}: class name {name!r} repeats line {seen[name]}")
+        seen[name] = number
+    if not names:
+        raise DataError(f"{path} lists no classes")
+    return names
+
+
+def read_task_meta(task_dir: Path | str) -> dict:
+    """The optional ``task.json`` as a dict ({} if absent); a bad file or group is a DataError."""
+    path = Path(task_dir) / TASK_FILE
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path} must hold a JSON object")
+    group = meta.get("group")
+    if group is not None and group not in GROUPS:
+        raise DataError(f"{path}: group must be one of {', '.join(GROUPS)}, got {group!r}")
+    return meta
+
+
+def has_split_files(path: Path) -> bool:
+    """Whether ``path`` is a task folder, i.e. holds at least one split file."""
+    return any(split_file(path, split).is_file() for split in SPLITS)
+
+
+@dataclass
+class TaskInfo:
+    """What a task folder declares: where it is, its classes and its VTAB group."""
+
+    root: Path
+    name: str
+    num_classes: int
+    class_names: list[str]
+    group: str | None
+
+
+def task_info(task_dir: Path | str) -> TaskInfo:
+    """Read a task's classes and group.
+
+    The number of classes is the highest label in any split file plus one, or the length of
+    ``classes.txt`` when present; a label beyond ``classes.txt`` is a DataError.
+    """
+    root = Path(task_dir)
+    if not root.is_dir():
+        raise DataError(f"task folder {root} does not exist")
+    present = [split for split in SPLITS if split_file(root, split).is_file()]
+    if not present:
+        raise DataError(f"{root} holds none of the split files {', '.join(s + '.txt' for s in SPLITS)}")
+    labels = [e.label for split in present for e in load_split(root, split, check_size=False)]
+    top = max(labels, default=-1) + 1
+    names = read_class_names(root)
+    if names is None:
+        if top == 0:
+            raise DataError(f"{root}: the split files list no images, and there is no {CLASSES_FILE}")
+        names = [str(i) for i in range(top)]
+    elif top > len(names):
+        raise DataError(
+            f"{root / CLASSES_FILE} names {len(names)} classes but the split files use label {top - 1}"
+        )
+    group = read_task_meta(root).get("group")
+    return TaskInfo(
+        root=root, name=root.resolve().name, num_classes=len(names), class_names=names, group=group
+    )
+
+
+def image_error(path: Path, split_path: Path, line: int, reason: object) -> str:
+    """The one-line message for an image that cannot be used."""
+    reason = " ".join(str(reason).split())
+    return f"cannot read image {path} listed in {split_path.name}:{line}: {reason}"
+
+
+class FileListDataset(Dataset):
+    """One split of a task folder: ``(float image (3, H, W) in [0, 1], label)`` items.
+
+    Images are converted to RGB and resized (bilinear, antialiased) but not normalised: the
+    backbone's normalisation lives inside the model, so attacks see [0, 1] pixels. VTAB uses no
+    augmentation, so ``train_augment`` (a random horizontal flip) is off by default.
+    """
+
+    def __init__(
+        self,
+        task_dir: Path | str,
+        split: str,
+        image_size: int | tuple[int, int],
+        *,
+        check_size: bool = True,
+        train_augment: bool = False,
+    ) -> None:
+        self.task = task_info(task_dir)
+        self.split = split
+        self.height, self.width = _size_pair(image_size)
+        self.train_augment = train_augment
+        entries = load_split(self.task.root, split, check_size=check_size)
+        self.samples: list[tuple[Path, int]] = [(self.task.root / e.path, e.label) for e in entries]
+        self._lines = [e.line for e in entries]
+        self._split_path = split_file(self.task.root, split)
+        self._check_images_exist()
+
+    @property
+    def num_classes(self) -> int:
+        return self.task.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.task.class_names
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+        except IMAGE_ERRORS as e:
+            raise DataError(image_error(path, self._split_path, self._lines[index], e)) from None
+        if image.size != (self.width, self.height):
+            image = image.resize((self.width, self.height), Image.Resampling.BILINEAR)
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255).contiguous()
+        if self.train_augment and torch.rand(()) < 0.5:
+            pixels = pixels.flip(-1)
+        return pixels, label
+
+    def _check_images_exist(self) -> None:
+        """Fail at construction, not mid-epoch, when listed images are missing."""
+        missing = [i for i, (path, _) in enumerate(self.samples) if not path.is_file()]
+        if missing:
+            first = missing[0]
+            more = f" (and {len(missing) - 1} more listed images are missing)" if len(missing) > 1 else ""
+            path = self.samples[first][0]
+            raise DataError(image_error(path, self._split_path, self._lines[first], "no such file" + more))
+
+
+def _size_pair(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` from an int or a pair; non-positive sizes are a ConfigError."""
+    pair = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(pair) != 2 or not all(isinstance(s, int) and s > 0 for s in pair):
+        raise ConfigError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+    return pair
