@@ -25,20 +25,28 @@ def separable_task(n: int = 96) -> TensorDataset:
 QUICK = TrainConfig(epochs=4, batch_size=16, warmup_epochs=1, base_lr=2.0, weight_decay=0.0)
 
 
-class CrashingDataset(Dataset):
-    """Raises on the ``crash_at``-th item read, like a run killed mid-epoch."""
+class FaultAfter(Dataset):
+    """Reads ``inner`` normally for ``clean_reads`` items, then lets ``fault`` spoil every item."""
 
-    def __init__(self, inner: Dataset, crash_at: int) -> None:
-        self.inner, self.crash_at, self.reads = inner, crash_at, 0
+    def __init__(self, inner: Dataset, clean_reads: int, fault) -> None:
+        self.inner, self.clean_reads, self.fault, self.reads = inner, clean_reads, fault, 0
 
     def __len__(self) -> int:
         return len(self.inner)
 
     def __getitem__(self, index):
         self.reads += 1
-        if self.reads == self.crash_at:
-            raise KeyboardInterrupt
-        return self.inner[index]
+        image, label = self.inner[index]
+        return (image, label) if self.reads <= self.clean_reads else (self.fault(image), label)
+
+
+def killed(image):
+    """Like a run killed mid-epoch."""
+    raise KeyboardInterrupt
+
+
+def nan_image(image):
+    return torch.full_like(image, float("nan"))
 
 
 def trainable(model) -> dict[str, torch.Tensor]:
@@ -67,9 +75,8 @@ def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(tmp_path, vit
 
     torch.manual_seed(0)
     interrupted = create_model(vit_spec, method, 2, **options)
-    crash_in_epoch_3 = 96 * 2 + 40
-    with pytest.raises(KeyboardInterrupt):
-        train(interrupted, CrashingDataset(separable_task(), crash_in_epoch_3), tmp_path / "resumed", QUICK,
+    with pytest.raises(KeyboardInterrupt):  # killed 40 images into epoch 3
+        train(interrupted, FaultAfter(separable_task(), 96 * 2 + 39, killed), tmp_path / "resumed", QUICK,
               progress=False)
     assert latest_checkpoint(tmp_path / "resumed").name == "epoch-0002"
 
@@ -83,26 +90,11 @@ def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(tmp_path, vit
         assert torch.equal(expected[name], got[name]), name
 
 
-class PoisonedAfter(Dataset):
-    """Returns NaN images once ``clean_reads`` items have been read (from the next epoch on)."""
-
-    def __init__(self, inner: TensorDataset, clean_reads: int) -> None:
-        self.inner, self.clean_reads, self.reads = inner, clean_reads, 0
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __getitem__(self, index):
-        self.reads += 1
-        image, label = self.inner[index]
-        return (image if self.reads <= self.clean_reads else torch.full_like(image, float("nan"))), label
-
-
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, vit_spec):
     model = create_model(vit_spec, "linear", 2)
     config = TrainConfig(epochs=3, batch_size=16, warmup_epochs=0, base_lr=1.0)
     with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 2, step 1; .*last good checkpoint is kept"):
-        train(model, PoisonedAfter(separable_task(), clean_reads=96), tmp_path, config, progress=False)
+        train(model, FaultAfter(separable_task(), 96, nan_image), tmp_path, config, progress=False)
     kept = latest_checkpoint(tmp_path)
     assert kept.name == "epoch-0001"
     kept_state = load_prompt(kept).trainable_state()

@@ -17,6 +17,7 @@ from tyro.conf import Positional, subcommand
 
 from vprompt.backbones import BackboneSpec
 from vprompt.errors import ConfigError, VpromptError
+from vprompt.recipes.demo import DemoConfig
 from vprompt.train import TrainConfig
 
 
@@ -172,19 +173,14 @@ class Data:
 class Demo:
     """Offline tour: synthetic suite, then linear / VPT-shallow / VPT-deep on a small ViT; prints a table."""
 
-    out: Path = Path("vprompt-demo")
-    epochs: int = 10
-    seed: int = 0
-    tasks: list[str] | None = None
-    """Synthetic tasks (default: all)."""
+    config: DemoConfig = field(default_factory=DemoConfig)
 
     def run(self) -> None:
-        from vprompt.recipes.demo import DemoConfig, demo_table, run_demo
+        from vprompt.recipes.demo import demo_table, run_demo
 
-        config = DemoConfig(out=self.out, epochs=self.epochs, seed=self.seed, tasks=self.tasks)
-        rows = run_demo(config)
-        print(demo_table(rows, config))
-        print(f"\nresults: {config.out / 'results.json'}")
+        rows = run_demo(self.config)
+        print(demo_table(rows, self.config))
+        print(f"\nresults: {self.config.out / 'results.json'}")
 
 
 Command = Union[

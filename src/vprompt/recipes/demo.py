@@ -34,11 +34,13 @@ DEMO_METHODS: dict[str, dict[str, Any]] = {
 @dataclass
 class DemoConfig:
     out: Path = Path("vprompt-demo")
+    """Folder for the suite (OUT/data), the runs (OUT/runs) and results.json / results.md."""
     epochs: int = 10
     seed: int = 0
     tasks: list[str] | None = None
     """Synthetic tasks to run (default: all)."""
     methods: list[str] = field(default_factory=lambda: list(DEMO_METHODS))
+    """Methods to compare."""
 
 
 def run_demo(config: DemoConfig, progress: bool = True) -> list[dict[str, Any]]:
@@ -62,7 +64,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> list[dict[str, Any]]:
 def demo_table(rows: list[dict[str, Any]], config: DemoConfig) -> str:
     """Test accuracy per task (rows) and method (columns), plus the unweighted task mean."""
     table = pivot(rows, "task", "method", "test_acc")
-    methods = [m for m in config.methods]
+    methods = config.methods
     mean = {"task": "mean (tasks)"} | {m: sum(r[m] for r in table) / len(table) for m in methods}
     header = (f"Test accuracy after {config.epochs} epochs on train800val200, seed {config.seed}, "
               f"{DEMO_BACKBONE.name} {DEMO_BACKBONE.kwargs} (random init).")
