@@ -55,17 +55,21 @@ def run_demo(config: DemoConfig, progress: bool = True) -> list[dict[str, Any]]:
     for task_dir, method in tqdm(jobs, desc="demo runs", disable=not progress):
         row = train_on_task(task_dir, DEMO_BACKBONE, method, DEMO_METHODS.get(method, {}), train_config,
                             runs / task_dir.name / method, progress=False, eval_every=config.epochs)
-        rows.append({"task": row["task"], "method": method, "seed": config.seed, "test_acc": row["eval_acc"]})
+        rows.append({"task": row["task"], "method": method, "seed": config.seed, "test_acc": row["eval_acc"],
+                     "chance": 1 / row["num_classes"]})
     write_rows(rows, config.out / "results.json")
     (config.out / "results.md").write_text(demo_table(rows, config) + "\n")
     return rows
 
 
 def demo_table(rows: list[dict[str, Any]], config: DemoConfig) -> str:
-    """Test accuracy per task (rows) and method (columns), plus the unweighted task mean."""
+    """Test accuracy per task (rows) and method (columns), chance level, and the unweighted task mean."""
     table = pivot(rows, "task", "method", "test_acc")
-    methods = config.methods
-    mean = {"task": "mean (tasks)"} | {m: sum(r[m] for r in table) / len(table) for m in methods}
+    chance = {row["task"]: row["chance"] for row in rows}
+    for line in table:
+        line["chance"] = chance[line["task"]]
+    columns = [*config.methods, "chance"]
+    mean = {"task": "mean (tasks)"} | {c: sum(r[c] for r in table) / len(table) for c in columns}
     header = (f"Test accuracy after {config.epochs} epochs on train800val200, seed {config.seed}, "
               f"{DEMO_BACKBONE.name} {DEMO_BACKBONE.kwargs} (random init).")
-    return header + "\n\n" + markdown_table(table + [mean], ["task", *methods])
+    return header + "\n\n" + markdown_table(table + [mean], ["task", *columns])

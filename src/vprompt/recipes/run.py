@@ -40,6 +40,7 @@ def train_on_task(
     last = result.metrics[-1]
     return {
         "task": task.name,
+        "num_classes": task.num_classes,
         "method": method,
         "seed": config.seed,
         "train_split": train_split,
