@@ -100,3 +100,25 @@ def test_data_check_says_what_is_wrong(capsys, tmp_path, task):
     code, out, _ = run_cli(capsys, "data", "check", str(task))
     assert code == 0
 
+
+
+def test_the_same_train_command_runs_on_two_processes(tmp_path, task):
+    """`accelerate launch` (CPU, gloo) as on N GPUs: one result line, global metrics, a loadable prompt."""
+    import os
+    import subprocess
+    import sys
+
+    from vprompt.model import load_prompt
+
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vprompt.cli"]
+    train = ["train", "--data", str(task), "--out", str(tmp_path / "run"), *MODEL, "--method", "vpt-deep",
+             "--prompt-len", "2", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "50", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(launch + train, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count('"task"') == 1  # printed by the main process only
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(metrics) == 1
+    assert metrics[0]["train_images"] == 1000  # both processes' shards counted
+    assert load_prompt(tmp_path / "run" / "prompt").num_classes == 10

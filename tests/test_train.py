@@ -115,7 +115,8 @@ def test_a_finished_run_is_never_overwritten_and_nothing_is_resumed_from_nothing
 
 
 def test_learning_rate_scales_with_batch_and_follows_warmup_then_cosine():
-    assert TrainConfig(base_lr=0.1, batch_size=64).lr == pytest.approx(0.025)
+    assert TrainConfig(base_lr=0.1, batch_size=64).peak_lr() == pytest.approx(0.025)
+    assert TrainConfig(base_lr=0.1, batch_size=64).peak_lr(processes=4) == pytest.approx(0.1)
     peak, total, warmup = 1.0, 100, 10
     assert lr_at(0, total, warmup, peak) == pytest.approx(0.1)
     assert lr_at(9, total, warmup, peak) == pytest.approx(1.0)

@@ -75,9 +75,12 @@ class Train:
     def run(self) -> None:
         from vprompt.recipes.run import train_on_task
 
+        from accelerate import PartialState
+
         row = train_on_task(self.data, self.backbone.spec(), self.method.method, self.method.options(),
                             self.train, self.out, self.train_split, self.eval_split, self.resume, self.progress)
-        print(json.dumps(row, indent=2))
+        if PartialState().is_main_process:  # once, also under `accelerate launch`
+            print(json.dumps(row, indent=2))
 
 
 @dataclass

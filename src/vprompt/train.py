@@ -40,10 +40,11 @@ class TrainConfig:
 
     epochs: int = 100
     batch_size: int = 64
+    """Images per step and process."""
     optimizer: Literal["sgd", "adamw"] = "sgd"
     """SGD with momentum (VPT's choice) or AdamW."""
     base_lr: float = 0.1
-    """Learning rate for a batch of 256; the applied rate is base_lr × batch_size / 256."""
+    """Learning rate for a batch of 256; the applied rate is base_lr × global batch / 256."""
     weight_decay: float = 1e-4
     momentum: float = 0.9
     """SGD momentum (ignored by AdamW)."""
@@ -58,9 +59,9 @@ class TrainConfig:
     grad_clip: float | None = None
     """Clip the gradient norm to this value (off by default)."""
 
-    @property
-    def lr(self) -> float:
-        return self.base_lr * self.batch_size / 256
+    def peak_lr(self, processes: int = 1) -> float:
+        """base_lr × global batch / 256; --batch-size is per process under `accelerate launch`."""
+        return self.base_lr * self.batch_size * processes / 256
 
 
 @dataclass
@@ -100,9 +101,9 @@ class EpochShuffle(Sampler[int]):
 
 def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(params, lr=config.peak_lr(), momentum=config.momentum, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=config.peak_lr(), weight_decay=config.weight_decay)
     raise ConfigError(f"unknown optimizer '{config.optimizer}' (sgd or adamw)")
 
 
@@ -143,6 +144,7 @@ def train(
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = steps_per_epoch * config.warmup_epochs
+    peak_lr = config.peak_lr(accelerator.num_processes)
     show = progress and accelerator.is_main_process
     epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", disable=not show,
                   initial=start_epoch, total=config.epochs)
@@ -154,7 +156,7 @@ def train(
         loss_sum, correct, seen = 0.0, 0, 0
         steps = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not show)
         for step, (images, labels) in enumerate(steps):
-            lr = lr_at(epoch * steps_per_epoch + step, total_steps, warmup_steps, config.lr)
+            lr = lr_at(epoch * steps_per_epoch + step, total_steps, warmup_steps, peak_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             logits = prepared_model(images)
@@ -170,8 +172,10 @@ def train(
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
             steps.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+        loss_sum, correct, seen = accelerator.reduce(  # every process's shard, summed
+            torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=accelerator.device), "sum").tolist()
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-               "seconds": time.perf_counter() - started}
+               "train_images": int(seen), "seconds": time.perf_counter() - started}
         if eval_set is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
             scores = evaluate(model, eval_set, config.batch_size, accelerator=accelerator, workers=config.workers)
             row.update({"eval_loss": scores["loss"], "eval_acc": scores["acc"]})
