@@ -161,17 +161,18 @@ def train(
                 group["lr"] = lr
             logits = prepared_model(images)
             loss = F.cross_entropy(logits.float(), labels)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(nonfinite_message(loss, epoch, step, out_dir))
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(nonfinite_message(loss_value, epoch, step, out_dir))
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             if config.grad_clip:
                 accelerator.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
-            loss_sum += loss.item() * len(labels)
+            loss_sum += loss_value * len(labels)
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
-            steps.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+            steps.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
         loss_sum, correct, seen = accelerator.reduce(  # every process's shard, summed
             torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=accelerator.device), "sum").tolist()
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
@@ -190,10 +191,10 @@ def train(
     return TrainResult(history, final_dir)
 
 
-def nonfinite_message(loss: torch.Tensor, epoch: int, step: int, out_dir: Path) -> str:
+def nonfinite_message(loss: float, epoch: int, step: int, out_dir: Path) -> str:
     latest = latest_checkpoint(out_dir)
     kept = f"the last good checkpoint is kept at {latest}" if latest else "no checkpoint was written yet"
-    return (f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped, {kept}. "
+    return (f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; stopped, {kept}. "
             "Try a lower --base-lr or --grad-clip.")
 
 
