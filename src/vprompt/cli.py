@@ -65,6 +65,7 @@ class Train:
     method: MethodArgs = field(default_factory=MethodArgs)
     train: TrainConfig = field(default_factory=TrainConfig)
     train_split: str = "train800val200"
+    """Split to train on (train800 while tuning on val200; train800val200 for final numbers)."""
     eval_split: str | None = "test"
     """Split scored after every epoch (None: no evaluation)."""
     resume: bool = False
@@ -92,6 +93,7 @@ class Eval:
     data: Path
     """Task folder."""
     split: str = "test"
+    """Split to score: train800, val200, train800val200 or test."""
     batch_size: int = 128
     json: bool = False
     """Print the result as JSON."""
@@ -133,11 +135,15 @@ class Synth:
     """Write the offline synthetic suite in the VTAB-1k file-list layout."""
 
     out: Positional[Path]
+    """Folder for the suite: one task folder each, plus suite.json."""
     seed: int = 0
+    """Same seed, same files."""
     image_size: int = 32
+    """Side of the square images, in pixels (at least 16)."""
     test_size: int = 500
+    """Images in each test split (train800 / val200 are fixed by the layout)."""
     tasks: list[str] | None = None
-    """Tasks to write (default: all)."""
+    """Tasks to write (default: all): objects textures digits cells sprites_location sprites_orientation count."""
 
     def run(self) -> None:
         from vprompt.data import write_synthetic_suite
@@ -152,6 +158,7 @@ class Check:
     """Verify a task folder or a folder of tasks, and say precisely what is wrong."""
 
     path: Positional[Path]
+    """A task folder (with the split files) or a folder of task folders."""
 
     def run(self) -> None:
         from vprompt.data import check_dataset
