@@ -63,7 +63,8 @@ def test_train_eval_and_resume_through_the_cli(capsys, tmp_path, task):
     (["params", "--model", "no_such_model_v9"], "unknown timm model 'no_such_model_v9'"),
     (["params", *MODEL, "--method", "vtp"], "unknown method 'vtp'"),
     (["params", *MODEL, "--method", "linear", "--prompt-len", "4"], "does not take prompt_len"),
-    (["params", "--model", "vit_tiny_patch16_224", "--model-arg", "img_size"], "expects KEY=VALUE"),
+    (["params", *MODEL, "--method", "vapt", "--method-arg", "kernal=3"], "does not take kernal"),
+    (["params", "--model", "vit_tiny_patch16_224", "--model-arg", "img_size"], "expected KEY=VALUE, got 'img_size'"),
     (["eval", "--prompt", "/no/such/prompt", "--data", "."], "no prompt checkpoint in /no/such/prompt"),
 ])
 def test_bad_input_is_one_clear_line(capsys, argv, message):
@@ -122,3 +123,10 @@ def test_the_same_train_command_runs_on_two_processes(tmp_path, task):
     assert len(metrics) == 1
     assert metrics[0]["train_images"] == 1000  # both processes' shards counted
     assert load_prompt(tmp_path / "run" / "prompt").num_classes == 10
+
+
+def test_method_args_reach_the_method(capsys):
+    base = ["params", *MODEL, "--method", "vapt", "--prompt-len", "3", "--json"]
+    _, out, _ = run_cli(capsys, *base)
+    _, ablated, _ = run_cli(capsys, *base, "--method-arg", "projector=none")
+    assert json.loads(out)["prompt"] - json.loads(ablated)["prompt"] == 2 * 8 * TINY_VIT["embed_dim"]

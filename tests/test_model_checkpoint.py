@@ -25,7 +25,7 @@ def perturbed(model):
 
 @pytest.mark.parametrize("method, options", [
     ("vpt-deep", {"prompt_len": 3}), ("vpt-shallow", {"prompt_len": 2, "prompt_dropout": 0.1}),
-    ("linear", {}), ("full", {}),
+    ("linear", {}), ("full", {}), ("vapt", {"prompt_len": 3, "projector": "per-layer"}),
 ])
 def test_save_then_load_gives_identical_logits(tmp_path, vit_spec, images, method, options):
     model = perturbed(create_model(vit_spec, method, 4, ["a", "b", "c", "d"], **options)).eval()

@@ -42,15 +42,17 @@ class BackboneArgs:
 @dataclass
 class MethodArgs:
     method: str = "vpt-deep"
-    """Method: linear, full, vpt-shallow, vpt-deep."""
+    """Method: linear, full, vpt-shallow, vpt-deep, vapt."""
     prompt_len: int | None = None
     """Prompt tokens per layer (token-prompt methods; default 10)."""
     prompt_dropout: float | None = None
     """Dropout on prompt tokens (token-prompt methods; default 0.0)."""
+    method_arg: list[str] = field(default_factory=list)
+    """Other method options as KEY=VALUE, e.g. for vapt: kernel=3 projector=per-layer residual=false."""
 
     def options(self) -> dict[str, Any]:
         given = {"prompt_len": self.prompt_len, "prompt_dropout": self.prompt_dropout}
-        return {k: v for k, v in given.items() if v is not None}
+        return {k: v for k, v in given.items() if v is not None} | parse_key_values(self.method_arg)
 
 
 @dataclass
@@ -208,7 +210,7 @@ def parse_key_values(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--model-arg expects KEY=VALUE, got '{item}'")
+            raise ConfigError(f"expected KEY=VALUE, got '{item}'")
         try:
             parsed[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -1,0 +1,139 @@
+"""VAPT (Le et al. 2025): prompts that are functions of the input, on any timm ViT.
+
+Re-implemented from the specification (METHODS.md §4), not from the official code. Block 0 gets
+VPT-style static prompts. Every later block ``l`` gets ``p`` prompts generated from what enters
+it: the previous block's patch tokens (prompt and prefix tokens dropped), layer-normalised and
+laid out on the backbone's own patch grid, go through
+
+1. a channel-wise K×K convolution (one kernel per layer, shared by all d channels) + Dropout2d,
+2. a per-layer token-wise projector from the conv's grid positions to p prompts (zero-init, so
+   adaptive prompts start at exactly 0 and the model starts as VPT-shallow with frozen prompts
+   beyond block 0),
+3. a feature projector ``G + W2·drop(relu(W1·G))`` (width r, no bias), shared by all layers.
+
+Every design choice is an option, for ablations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vprompt.errors import ConfigError
+from vprompt.methods import Method, MethodConfig, register_method
+from vprompt.prompts.tokens import TokenPrompt, require_vit, vpt_init_bound
+
+
+@dataclass
+class VAPTConfig(MethodConfig):
+    prompt_len: int = 10
+    prompt_dropout: float = 0.0
+    """Dropout on the static block-0 prompts only."""
+    kernel: int = 2
+    """Side K of the channel-wise convolution (no padding: (Hp-K+1)×(Wp-K+1) positions)."""
+    conv: bool = True
+    """Off: the token projector reads the patch grid directly."""
+    conv_dropout: float = 0.1
+    """Dropout2d after the convolution."""
+    projector_width: int = 8
+    """Width r of the feature projector."""
+    projector_dropout: float = 0.1
+    projector: Literal["shared", "per-layer", "none"] = "shared"
+    """One feature projector for all layers (the paper), one per layer, or none."""
+    residual: bool = True
+    """P = G + projector(G) (on) or P = projector(G) (off)."""
+
+    def __post_init__(self) -> None:
+        if self.projector not in ("shared", "per-layer", "none"):
+            raise ConfigError(f"VAPT projector must be shared, per-layer or none, not '{self.projector}'")
+        if self.kernel < 1 or self.projector_width < 1:
+            raise ConfigError("VAPT kernel and projector_width must be at least 1")
+
+
+class FeatureProjector(nn.Module):
+    """``W2·drop(relu(W1·G))``: a bias-free bottleneck MLP on each prompt token."""
+
+    def __init__(self, dim: int, width: int, dropout: float) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, width, bias=False)
+        self.up = nn.Linear(width, dim, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.up(self.dropout(F.relu(self.down(tokens))))
+
+
+class PromptGenerator(nn.Module):
+    """One block's path from its incoming patch tokens to its p adaptive prompts (before projection)."""
+
+    def __init__(self, dim: int, grid: tuple[int, int], config: VAPTConfig) -> None:
+        super().__init__()
+        self.grid = grid
+        self.norm = nn.LayerNorm(dim)
+        if config.conv:
+            self.conv = nn.Conv2d(1, 1, config.kernel, bias=False)  # applied to every channel alike
+            positions = (grid[0] - config.kernel + 1) * (grid[1] - config.kernel + 1)
+        else:
+            self.conv = None
+            positions = grid[0] * grid[1]
+        self.conv_dropout = nn.Dropout2d(config.conv_dropout)
+        self.to_prompts = nn.Linear(positions, config.prompt_len)
+        nn.init.zeros_(self.to_prompts.weight)
+        nn.init.zeros_(self.to_prompts.bias)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """(B, Hp·Wp, d) patch tokens → (B, p, d) prompts."""
+        batch, _, dim = patches.shape
+        grid = self.norm(patches).transpose(1, 2).reshape(batch, dim, *self.grid)
+        if self.conv is not None:
+            grid = self.conv(grid.reshape(batch * dim, 1, *self.grid))  # one kernel for every channel
+            grid = self.conv_dropout(grid.reshape(batch, dim, *grid.shape[-2:]))  # drops whole channels
+        return self.to_prompts(grid.flatten(2)).transpose(1, 2)
+
+
+class VAPTPrompt(TokenPrompt):
+    """Static prompts at block 0, input-generated prompts at blocks 1..L-1."""
+
+    def __init__(self, vit: nn.Module, config: VAPTConfig) -> None:
+        super().__init__(config.prompt_len, vit.embed_dim, len(vit.blocks), vit.num_prefix_tokens)
+        grid = tuple(vit.patch_embed.grid_size)
+        if config.conv and min(grid) < config.kernel:
+            raise ConfigError(f"VAPT kernel {config.kernel} is larger than the {grid[0]}×{grid[1]} patch grid")
+        if getattr(vit, "dynamic_img_size", False):
+            raise ConfigError("VAPT needs a fixed patch grid; this ViT was built with dynamic_img_size")
+        self.num_patches = grid[0] * grid[1]
+        self.residual = config.residual
+        bound = vpt_init_bound(tuple(vit.patch_embed.patch_size), self.embed_dim)
+        self.static = nn.Parameter(torch.empty(self.num_tokens, self.embed_dim).uniform_(-bound, bound))
+        self.static_dropout = nn.Dropout(config.prompt_dropout)
+        self.generators = nn.ModuleList(PromptGenerator(self.embed_dim, grid, config) for _ in range(self.depth - 1))
+        layers = {"shared": 1, "per-layer": self.depth - 1, "none": 0}[config.projector]
+        self.projectors = nn.ModuleList(
+            FeatureProjector(self.embed_dim, config.projector_width, config.projector_dropout) for _ in range(layers)
+        )
+
+    def initial_prompts(self, batch_size: int) -> torch.Tensor:
+        return self.static_dropout(self.static).expand(batch_size, -1, -1)
+
+    def block_prompts(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
+        patches = hidden[:, -self.num_patches:]  # prefix and previous prompt tokens dropped
+        generated = self.generators[index - 1](patches)
+        if not self.projectors:
+            return generated
+        projector = self.projectors[0] if len(self.projectors) == 1 else self.projectors[index - 1]
+        projected = projector(generated)
+        return generated + projected if self.residual else projected
+
+
+def _build(config: MethodConfig, backbone: nn.Module) -> VAPTPrompt:
+    require_vit("vapt", backbone)
+    assert isinstance(config, VAPTConfig)
+    return VAPTPrompt(backbone, config)
+
+
+register_method(Method("vapt", VAPTConfig, _build,
+                       summary="VAPT: static prompts at block 0, input-generated prompts at later blocks"))

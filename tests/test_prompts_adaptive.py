@@ -1,0 +1,105 @@
+"""VAPT: zero adaptive prompts at init, input dependence, gradients, and the parameter formula."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import tiny_vit_spec
+from test_prompts_tokens import record_block_inputs
+from vprompt.errors import ConfigError
+from vprompt.model import create_model, parameter_report
+
+
+def randomise_generators(model) -> None:
+    """Leave the zero init behind, as training does."""
+    with torch.no_grad():
+        for generator in model.token_prompt.generators:
+            generator.to_prompts.weight.normal_(0, 0.5)
+            generator.to_prompts.bias.normal_(0, 0.5)
+
+
+def vapt_formula(p: int, d: int, depth: int, grid: tuple[int, int], k: int = 2, r: int = 8) -> int:
+    """METHODS.md §4: p·d + (L−1)·(2d + K² + (Hp−K+1)(Wp−K+1)·p + p) + 2rd."""
+    positions = (grid[0] - k + 1) * (grid[1] - k + 1)
+    return p * d + (depth - 1) * (2 * d + k * k + positions * p + p) + 2 * r * d
+
+
+def test_adaptive_prompts_are_exactly_zero_at_init(vit_spec, images):
+    model = create_model(vit_spec, "vapt", 3, prompt_len=4).train()  # even with dropout active
+    seen = record_block_inputs(model)
+    model(images)
+    assert torch.equal(seen[0][:, 1:5], model.token_prompt.static.expand(4, -1, -1))
+    for block_input in seen[1:]:
+        assert torch.count_nonzero(block_input[:, 1:5]) == 0
+
+
+def test_prompts_follow_the_input(vit_spec, images):
+    model = create_model(vit_spec, "vapt", 3, prompt_len=4).eval()
+    randomise_generators(model)
+    seen = record_block_inputs(model)
+    model(images)
+    model(images)
+    model(images.flip(-1))
+    depth = len(model.backbone.blocks)
+    first, again, flipped = seen[:depth], seen[depth:2 * depth], seen[2 * depth:]
+    for index in range(1, depth):
+        assert torch.equal(first[index][:, 1:5], again[index][:, 1:5])  # deterministic in eval
+        assert not torch.allclose(first[index][:, 1:5], flipped[index][:, 1:5])  # adaptive
+        per_image = first[index][:, 1:5]
+        assert not torch.allclose(per_image[0], per_image[1])  # one prompt set per image
+
+
+def test_gradients_reach_the_generator_and_never_the_backbone(vit_spec, images):
+    model = create_model(vit_spec, "vapt", 3, prompt_len=4)
+    model(images).logsumexp(1).sum().backward()
+    prompt = model.token_prompt
+    assert prompt.static.grad.abs().sum() > 0
+    assert all(g.to_prompts.weight.grad.abs().sum() > 0 for g in prompt.generators)  # even at zero init
+    model.zero_grad()
+    randomise_generators(model)
+    model(images).logsumexp(1).sum().backward()
+    for name, param in prompt.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in model.backbone.parameters())
+
+
+@pytest.mark.parametrize("shape, grid", [
+    (dict(), (4, 4)),
+    (dict(img_size=(16, 24), embed_dim=48, depth=4, num_heads=3), (4, 6)),  # non-square grid
+    (dict(img_size=32, patch_size=8, class_token=False, global_pool="avg", reg_tokens=2), (4, 4)),
+])
+@pytest.mark.parametrize("p", [1, 10])
+def test_parameter_count_follows_the_formula(shape, grid, p):
+    spec = tiny_vit_spec(**shape)
+    model = create_model(spec, "vapt", 5, prompt_len=p)
+    d, depth = model.backbone.embed_dim, len(model.backbone.blocks)
+    assert tuple(model.backbone.patch_embed.grid_size) == grid
+    assert parameter_report(model).prompt == vapt_formula(p, d, depth, grid)
+    assert model(torch.rand(2, 3, *model.data_config.input_size)).shape == (2, 5)
+
+
+def test_ablation_options_change_the_parameter_count_as_designed(vit_spec):
+    p, d, depth, grid = 3, 32, 3, (4, 4)
+    base = vapt_formula(p, d, depth, grid)
+
+    def count(**options) -> int:
+        return parameter_report(create_model(vit_spec, "vapt", 5, prompt_len=p, **options)).prompt
+
+    assert count(kernel=3) == vapt_formula(p, d, depth, grid, k=3)
+    assert count(conv=False) == base - (depth - 1) * (4 + (9 - 16) * p)
+    assert count(projector="none") == base - 2 * 8 * d
+    assert count(projector="per-layer") == base + (depth - 2) * 2 * 8 * d
+    assert count(projector_width=4) == base - 2 * 4 * d
+    assert count(residual=False) == base
+
+
+def test_vapt_refuses_what_it_cannot_do(vit_spec):
+    with pytest.raises(ConfigError, match="kernel 5 is larger than the 4×4 patch grid"):
+        create_model(vit_spec, "vapt", 3, kernel=5)
+    with pytest.raises(ConfigError, match="projector must be shared, per-layer or none, not 'both'"):
+        create_model(vit_spec, "vapt", 3, projector="both")
+    with pytest.raises(ConfigError, match="needs a timm VisionTransformer"):
+        from vprompt.backbones import BackboneSpec
+
+        create_model(BackboneSpec("resnet18"), "vapt", 3)
