@@ -1,6 +1,6 @@
-"""Training-step cost of linear probing, VPT-shallow, VPT-deep and full fine-tuning on a ViT.
+"""Training-step cost of linear probing, VPT-shallow, VPT-deep, VAPT and full fine-tuning on a ViT.
 
-Two ratios per method, both measured in one run with all variants interleaved:
+Ratios per method, all measured in one run with all variants interleaved:
 
 * ``step_ratio_vs_backbone``: the method's training step (forward + backward + SGD step) over
   the frozen backbone's forward + backward with *input gradients only* at the same token count.
@@ -9,7 +9,10 @@ Two ratios per method, both measured in one run with all variants interleaved:
   ratio isolates what training the method's parameters adds to backpropagating through the
   backbone, which any prompt method must do (the reference also backpropagates through the patch
   embedding to the pixels, which VPT does not need, so VPT may come out slightly below 1);
-* ``step_ratio_vs_full_ft`` and ``mem_ratio_vs_full_ft``: the method over full fine-tuning.
+* ``step_ratio_vs_full_ft`` and ``mem_ratio_vs_full_ft``: the method over full fine-tuning;
+* ``step_ratio_vs_vpt_deep`` and ``flops_ratio_vs_vpt_deep``: the method over VPT-deep at the same
+  p (VAPT's cost, which the paper reports as +0.6 % FLOPs). FLOPs are one forward pass as
+  ``torch.utils.flop_counter`` counts them: matmuls, convolutions and attention, not norms.
 
 Memory on CUDA is the allocator's peak during one step above what was allocated before it, plus
 the model's own resident tensors. On CPU there is no allocator peak, so it is counted instead:
@@ -42,7 +45,8 @@ from vprompt.backbones import BackboneSpec
 from vprompt.model import PromptedModel, create_model
 from vprompt.train import TrainConfig, make_optimizer
 
-METHODS = ("linear", "vpt-shallow", "vpt-deep", "full")
+METHODS = ("linear", "vpt-shallow", "vpt-deep", "vapt", "full")
+PROMPTED = ("vpt-shallow", "vpt-deep", "vapt")  # the methods that take a prompt length
 NUM_CLASSES = 100
 
 
@@ -120,7 +124,7 @@ def frozen(params: list[nn.Parameter]) -> Iterator[None]:
 def build(size: Size, method: str, prompt_len: int, device: torch.device, amp: bool, seed: int) -> Bench:
     """The model exactly as ``vprompt`` builds it for training, in train mode, with its SGD optimizer."""
     torch.manual_seed(seed)  # prompt and head init; backbone weights come from the spec's init_seed
-    options = {"prompt_len": prompt_len} if method.startswith("vpt") else {}
+    options = {"prompt_len": prompt_len} if method in PROMPTED else {}
     model = create_model(BackboneSpec(size.timm_name, kwargs=size.kwargs), method, NUM_CLASSES, **options)
     model = model.to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -190,11 +194,13 @@ def measure_size(size: Size, args: argparse.Namespace, device: torch.device) -> 
     times = interleaved_timings(steps, rounds=args.rounds, warmup=args.warmup, sync=sync)
     measure_memory = cuda_peak_memory if device.type == "cuda" else counted_memory
     memory = {name: measure_memory(benches[name.removeprefix("ref:")], name.startswith("ref:")) for name in steps}
+    flops = {method: forward_flops(bench) for method, bench in benches.items()}
     load = round(os.getloadavg()[0], 2)
     rows = []
     for method, bench in benches.items():
         b1, vs_backbone, b3 = quartiles(paired_ratios(times[method], times[f"ref:{method}"]))
         f1, vs_full, f3 = quartiles(paired_ratios(times[method], times["full"]))
+        d1, vs_deep, d3 = quartiles(paired_ratios(times[method], times["vpt-deep"]))
         rows.append({
             "model": size.label,
             "method": method,
@@ -205,8 +211,13 @@ def measure_size(size: Size, args: argparse.Namespace, device: torch.device) -> 
             "step_ratio_vs_backbone_q3": round(b3, 3),
             "step_ratio_vs_full_ft_q1": round(f1, 3),
             "step_ratio_vs_full_ft_q3": round(f3, 3),
+            "step_ratio_vs_vpt_deep": round(vs_deep, 3),
+            "step_ratio_vs_vpt_deep_q1": round(d1, 3),
+            "step_ratio_vs_vpt_deep_q3": round(d3, 3),
+            "forward_flops": flops[method],
+            "flops_ratio_vs_vpt_deep": round(flops[method] / flops["vpt-deep"], 4),
             "tokens": bench.tokens(),
-            "prompt_len": args.prompt_len if method.startswith("vpt") else 0,
+            "prompt_len": args.prompt_len if method in PROMPTED else 0,
             "batch": size.batch,
             "image_size": "x".join(map(str, bench.model.data_config.input_size)),
             "timm_name": size.timm_name,
@@ -231,6 +242,16 @@ def measure_size(size: Size, args: argparse.Namespace, device: torch.device) -> 
     return rows
 
 
+def forward_flops(bench: Bench) -> int:
+    """FLOPs of one forward pass as torch's FlopCounterMode counts them (matmuls, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        bench.model(bench.images)
+    return counter.get_total_flops()
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -250,6 +271,8 @@ def table(rows: list[Row]) -> str:
         ("tokens", lambda r: str(r["tokens"])),
         ("step ÷ backbone fwd+bwd (IQR)", with_iqr("step_ratio_vs_backbone")),
         ("step ÷ full FT (IQR)", with_iqr("step_ratio_vs_full_ft")),
+        ("step ÷ VPT-deep (IQR)", with_iqr("step_ratio_vs_vpt_deep")),
+        ("fwd FLOPs ÷ VPT-deep", lambda r: f"{r['flops_ratio_vs_vpt_deep']:.4f}"),
         ("memory MiB", lambda r: f"{r['peak_bytes'] / 2**20:.0f}"),
         ("memory ÷ full FT", lambda r: f"{r['mem_ratio_vs_full_ft']:.2f}"),
     ]
@@ -270,7 +293,7 @@ def table(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_parser("Training-step time and memory of linear / VPT-shallow / VPT-deep / full FT")
+    parser = base_parser("Training-step time, memory and FLOPs of linear / VPT-shallow / VPT-deep / VAPT / full FT")
     parser.add_argument("--prompt-len", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")

@@ -18,6 +18,7 @@ from tyro.conf import Positional, subcommand
 from vprompt.backbones import BackboneSpec
 from vprompt.errors import ConfigError, VpromptError
 from vprompt.recipes.demo import DemoConfig
+from vprompt.recipes.vapt import VAPTReproduction
 from vprompt.train import TrainConfig
 
 
@@ -195,12 +196,61 @@ class Demo:
         print(f"\nresults: {self.config.out / 'results.json'}")
 
 
+@dataclass
+class OptionalBackboneArgs(BackboneArgs):
+    model: str | None = None  # type: ignore[assignment]
+    """timm model name (default: the recipe's own offline backbone)."""
+
+    def spec_or_none(self) -> BackboneSpec | None:
+        return self.spec() if self.model else None
+
+
+@dataclass
+class ReproduceVAPT:
+    """VAPT vs VPT-deep / VPT-shallow / linear under the VTAB-1k protocol (offline by default)."""
+
+    config: VAPTReproduction = field(default_factory=VAPTReproduction)
+    backbone: OptionalBackboneArgs = field(default_factory=OptionalBackboneArgs)
+
+    def run(self) -> None:
+        from vprompt.recipes.vapt import run_vapt_reproduction
+
+        run_vapt_reproduction(self.config, self.backbone.spec_or_none())
+        print((self.config.out / "results.md").read_text())
+        print(f"results: {self.config.out / 'results.json'}")
+
+
+RECIPES = {
+    "vapt": "VAPT vs VPT-deep / VPT-shallow / linear, VTAB-1k protocol (offline: synthetic suite)",
+}
+
+
+@dataclass
+class ReproduceList:
+    """List the paper recipes that `vprompt reproduce` runs."""
+
+    def run(self) -> None:
+        for name, what in RECIPES.items():
+            print(f"{name:10} {what}")
+
+
+@dataclass
+class Reproduce:
+    """Paper recipes: `vprompt reproduce list` shows them."""
+
+    recipe: Union[Annotated[ReproduceVAPT, subcommand("vapt")], Annotated[ReproduceList, subcommand("list")]]
+
+    def run(self) -> None:
+        self.recipe.run()
+
+
 Command = Union[
     Annotated[Demo, subcommand("demo")],
     Annotated[Train, subcommand("train")],
     Annotated[Eval, subcommand("eval")],
     Annotated[Params, subcommand("params")],
     Annotated[Data, subcommand("data")],
+    Annotated[Reproduce, subcommand("reproduce")],
 ]
 
 
