@@ -247,7 +247,7 @@ def forward_flops(bench: Bench) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    with counter:  # not under no_grad: the counter's module tracker hooks into autograd
         bench.model(bench.images)
     return counter.get_total_flops()
 

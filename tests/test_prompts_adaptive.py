@@ -103,3 +103,32 @@ def test_vapt_refuses_what_it_cannot_do(vit_spec):
         from vprompt.backbones import BackboneSpec
 
         create_model(BackboneSpec("resnet18"), "vapt", 3)
+
+
+@pytest.mark.parametrize("conv", [True, False])
+def test_fused_generator_equals_conv_on_every_channel_then_projector(conv):
+    """The generator folds conv + token projector into one map; check it against the literal recipe."""
+    from vprompt.prompts.adaptive import PromptGenerator, VAPTConfig
+
+    generator = PromptGenerator(32, (4, 6), VAPTConfig(prompt_len=3, conv=conv, kernel=2)).eval()
+    torch.nn.init.normal_(generator.to_prompts.weight)
+    torch.nn.init.normal_(generator.to_prompts.bias)
+    patches = torch.randn(5, 24, 32)
+    grid = generator.norm(patches).transpose(1, 2).reshape(5, 32, 4, 6)
+    if conv:  # the spec: one K×K kernel applied to each of the d channels
+        grid = generator.conv(grid.reshape(5 * 32, 1, 4, 6))
+    literal = generator.to_prompts(grid.reshape(5, 32, -1)).transpose(1, 2)
+    torch.testing.assert_close(generator(patches), literal, rtol=1e-5, atol=1e-5)
+
+
+def test_channel_dropout_drops_whole_channels_per_image_in_training_only():
+    from vprompt.prompts.adaptive import PromptGenerator, VAPTConfig
+
+    generator = PromptGenerator(64, (4, 4), VAPTConfig(prompt_len=3, conv_dropout=0.5))
+    torch.nn.init.normal_(generator.to_prompts.weight)
+    patches = torch.randn(8, 16, 64)
+    dropped = generator(patches) == 0  # bias is zero, so a dropped channel is exactly 0
+    per_channel = dropped.all(dim=1)  # (B, d): a channel is dropped for all p prompts at once
+    assert torch.equal(dropped, per_channel.unsqueeze(1).expand_as(dropped))
+    assert 0.3 < per_channel.float().mean() < 0.7
+    assert not (generator.eval()(patches) == 0).any()

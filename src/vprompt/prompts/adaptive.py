@@ -68,31 +68,43 @@ class FeatureProjector(nn.Module):
 
 
 class PromptGenerator(nn.Module):
-    """One block's path from its incoming patch tokens to its p adaptive prompts (before projection)."""
+    """One block's path from its incoming patch tokens to its p adaptive prompts (before projection).
+
+    conv → channel dropout → token projector is linear in the patch grid, so it is computed as one
+    (Hp·Wp → p) map: the projector's weight pulled back through the convolution (its adjoint,
+    a transposed convolution over p tiny images). Same function and parameters as running the
+    convolution on every one of the B·d channels, at the cost of a single small matrix product.
+    """
 
     def __init__(self, dim: int, grid: tuple[int, int], config: VAPTConfig) -> None:
         super().__init__()
         self.grid = grid
         self.norm = nn.LayerNorm(dim)
         if config.conv:
-            self.conv = nn.Conv2d(1, 1, config.kernel, bias=False)  # applied to every channel alike
-            positions = (grid[0] - config.kernel + 1) * (grid[1] - config.kernel + 1)
+            self.conv = nn.Conv2d(1, 1, config.kernel, bias=False)  # one kernel shared by all channels
+            self.conv_grid = (grid[0] - config.kernel + 1, grid[1] - config.kernel + 1)
         else:
             self.conv = None
-            positions = grid[0] * grid[1]
-        self.conv_dropout = nn.Dropout2d(config.conv_dropout)
-        self.to_prompts = nn.Linear(positions, config.prompt_len)
+            self.conv_grid = grid
+        self.channel_dropout = config.conv_dropout
+        self.to_prompts = nn.Linear(self.conv_grid[0] * self.conv_grid[1], config.prompt_len)
         nn.init.zeros_(self.to_prompts.weight)
         nn.init.zeros_(self.to_prompts.bias)
 
+    def grid_map(self) -> torch.Tensor:
+        """The (p, Hp·Wp) matrix of conv followed by the token projector."""
+        weight = self.to_prompts.weight
+        if self.conv is None:
+            return weight
+        maps = F.conv_transpose2d(weight.view(-1, 1, *self.conv_grid), self.conv.weight)
+        return maps.flatten(1)
+
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """(B, Hp·Wp, d) patch tokens → (B, p, d) prompts."""
-        batch, _, dim = patches.shape
-        grid = self.norm(patches).transpose(1, 2).reshape(batch, dim, *self.grid)
-        if self.conv is not None:
-            grid = self.conv(grid.reshape(batch * dim, 1, *self.grid))  # one kernel for every channel
-            grid = self.conv_dropout(grid.reshape(batch, dim, *grid.shape[-2:]))  # drops whole channels
-        return self.to_prompts(grid.flatten(2)).transpose(1, 2)
+        prompts = self.grid_map() @ self.norm(patches)  # (p, N) @ (B, N, d)
+        if self.training and self.channel_dropout > 0:  # Dropout2d after the conv: whole channels per image
+            prompts = prompts * F.dropout(prompts.new_ones(len(prompts), 1, prompts.shape[-1]), self.channel_dropout)
+        return prompts + self.to_prompts.bias.unsqueeze(-1)
 
 
 class VAPTPrompt(TokenPrompt):
