@@ -54,4 +54,4 @@ def test_reproduce_vapt_writes_rows_and_a_table_for_every_method(tmp_path, task)
     assert json.loads((tmp_path / "results.json").read_text()) == rows
     table = (tmp_path / "results.md").read_text()
     assert "| task | vapt | vpt-deep | vpt-shallow | linear |" in table
-    assert "mean of group means" in table and "seeds [0, 1]" in table
+    assert "mean of group means" in table and "seeds [0, 1]" in table and "random init, seed 0" in table

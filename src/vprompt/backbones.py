@@ -36,6 +36,12 @@ class BackboneSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def describe(self) -> str:
+        """The name, overrides and where the weights come from, for table captions."""
+        source = ("timm pretrained" if self.pretrained else f"weights {self.checkpoint}" if self.checkpoint
+                  else f"random init, seed {self.init_seed}")
+        return f"{self.name} {self.kwargs} ({source})" if self.kwargs else f"{self.name} ({source})"
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackboneSpec:
         return cls(**data)

@@ -71,5 +71,5 @@ def demo_table(rows: list[dict[str, Any]], config: DemoConfig) -> str:
     columns = [*config.methods, "chance"]
     mean = {"task": "mean (tasks)"} | {c: sum(r[c] for r in table) / len(table) for c in columns}
     header = (f"Test accuracy after {config.epochs} epochs on train800val200, seed {config.seed}, "
-              f"{DEMO_BACKBONE.name} {DEMO_BACKBONE.kwargs} (random init).")
+              f"{DEMO_BACKBONE.describe()}.")
     return header + "\n\n" + markdown_table(table + [mean], ["task", *columns])

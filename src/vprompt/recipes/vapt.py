@@ -97,6 +97,5 @@ def results_table(rows: list[dict[str, Any]], backbone: BackboneSpec, protocol: 
     wins = sum(cell[t, "vapt"]["mean"] > cell[t, "vpt-deep"]["mean"] for t in tasks)
     header = (f"Last-epoch test accuracy, mean ± sample std over seeds {protocol.seeds}; grid base_lr "
               f"{protocol.base_lrs} × weight decay {protocol.weight_decays} picked on val200; "
-              f"{protocol.train.epochs} epochs, {protocol.train.optimizer}; backbone {backbone.name} "
-              f"{backbone.kwargs or ''}. VAPT beats VPT-deep on {wins} of {len(tasks)} tasks.")
+              f"{protocol.train.epochs} epochs, {protocol.train.optimizer}; backbone {backbone.describe()}. VAPT beats VPT-deep on {wins} of {len(tasks)} tasks.")
     return header + "\n\n" + markdown_table(lines, ["task", *METHODS])
