@@ -15,6 +15,7 @@ import timm
 import torch
 from torch import nn
 
+from vprompt import zoo
 from vprompt.errors import CheckpointError, ConfigError
 
 
@@ -57,7 +58,11 @@ class DataConfig:
 
 
 def create_backbone(spec: BackboneSpec) -> nn.Module:
-    """Build the timm model named by ``spec``, load its weights and freeze it."""
+    """Build the timm model named by ``spec`` (or a ``zoo:NAME``), load its weights and freeze it."""
+    if zoo.is_zoo_name(spec.name):
+        card = zoo.find_card(spec.name)
+        spec = BackboneSpec(card["arch"], checkpoint=card["weights"],
+                            kwargs={**card["kwargs"], "num_classes": card["num_classes"], **spec.kwargs})
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.init_seed)

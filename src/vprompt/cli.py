@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import tyro
 from tyro.conf import Positional, subcommand
@@ -244,6 +244,28 @@ class Reproduce:
         self.recipe.run()
 
 
+@dataclass
+class Zoo:
+    """The offline source-model zoo: `vprompt zoo list [--json]` prints the model cards."""
+
+    action: Positional[Literal["list"]]
+    json: bool = False
+    """Print the cards as JSON."""
+
+    def run(self) -> None:
+        from vprompt.zoo import list_cards
+
+        cards = list_cards()
+        if self.json:
+            print(json.dumps(cards, indent=2))
+            return
+        if not cards:
+            print("no zoo models yet")
+        for card in cards:
+            scores = ", ".join(f"{k} {card[k]:.3f}" for k in ("source_acc", "clean_acc", "robust_acc_pgd20") if k in card)
+            print(f"zoo:{card['name']:24} {card['arch']} ({card.get('variant', '?')}) {scores}")
+
+
 Command = Union[
     Annotated[Demo, subcommand("demo")],
     Annotated[Train, subcommand("train")],
@@ -251,6 +273,7 @@ Command = Union[
     Annotated[Params, subcommand("params")],
     Annotated[Data, subcommand("data")],
     Annotated[Reproduce, subcommand("reproduce")],
+    Annotated[Zoo, subcommand("zoo")],
 ]
 
 
