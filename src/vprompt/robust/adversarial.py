@@ -1,0 +1,89 @@
+"""The adversarial-training step shared by the zoo build and adversarial prompt training.
+
+Default: fast adversarial training (Wong et al. 2020, "Fast is better than free"): one FGSM step of
+size α = 1.25·eps from a uniform random start in the eps-ball, clipped to [0, 1]. PGD-k training
+(Madry et al. 2018) is the slower, stronger alternative. Both can ramp eps up linearly from 0 over
+the first ``ramp_steps`` steps (or epochs: the caller chooses the unit of ``step``), which keeps
+early training stable.
+
+Mode choice: examples are generated in the model's *current* mode, i.e. in train mode during
+training, as in the reference fast-AT code (Wong et al.; Rice et al. 2020) — the example then
+attacks the very network (dropout, batch statistics) the loss is computed on. This function never
+changes the mode, so there is nothing to restore; for eval-mode attacks use
+:func:`vprompt.robust.attacks.pgd`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+from torch import nn
+
+from vprompt.errors import ConfigError
+from vprompt.robust.attacks import ThreatModel, perturb
+
+Method = Literal["fgsm-rs", "pgd"]
+METHODS: tuple[Method, ...] = ("fgsm-rs", "pgd")
+FGSM_STEP = 1.25  # α / eps for FGSM-RS (Wong et al.)
+PGD_STEP = 2.5  # α · k / eps for PGD-k (Madry et al.)
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    """How training examples are attacked.
+
+    ``step_size`` is in pixel units at the full eps (e.g. 10/255 for eps 8/255); while eps ramps up
+    it shrinks in proportion, so the step/eps ratio stays the one chosen. ``None`` means 1.25·eps
+    for FGSM-RS and 2.5·eps/pgd_steps for PGD.
+    """
+
+    threat: ThreatModel = field(default_factory=ThreatModel)
+    method: Method = "fgsm-rs"
+    step_size: float | None = None
+    pgd_steps: int = 7
+    ramp_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            choices = ", ".join(METHODS)
+            raise ConfigError(f"unknown adversarial training method {self.method!r}; choose one of {choices}")
+        if self.step_size is not None and self.step_size <= 0:
+            raise ConfigError(f"adversarial step size must be > 0, got {self.step_size}")
+        if self.pgd_steps < 1 or self.ramp_steps < 0:
+            raise ConfigError(f"need pgd_steps >= 1 and ramp_steps >= 0, got {self.pgd_steps} and {self.ramp_steps}")
+
+
+def ramped_eps(config: AdversarialConfig, step: int) -> float:
+    """eps at training ``step``: linear from 0 at step 0 to the full eps at ``ramp_steps``."""
+    eps = config.threat.eps
+    if step >= config.ramp_steps:
+        return eps
+    return eps * max(step, 0) / config.ramp_steps
+
+
+def adversarial_examples(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: AdversarialConfig,
+    step: int = 0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Detached training examples in the (ramped) eps-ball around ``images`` and in [0, 1].
+
+    Never writes ``.grad`` on model parameters (see :func:`~vprompt.robust.attacks.perturb`), so it
+    can sit between ``optimizer.zero_grad()`` and ``loss.backward()`` or anywhere else.
+    """
+    eps = ramped_eps(config, step)
+    if eps == 0:
+        return images.detach().clone()
+    threat = replace(config.threat, eps=eps)
+    steps = 1 if config.method == "fgsm-rs" else config.pgd_steps
+    if config.step_size is not None:
+        step_size = config.step_size * eps / config.threat.eps
+    else:
+        step_size = eps * (FGSM_STEP if config.method == "fgsm-rs" else PGD_STEP / steps)
+    return perturb(model, images, labels, threat, steps=steps, step_size=step_size, random_start=True,
+                   generator=generator)
