@@ -177,13 +177,13 @@ def load_prompt(directory: Path | str, backbone: BackboneSpec | None = None) -> 
     model = create_model(
         spec, meta["method"], meta["num_classes"], meta["class_names"], **meta["method_config"]
     )
-    load_prompt_into(model, directory)
+    load_prompt_into(model, directory, meta)
     return model
 
 
-def load_prompt_into(model: PromptedModel, directory: Path | str) -> None:
+def load_prompt_into(model: PromptedModel, directory: Path | str, meta: dict[str, Any] | None = None) -> None:
     """Load checkpoint tensors into ``model`` after checking it is the model they were trained for."""
-    meta = read_metadata(directory)
+    meta = meta or read_metadata(directory)
     problems = compatibility_problems(meta, model)
     if problems:
         raise CheckpointError(f"prompt checkpoint {directory} does not fit this model: {'; '.join(problems)}")
