@@ -123,3 +123,21 @@ def test_learning_rate_scales_with_batch_and_follows_warmup_then_cosine():
     assert lr_at(10, total, warmup, peak) == pytest.approx(1.0)
     assert lr_at(55, total, warmup, peak) == pytest.approx(0.5)
     assert lr_at(99, total, warmup, peak) == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
+
+
+def test_adversarial_training_feeds_in_ball_adversarial_examples_and_guards_resume(tmp_path, vit_spec):
+    from vprompt.robust import AdversarialConfig, ThreatModel
+
+    adversarial = AdversarialConfig(threat=ThreatModel("linf", 0.1))
+    model = create_model(vit_spec, "vpt-deep", 2, prompt_len=2)
+    seen: list[torch.Tensor] = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()) if m.training else None)
+    config = TrainConfig(epochs=1, batch_size=32, warmup_epochs=0)
+    train(model, separable_task(), tmp_path, config, progress=False, adversarial=adversarial)
+    clean = separable_task().tensors[0].flatten(1)
+    trained_on = torch.cat(seen).flatten(1)  # the attack's own forward passes included: also in the ball
+    distance = (trained_on[:, None] - clean[None]).abs().amax(-1).min(1).values  # to the nearest clean image
+    assert len(trained_on) >= 96
+    assert (distance > 0).all() and (distance <= 0.1 + 1e-6).all()
+    with pytest.raises(ConfigError, match="different adversarial-training setting"):
+        train(model, separable_task(), tmp_path, config, resume=True, progress=False)  # resumed without it

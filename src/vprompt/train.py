@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from vprompt.errors import ConfigError, NonFiniteLossError
 from vprompt.evaluate import evaluate
 from vprompt.model import PromptedModel, load_prompt_into, save_prompt, write_atomic
+from vprompt.robust.adversarial import AdversarialConfig, adversarial_examples
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -125,10 +126,12 @@ def train(
     resume: bool = False,
     progress: bool = True,
     eval_every: int = 1,
+    adversarial: AdversarialConfig | None = None,
 ) -> TrainResult:
     """Train ``model``'s trainable parameters; checkpoints every epoch under ``out_dir``.
 
-    ``eval_set`` is scored every ``eval_every`` epochs and always after the last one.
+    ``eval_set`` is scored every ``eval_every`` epochs and always after the last one. With
+    ``adversarial``, every batch is replaced by adversarial examples (eps ramped by global step).
     """
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume)
@@ -137,7 +140,7 @@ def train(
     optimizer = make_optimizer(params, config)
     start_epoch, history = 0, []
     if resume:
-        start_epoch, history = restore(model, optimizer, out_dir, config)
+        start_epoch, history = restore(model, optimizer, out_dir, config, adversarial)
     sampler = EpochShuffle(len(train_set), config.seed)
     loader = DataLoader(train_set, config.batch_size, sampler=sampler, drop_last=False, num_workers=config.workers)
     prepared_model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
@@ -156,9 +159,13 @@ def train(
         loss_sum, correct, seen = 0.0, 0, 0
         steps = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not show)
         for step, (images, labels) in enumerate(steps):
-            lr = lr_at(epoch * steps_per_epoch + step, total_steps, warmup_steps, peak_lr)
+            global_step = epoch * steps_per_epoch + step
+            lr = lr_at(global_step, total_steps, warmup_steps, peak_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if adversarial is not None:  # attack the unwrapped model: no DDP reducer inside the attack
+                images = adversarial_examples(accelerator.unwrap_model(prepared_model), images, labels,
+                                              adversarial, step=global_step)
             logits = prepared_model(images)
             loss = F.cross_entropy(logits.float(), labels)
             loss_value = loss.item()
@@ -183,7 +190,8 @@ def train(
         history.append(row)
         epochs.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "eval_acc")})
         if accelerator.is_main_process:
-            save_checkpoint(accelerator.unwrap_model(prepared_model), optimizer, out_dir, epoch + 1, history, config)
+            save_checkpoint(accelerator.unwrap_model(prepared_model), optimizer, out_dir, epoch + 1, history, config,
+                            adversarial)
         accelerator.wait_for_everyone()
     final_dir = out_dir / FINAL
     if accelerator.is_main_process:
@@ -215,13 +223,15 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def save_checkpoint(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Path, epoch: int,
-                    history: list[dict[str, Any]], config: TrainConfig) -> None:
+                    history: list[dict[str, Any]], config: TrainConfig,
+                    adversarial: AdversarialConfig | None = None) -> None:
     """Write epoch ``epoch`` in full, then switch the ``latest`` pointer to it atomically."""
     root = out_dir / CHECKPOINTS
     name = f"epoch-{epoch:04d}"
     previous = latest_checkpoint(out_dir)
     target = save_prompt(model, root / name)
-    state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "history": history, "config": asdict(config)}
+    state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "history": history, "config": asdict(config),
+             "adversarial": adversarial_settings(adversarial)}
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_atomic(target / TRAIN_STATE, lambda tmp: tmp.write_bytes(buffer.getvalue()))
@@ -231,8 +241,13 @@ def save_checkpoint(model: PromptedModel, optimizer: torch.optim.Optimizer, out_
     write_metrics(out_dir, history)
 
 
-def restore(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Path,
-            config: TrainConfig) -> tuple[int, list[dict[str, Any]]]:
+def adversarial_settings(adversarial: AdversarialConfig | None) -> dict[str, Any] | None:
+    """Plain data for the checkpoint, so a resume can refuse a different threat model."""
+    return None if adversarial is None else json.loads(json.dumps(asdict(adversarial)))
+
+
+def restore(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Path, config: TrainConfig,
+            adversarial: AdversarialConfig | None = None) -> tuple[int, list[dict[str, Any]]]:
     """Load the latest checkpoint into ``model`` and ``optimizer``; returns (next epoch, history)."""
     path = latest_checkpoint(out_dir)
     load_prompt_into(model, path)
@@ -240,6 +255,8 @@ def restore(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Pat
     if state["config"] != asdict(config):
         changed = sorted(k for k in state["config"] if state["config"][k] != asdict(config).get(k))
         raise ConfigError(f"cannot resume {out_dir} with different settings: {', '.join(changed)} changed")
+    if state.get("adversarial") != adversarial_settings(adversarial):
+        raise ConfigError(f"cannot resume {out_dir} with a different adversarial-training setting")
     optimizer.load_state_dict(state["optimizer"])
     return state["epoch"], state["history"]
 
