@@ -61,8 +61,12 @@ def create_backbone(spec: BackboneSpec) -> nn.Module:
     """Build the timm model named by ``spec`` (or a ``zoo:NAME``), load its weights and freeze it."""
     if zoo.is_zoo_name(spec.name):
         card = zoo.find_card(spec.name)
-        spec = BackboneSpec(card["arch"], checkpoint=card["weights"],
-                            kwargs={**card["kwargs"], "num_classes": card["num_classes"], **spec.kwargs})
+        model = create_backbone(BackboneSpec(card["arch"], checkpoint=card["weights"],
+                                             kwargs={**card["kwargs"], "num_classes": card["num_classes"],
+                                                     **spec.kwargs}))
+        if "input_size" in card:  # what it was trained at, not the architecture's default 224
+            model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, *card["input_size"])}
+        return model
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.init_seed)

@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Union
 
 import tyro
 from tyro.conf import Positional, subcommand
@@ -245,10 +245,33 @@ class Reproduce:
 
 
 @dataclass
-class Zoo:
-    """The offline source-model zoo: `vprompt zoo list [--json]` prints the model cards."""
+class ZooBuild:
+    """Pretrain zoo models on the fractal source task (standard, then its adversarially trained twin)."""
 
-    action: Positional[Literal["list"]]
+    names: Positional[list[str]] = field(default_factory=list)
+    """Recipes to build, in order (default: all): fractal-resnet fractal-resnet-robust fractal-vit fractal-vit-robust."""
+    out: Path | None = None
+    """Folder for weights and cards (default: the package's zoo folder, so they ship)."""
+    work: Path = Path("zoo-build")
+    """Training checkpoints: an interrupted build continues from here."""
+    tiny: bool = False
+    """Shrink every recipe to seconds (for trying the pipeline, not for use)."""
+
+    def run(self) -> None:
+        from vprompt.recipes.zoo_build import RECIPES, build, recipe_named
+        from vprompt.zoo import PACKAGE_DIR
+
+        for name in self.names or list(RECIPES):
+            recipe = recipe_named(name)
+            card = build(recipe.tiny() if self.tiny else recipe, self.out or PACKAGE_DIR, self.work / name)
+            print(f"built zoo:{name}: source {card['source_acc']:.3f}, clean {card['clean_acc']:.3f}, "
+                  f"PGD-20 robust {card['robust_acc_pgd20']:.3f} at eps 8/255, {card['build_seconds']:.0f} s")
+
+
+@dataclass
+class ZooList:
+    """Print the zoo's model cards."""
+
     json: bool = False
     """Print the cards as JSON."""
 
@@ -264,6 +287,16 @@ class Zoo:
         for card in cards:
             scores = ", ".join(f"{k} {card[k]:.3f}" for k in ("source_acc", "clean_acc", "robust_acc_pgd20") if k in card)
             print(f"zoo:{card['name']:24} {card['arch']} ({card.get('variant', '?')}) {scores}")
+
+
+@dataclass
+class Zoo:
+    """The offline source-model zoo: list the cards, or build the models."""
+
+    command: Union[Annotated[ZooList, subcommand("list")], Annotated[ZooBuild, subcommand("build")]]
+
+    def run(self) -> None:
+        self.command.run()
 
 
 Command = Union[

@@ -1,0 +1,157 @@
+"""`vprompt zoo build`: pretrain the offline source models on the fractal source task.
+
+A standard model is trained from scratch on :class:`~vprompt.data.fractal.FractalSource`; its
+robust twin is fine-tuned from it with fast adversarial training (FGSM with a random start and an
+eps ramp). Both go through the project's own training loop (so a build is resumable) as a
+``full`` PromptedModel, and are exported as a plain timm classifier (safetensors) plus a card.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Subset
+
+from vprompt.backbones import BackboneSpec, create_backbone
+from vprompt.data.fractal import FractalSource
+from vprompt.errors import ConfigError
+from vprompt.evaluate import evaluate
+from vprompt.methods import MethodConfig
+from vprompt.model import PromptedModel, write_atomic
+from vprompt.robust import AdversarialConfig, ThreatModel, robust_accuracy
+from vprompt.train import TrainConfig, train
+
+EPS = 8 / 255
+
+
+@dataclass(frozen=True)
+class SourceTask:
+    """How much of the fractal source task a recipe trains and tests on."""
+
+    classes: int = 100
+    train_per_class: int = 100
+    test_per_class: int = 5
+    size: int = 64
+    colour: str = "mixed"
+    seed: int = 0
+
+    def splits(self) -> tuple[Subset, Subset]:
+        """Train and held-out test images of the same classes (disjoint indices of one source)."""
+        source = FractalSource(self.classes, self.train_per_class + self.test_per_class, self.size, self.seed,
+                               self.colour)
+        cut = self.classes * self.train_per_class
+        return Subset(source, range(cut)), Subset(source, range(cut, len(source)))
+
+
+@dataclass(frozen=True)
+class ZooRecipe:
+    name: str
+    arch: str
+    kwargs: dict[str, Any]
+    variant: Literal["standard", "robust"]
+    train: TrainConfig
+    source: SourceTask = field(default_factory=SourceTask)
+    parent: str | None = None
+    """A robust recipe fine-tunes the standard model of this name."""
+    adversarial: AdversarialConfig | None = None
+    attack_images: int = 500
+    """Held-out images scored under PGD-20 for the card."""
+
+    def tiny(self) -> ZooRecipe:
+        """The same recipe shrunk to seconds, for tests."""
+        source = replace(self.source, classes=4, train_per_class=8, test_per_class=4, size=16)
+        kwargs = dict(self.kwargs)
+        if "embed_dim" in kwargs:
+            kwargs |= {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}
+        return replace(self, kwargs=kwargs, source=source, attack_images=16,
+                       train=replace(self.train, epochs=1, batch_size=16, warmup_epochs=0))
+
+
+RESNET = {"layers": [1, 1, 1, 1]}
+VIT = {"img_size": 64, "patch_size": 8, "embed_dim": 192, "depth": 4, "num_heads": 3}
+STANDARD_TRAIN = TrainConfig(epochs=8, batch_size=128, optimizer="sgd", base_lr=0.4, weight_decay=5e-4,
+                             warmup_epochs=1)
+ROBUST_TRAIN = replace(STANDARD_TRAIN, epochs=5, base_lr=0.2, warmup_epochs=0)
+FAST_AT = AdversarialConfig(threat=ThreatModel("linf", EPS), method="fgsm-rs", step_size=10 / 255, ramp_steps=150)
+
+RECIPES: dict[str, ZooRecipe] = {r.name: r for r in [
+    ZooRecipe("fractal-resnet", "resnet18", RESNET, "standard", STANDARD_TRAIN),
+    ZooRecipe("fractal-resnet-robust", "resnet18", RESNET, "robust", ROBUST_TRAIN, parent="fractal-resnet",
+              adversarial=FAST_AT),
+    ZooRecipe("fractal-vit", "vit_tiny_patch16_224", VIT, "standard",
+              replace(STANDARD_TRAIN, optimizer="adamw", base_lr=2e-3, weight_decay=0.05)),
+    ZooRecipe("fractal-vit-robust", "vit_tiny_patch16_224", VIT, "robust",
+              replace(ROBUST_TRAIN, optimizer="adamw", base_lr=1e-3, weight_decay=0.05), parent="fractal-vit",
+              adversarial=FAST_AT),
+]}
+
+
+def recipe_named(name: str) -> ZooRecipe:
+    if name not in RECIPES:
+        raise ConfigError(f"unknown zoo recipe '{name}'; choose from {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def source_model(recipe: ZooRecipe, out_dir: Path) -> PromptedModel:
+    """A ``full`` PromptedModel for the source task: fresh, or the parent's weights and classifier."""
+    kwargs = {**recipe.kwargs, "num_classes": recipe.source.classes}
+    if recipe.parent is None:
+        spec = BackboneSpec(recipe.arch, kwargs=kwargs, init_seed=recipe.source.seed)
+    else:
+        parent = out_dir / f"{recipe.parent}.safetensors"
+        if not parent.is_file():
+            raise ConfigError(f"{recipe.name} fine-tunes {recipe.parent}: build that first ({parent} is missing)")
+        spec = BackboneSpec(recipe.arch, checkpoint=str(parent), kwargs=kwargs)
+    backbone = create_backbone(spec)
+    classifier = {k: v.clone() for k, v in backbone.get_classifier().state_dict().items()}
+    backbone.pretrained_cfg = {**backbone.pretrained_cfg, "input_size": (3, recipe.source.size, recipe.source.size)}
+    model = PromptedModel(backbone, spec, "full", MethodConfig(), recipe.source.classes)
+    if recipe.parent is not None:
+        model.head.load_state_dict(classifier)
+    return model
+
+
+def build(recipe: ZooRecipe, out_dir: Path | str, work_dir: Path | str, progress: bool = True) -> dict[str, Any]:
+    """Train (checkpoints under ``work_dir``), score and export one zoo model into ``out_dir``; returns its card."""
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    torch.manual_seed(recipe.source.seed)
+    model = source_model(recipe, out_dir)
+    train_set, test_set = recipe.source.splits()
+    run_dir = Path(work_dir)
+    resume = (run_dir / "checkpoints").is_dir()
+    train(model, train_set, run_dir, recipe.train, eval_set=test_set, resume=resume, progress=progress,
+          eval_every=recipe.train.epochs, adversarial=recipe.adversarial)
+    model.eval()
+    clean = evaluate(model, test_set, batch_size=256)
+    attacked = Subset(test_set, range(min(recipe.attack_images, len(test_set))))
+    robust = robust_accuracy(model, DataLoader(attacked, batch_size=100), ThreatModel("linf", EPS), steps=20,
+                             generator=torch.Generator().manual_seed(0))
+    card = {
+        "name": recipe.name, "arch": recipe.arch, "kwargs": recipe.kwargs, "num_classes": recipe.source.classes,
+        "input_size": [recipe.source.size, recipe.source.size], "variant": recipe.variant, "parent": recipe.parent,
+        "source_task": asdict(recipe.source) | {"generator": "vprompt.data.fractal.FractalSource"},
+        "train": asdict(recipe.train),
+        "adversarial": json.loads(json.dumps(asdict(recipe.adversarial))) if recipe.adversarial else None,
+        "source_acc": clean["acc"], "clean_acc": robust["clean_acc"], "robust_acc_pgd20": robust["robust_acc"],
+        "eps": EPS, "norm": "linf", "attack_images": robust["n"],
+        "build_seconds": round(time.perf_counter() - started, 1), "torch": torch.__version__,
+    }
+    export(model, out_dir / f"{recipe.name}.safetensors")
+    write_atomic(out_dir / f"{recipe.name}.json", lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
+    return card
+
+
+def export(model: PromptedModel, path: Path) -> None:
+    """Save the backbone as a plain timm classifier: the trained head goes back into its classifier."""
+    backbone = model.backbone
+    backbone.reset_classifier(model.num_classes)
+    backbone.get_classifier().load_state_dict(model.head.state_dict())
+    state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
+    write_atomic(path, lambda tmp: save_file(state, str(tmp)))
