@@ -13,7 +13,7 @@ from vprompt.zoo import find_card
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("zoo")
+    out = tmp_path_factory.mktemp("zoo") / "not-yet-there"
     cards = {name: build(RECIPES[name].tiny(), out, out / "work" / name, progress=False)
              for name in ("fractal-resnet", "fractal-resnet-robust", "fractal-vit")}
     return out, cards

@@ -120,6 +120,7 @@ def source_model(recipe: ZooRecipe, out_dir: Path) -> PromptedModel:
 def build(recipe: ZooRecipe, out_dir: Path | str, work_dir: Path | str, progress: bool = True) -> dict[str, Any]:
     """Train (checkpoints under ``work_dir``), score and export one zoo model into ``out_dir``; returns its card."""
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     torch.manual_seed(recipe.source.seed)
     model = source_model(recipe, out_dir)
