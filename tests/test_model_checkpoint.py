@@ -109,3 +109,14 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="does not match the backbone"):
         create_backbone(BackboneSpec("vit_tiny_patch16_224", checkpoint=str(tmp_path / "r18.safetensors"),
                                      kwargs=tiny_vit_spec().kwargs))
+
+
+def test_full_finetuning_checkpoint_keeps_batchnorm_statistics(tmp_path):
+    model = create_model(BackboneSpec("resnet18", kwargs={"layers": [1, 1, 1, 1]}), "full", 3)
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(8, 3, 32, 32) * 0.5 + 0.3)  # moves the running statistics away from init
+    model.eval()
+    save_prompt(model, tmp_path)
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.equal(load_prompt(tmp_path).eval()(images), model(images))

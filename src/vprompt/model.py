@@ -80,8 +80,14 @@ class PromptedModel(nn.Module):
         return self.head(self.features(images))
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Exactly the tensors a prompt checkpoint stores: every trainable parameter."""
-        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+        """Exactly the tensors a prompt checkpoint stores: every trainable parameter, and when the
+        backbone trains, its buffers too (BatchNorm statistics change with its weights)."""
+        state = {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+        if self.method.trains_backbone:  # persistent buffers: what the backbone's state dict holds beyond weights
+            weights = dict(self.backbone.named_parameters())
+            state |= {f"backbone.{name}": b.detach() for name, b in self.backbone.state_dict().items()
+                      if name not in weights}
+        return state
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -143,7 +149,8 @@ def save_prompt(model: PromptedModel, directory: Path | str) -> Path:
     """Write the prompt-only checkpoint (trainable tensors + metadata) into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.float().contiguous().cpu() for k, v in model.trainable_state().items()}
+    tensors = {k: (v.float() if v.is_floating_point() else v).contiguous().cpu()
+               for k, v in model.trainable_state().items()}
     write_atomic(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
     meta = json.dumps(model.metadata(), indent=2)
     write_atomic(directory / META_FILE, lambda tmp: tmp.write_text(meta))
@@ -198,9 +205,9 @@ def load_prompt_into(model: PromptedModel, directory: Path | str, meta: dict[str
         diff = sorted(set(shapes.items()) ^ set(wanted.items()))[:3]
         raise CheckpointError(f"{directory}: tensors do not match the model (first differences: {diff})")
     with torch.no_grad():
-        params = dict(model.named_parameters())
+        targets = dict(model.named_parameters()) | dict(model.named_buffers())
         for name, value in tensors.items():
-            params[name].copy_(value)
+            targets[name].copy_(value)
 
 
 def compatibility_problems(meta: dict[str, Any], model: PromptedModel) -> list[str]:
