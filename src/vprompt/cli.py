@@ -172,14 +172,20 @@ class Check:
             raise SystemExit(1)
 
 
-@dataclass
-class Data:
-    """Dataset tools: write the synthetic suite, check a prepared folder."""
+class Group:
+    """A command with subcommands: runs the one chosen."""
 
-    command: Union[Annotated[Synth, subcommand("synth")], Annotated[Check, subcommand("check")]]
+    command: Any
 
     def run(self) -> None:
         self.command.run()
+
+
+@dataclass
+class Data(Group):
+    """Dataset tools: write the synthetic suite, check a prepared folder."""
+
+    command: Union[Annotated[Synth, subcommand("synth")], Annotated[Check, subcommand("check")]]
 
 
 @dataclass
@@ -235,13 +241,10 @@ class ReproduceList:
 
 
 @dataclass
-class Reproduce:
+class Reproduce(Group):
     """Paper recipes: `vprompt reproduce list` shows them."""
 
-    recipe: Union[Annotated[ReproduceVAPT, subcommand("vapt")], Annotated[ReproduceList, subcommand("list")]]
-
-    def run(self) -> None:
-        self.recipe.run()
+    command: Union[Annotated[ReproduceVAPT, subcommand("vapt")], Annotated[ReproduceList, subcommand("list")]]
 
 
 @dataclass
@@ -290,13 +293,10 @@ class ZooList:
 
 
 @dataclass
-class Zoo:
+class Zoo(Group):
     """The offline source-model zoo: list the cards, or build the models."""
 
     command: Union[Annotated[ZooList, subcommand("list")], Annotated[ZooBuild, subcommand("build")]]
-
-    def run(self) -> None:
-        self.command.run()
 
 
 Command = Union[
