@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from vprompt.backbones import BackboneSpec, create_backbone, data_config
 from vprompt.errors import ConfigError
@@ -47,6 +48,8 @@ def test_exported_classifier_scores_the_cards_source_accuracy(zoo, monkeypatch):
             accuracy = (backbone((images - mean) / std).argmax(1) == labels).float().mean().item()
         assert accuracy == pytest.approx(cards[name]["source_acc"])
         assert find_card(name)["arch"] == recipes[name].arch
+        assert all(t.dtype == torch.float16 for t in load_file(find_card(name)["weights"]).values()
+                   if t.is_floating_point())
 
 
 def test_a_robust_recipe_needs_its_parent(tmp_path):
