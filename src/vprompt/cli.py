@@ -77,9 +77,9 @@ class Train:
     """Show progress bars (--no-progress for logs)."""
 
     def run(self) -> None:
-        from vprompt.recipes.run import train_on_task
-
         from accelerate import PartialState
+
+        from vprompt.recipes.run import train_on_task
 
         row = train_on_task(self.data, self.backbone.spec(), self.method.method, self.method.options(),
                             self.train, self.out, self.train_split, self.eval_split, self.resume, self.progress)
@@ -268,7 +268,8 @@ class ZooBuild:
             recipe = recipe_named(name)
             card = build(recipe.tiny() if self.tiny else recipe, self.out or PACKAGE_DIR, self.work / name)
             print(f"built zoo:{name}: source {card['source_acc']:.3f}, clean {card['clean_acc']:.3f}, "
-                  f"PGD-20 robust {card['robust_acc_pgd20']:.3f} at eps 8/255, {card['build_seconds']:.0f} s")
+                  f"PGD-20 robust {card['robust_acc_pgd20']:.3f} at eps {card['eps'] * 255:.0f}/255, "
+                  f"{card['build_seconds']:.0f} s")
 
 
 @dataclass

@@ -11,7 +11,7 @@ from vprompt.backbones import BackboneSpec
 from vprompt.data import FileListDataset, task_info
 from vprompt.evaluate import evaluate
 from vprompt.errors import DataError
-from vprompt.model import META_FILE, create_model, load_prompt, read_metadata
+from vprompt.model import META_FILE, create_model, load_prompt
 from vprompt.train import FINAL, TrainConfig, train
 
 
@@ -70,6 +70,5 @@ def evaluate_on_task(prompt_dir: Path | str, task_dir: Path | str, split: str = 
         raise DataError(f"{dataset.task.root} has {dataset.num_classes} classes, the prompt was trained "
                         f"for {model.num_classes}")
     scores = evaluate(model, dataset, batch_size, progress=progress)
-    meta = read_metadata(prompt_dir)
-    return {"task": dataset.task.name, "split": split, "method": meta["method"],
-            "backbone": meta["backbone"]["name"], "acc": scores["acc"], "loss": scores["loss"], "n": scores["n"]}
+    return {"task": dataset.task.name, "split": split, "method": model.method.name,
+            "backbone": model.backbone_spec.name, "acc": scores["acc"], "loss": scores["loss"], "n": scores["n"]}

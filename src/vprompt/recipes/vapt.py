@@ -63,13 +63,12 @@ def run_vapt_reproduction(config: VAPTReproduction, backbone: BackboneSpec | Non
     """Every task × method through the protocol; writes results.json and results.md into ``out``."""
     backbone = backbone or DEMO_BACKBONE
     protocol = protocol or (offline_protocol(config.quick) if config.data is None else Protocol())
-    dirs = task_dirs(config)
+    groups = {task: task_info(task).group for task in task_dirs(config)}
     rows: list[dict[str, Any]] = []
-    for task, method in tqdm([(t, m) for t in dirs for m in METHODS], desc="task × method", disable=not progress):
+    for task, method in tqdm([(t, m) for t in groups for m in METHODS], desc="task × method", disable=not progress):
         options = {"prompt_len": config.prompt_len} if method in PROMPTED else {}
         found = tune_and_test(task, backbone, method, options, protocol, config.out / "runs" / task.name / method)
-        group = task_info(task).group
-        rows += [row | {"group": group, "backbone": backbone.name, "image_source": image_source(config)}
+        rows += [row | {"group": groups[task], "backbone": backbone.name, "image_source": image_source(config)}
                  for row in found]
     write_rows(rows, config.out / "results.json")
     (config.out / "results.md").write_text(results_table(rows, backbone, protocol) + "\n")
@@ -97,5 +96,6 @@ def results_table(rows: list[dict[str, Any]], backbone: BackboneSpec, protocol: 
     wins = sum(cell[t, "vapt"]["mean"] > cell[t, "vpt-deep"]["mean"] for t in tasks)
     header = (f"Last-epoch test accuracy, mean ± sample std over seeds {protocol.seeds}; grid base_lr "
               f"{protocol.base_lrs} × weight decay {protocol.weight_decays} picked on val200; "
-              f"{protocol.train.epochs} epochs, {protocol.train.optimizer}; backbone {backbone.describe()}. VAPT beats VPT-deep on {wins} of {len(tasks)} tasks.")
+              f"{protocol.train.epochs} epochs, {protocol.train.optimizer}; backbone {backbone.describe()}. "
+              f"VAPT beats VPT-deep on {wins} of {len(tasks)} tasks.")
     return header + "\n\n" + markdown_table(lines, ["task", *METHODS])

@@ -25,7 +25,7 @@ from vprompt.evaluate import evaluate
 from vprompt.methods import MethodConfig
 from vprompt.model import PromptedModel, write_atomic
 from vprompt.robust import AdversarialConfig, ThreatModel, robust_accuracy
-from vprompt.train import TrainConfig, train
+from vprompt.train import TrainConfig, adversarial_settings, train
 
 EPS = 8 / 255
 
@@ -140,7 +140,7 @@ def build(recipe: ZooRecipe, out_dir: Path | str, work_dir: Path | str, progress
         "input_size": [recipe.source.size, recipe.source.size], "variant": recipe.variant, "parent": recipe.parent,
         "source_task": asdict(recipe.source) | {"generator": "vprompt.data.fractal.FractalSource"},
         "train": asdict(recipe.train),
-        "adversarial": json.loads(json.dumps(asdict(recipe.adversarial))) if recipe.adversarial else None,
+        "adversarial": adversarial_settings(recipe.adversarial),
         "source_acc": clean["acc"], "clean_acc": robust["clean_acc"], "robust_acc_pgd20": robust["robust_acc"],
         "eps": EPS, "norm": "linf", "attack_images": robust["n"],
         "build_seconds": round(time.perf_counter() - started, 1), "torch": torch.__version__,
