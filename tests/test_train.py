@@ -66,9 +66,13 @@ def test_training_learns_a_separable_task(tmp_path, vit_spec):
     assert torch.equal(reloaded(images), model.eval()(images))
 
 
-@pytest.mark.parametrize("method", ["vpt-deep", "linear"])
-def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(tmp_path, vit_spec, method):
-    options = {"prompt_len": 2, "prompt_dropout": 0.1} if method == "vpt-deep" else {}
+@pytest.mark.parametrize("method, options, reads_per_epoch", [
+    ("vpt-deep", {"prompt_len": 2, "prompt_dropout": 0.1}, 96),
+    ("linear", {}, 96),
+    ("vp", {"mapping": "ilm"}, 2 * 96),  # ILM reads the training set once more per epoch, to remap
+])
+def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(tmp_path, vit_spec, method, options,
+                                                                   reads_per_epoch):
     torch.manual_seed(0)
     reference = create_model(vit_spec, method, 2, **options)
     train(reference, separable_task(), tmp_path / "straight", QUICK, progress=False)
@@ -76,7 +80,7 @@ def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(tmp_path, vit
     torch.manual_seed(0)
     interrupted = create_model(vit_spec, method, 2, **options)
     with pytest.raises(KeyboardInterrupt):  # killed 40 images into epoch 3
-        train(interrupted, FaultAfter(separable_task(), 96 * 2 + 39, killed), tmp_path / "resumed", QUICK,
+        train(interrupted, FaultAfter(separable_task(), reads_per_epoch * 3 - 96 + 39, killed), tmp_path / "resumed", QUICK,
               progress=False)
     assert latest_checkpoint(tmp_path / "resumed").name == "epoch-0002"
 

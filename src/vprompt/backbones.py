@@ -25,7 +25,9 @@ class BackboneSpec:
 
     ``pretrained`` downloads through timm (needs the network or a filled cache); ``checkpoint``
     loads a local safetensors or ``.pt`` file; with neither, weights are random, drawn from
-    ``init_seed`` so that the same spec always rebuilds the same network.
+    ``init_seed`` so that the same spec always rebuilds the same network. ``input_size`` (height,
+    width) overrides timm's default for networks without a fixed size (CNNs); a ViT's size comes
+    from its ``img_size``.
     """
 
     name: str
@@ -33,6 +35,7 @@ class BackboneSpec:
     checkpoint: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     init_seed: int = 0
+    input_size: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,12 +64,9 @@ def create_backbone(spec: BackboneSpec) -> nn.Module:
     """Build the timm model named by ``spec`` (or a ``zoo:NAME``), load its weights and freeze it."""
     if zoo.is_zoo_name(spec.name):
         card = zoo.find_card(spec.name)
-        model = create_backbone(BackboneSpec(card["arch"], checkpoint=card["weights"],
-                                             kwargs={**card["kwargs"], "num_classes": card["num_classes"],
-                                                     **spec.kwargs}))
-        if "input_size" in card:  # what it was trained at, not the architecture's default 224
-            model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, *card["input_size"])}
-        return model
+        twin = zoo_twin(spec.name)
+        return create_backbone(BackboneSpec(twin.name, checkpoint=card["weights"], kwargs={**twin.kwargs, **spec.kwargs},
+                                            input_size=twin.input_size))
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.init_seed)
@@ -79,8 +79,17 @@ def create_backbone(spec: BackboneSpec) -> nn.Module:
         raise ConfigError(f"bad model arguments for '{spec.name}': {exc}") from exc
     if spec.checkpoint:
         load_weights(model, Path(spec.checkpoint))
+    if spec.input_size is not None:
+        model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, *spec.input_size)}
     freeze(model)
     return model.eval()
+
+
+def zoo_twin(name: str, init_seed: int = 0) -> BackboneSpec:
+    """The architecture of zoo model ``name`` at random init: the baseline its pretraining must beat."""
+    card = zoo.find_card(name)
+    return BackboneSpec(card["arch"], kwargs={**card["kwargs"], "num_classes": card["num_classes"]},
+                        init_seed=init_seed, input_size=card.get("input_size"))
 
 
 def load_weights(model: nn.Module, path: Path) -> None:

@@ -1,10 +1,109 @@
-"""Heads that turn backbone features into target-task logits."""
+"""Heads that turn backbone features into target-task logits: a linear classifier, or the frozen
+source classifier read through a label mapping (METHODS.md §2).
+
+Label mapping rules (target class ``j`` reads source logit ``mapping[j]``, one-to-one):
+
+* ``first-n``: source classes ``0..N-1`` (Bahng et al. 2022);
+* ``rlm``: a random one-to-one choice, fixed by the training seed;
+* ``flm``: before training, the source class most often predicted for each target class,
+  assigned greedily by frequency so no source class is used twice;
+* ``ilm``: FLM recomputed before every epoch with the current prompt (ILM-VP).
+"""
 
 from __future__ import annotations
 
+import copy
+
+import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from vprompt.errors import ConfigError
+
+MAPPING_RULES = ("flm", "ilm", "rlm", "first-n")
 
 
 def linear_head(feature_dim: int, num_classes: int) -> nn.Linear:
     """A plain linear classifier on pooled features (VPT's head)."""
     return nn.Linear(feature_dim, num_classes)
+
+
+class LabelMappedHead(nn.Module):
+    """The frozen source classifier followed by a one-to-one label mapping.
+
+    The mapping is a persistent buffer, so it is saved with the prompt and a resumed run or a
+    reloaded checkpoint reads the same source logits.
+    """
+
+    def __init__(self, source_classifier: nn.Module, num_source: int, num_classes: int, rule: str) -> None:
+        super().__init__()
+        if num_classes > num_source:
+            raise ConfigError(f"a one-to-one label mapping needs at least {num_classes} source classes; "
+                              f"the source classifier has {num_source}")
+        if rule not in MAPPING_RULES:
+            raise ConfigError(f"label mapping must be one of {', '.join(MAPPING_RULES)}, got {rule!r}")
+        self.source = copy.deepcopy(source_classifier).requires_grad_(False)
+        self.num_source, self.out_features, self.rule = num_source, num_classes, rule
+        self.register_buffer("mapping", torch.arange(num_classes))
+
+    def source_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.source(features)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.source_logits(features)[:, self.mapping]
+
+    def set_mapping(self, mapping: torch.Tensor) -> None:
+        self.mapping.copy_(mapping.to(self.mapping.device))
+
+
+def random_mapping(num_classes: int, num_source: int, seed: int) -> torch.Tensor:
+    return torch.randperm(num_source, generator=torch.Generator().manual_seed(seed))[:num_classes]
+
+
+def frequency_mapping(source_predictions: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                      num_source: int) -> torch.Tensor:
+    """FLM: count (target label, predicted source class) pairs, then take the most frequent pair
+    whose target and source are both still free, until every target class has its source class."""
+    counts = torch.zeros(num_classes, num_source, dtype=torch.long)
+    counts.index_put_((labels.long().cpu(), source_predictions.long().cpu()),
+                      torch.ones(len(labels), dtype=torch.long), accumulate=True)
+    mapping = torch.full((num_classes,), -1, dtype=torch.long)
+    used = torch.zeros(num_source, dtype=torch.bool)
+    assigned = 0
+    for flat in torch.argsort(counts.flatten(), descending=True, stable=True).tolist():
+        target, source = divmod(flat, num_source)
+        if mapping[target] < 0 and not used[source]:
+            mapping[target], used[source] = source, True
+            assigned += 1
+            if assigned == num_classes:
+                break
+    return mapping
+
+
+@torch.no_grad()
+def source_predictions(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source classifier's argmax on every image of ``dataset`` (through the current prompt)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    predictions, labels = [], []
+    for images, targets in DataLoader(dataset, batch_size):
+        predictions.append(model.head.source_logits(model.features(images.to(device))).argmax(1).cpu())
+        labels.append(torch.as_tensor(targets))
+    model.train(was_training)
+    return torch.cat(predictions), torch.cat(labels)
+
+
+def update_label_mapping(model: nn.Module, dataset: Dataset, epoch: int, seed: int) -> None:
+    """Set a label-mapped head's mapping before ``epoch`` as its rule says (no-op for other heads).
+
+    Every process of a multi-GPU run computes the same mapping from the whole training set.
+    """
+    head = model.head
+    if not isinstance(head, LabelMappedHead) or epoch > 0 and head.rule != "ilm":
+        return
+    if head.rule == "rlm":
+        head.set_mapping(random_mapping(head.out_features, head.num_source, seed))
+    elif head.rule in ("flm", "ilm"):
+        predictions, labels = source_predictions(model, dataset)
+        head.set_mapping(frequency_mapping(predictions, labels, head.out_features, head.num_source))

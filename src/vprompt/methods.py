@@ -1,7 +1,9 @@
 """The method registry: one typed config and one builder per prompting method.
 
-A method decides two things about a :class:`~vprompt.model.PromptedModel`: which prompt module
-(if any) is attached to the frozen backbone, and whether the backbone itself is trained. Method
+A method decides what a :class:`~vprompt.model.PromptedModel` learns: which prompt modules (if
+any) act on the input pixels and inside the frozen backbone, which head reads the features (a new
+linear head, or the source classifier through a label mapping), and whether the backbone itself is
+trained. Method
 families register themselves from their own module (``prompts/tokens.py`` registers VPT), so a
 new method never needs an edit here.
 """
@@ -9,7 +11,7 @@ new method never needs an edit here.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from torch import nn
 
@@ -31,8 +33,13 @@ class Method:
     name: str
     config_cls: type[MethodConfig]
     build_prompt: Callable[[MethodConfig, nn.Module], nn.Module | None]
+    """The token prompt attached to the backbone, or None."""
     trains_backbone: bool = False
     summary: str = ""
+    build_input_prompt: Callable[[MethodConfig, tuple[int, int]], nn.Module | None] | None = None
+    """A pixel-space prompt for images in [0, 1] at the given canvas size, or None."""
+    head: Literal["linear", "label-map"] = "linear"
+    """A new linear head on features, or the source classifier read through a label mapping."""
 
 
 _REGISTRY: dict[str, Method] = {}

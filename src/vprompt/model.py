@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vprompt.backbones import BackboneSpec, DataConfig, create_backbone, data_config, fingerprint
-from vprompt.errors import CheckpointError
-from vprompt.heads import linear_head
+from vprompt.errors import CheckpointError, ConfigError
+from vprompt.heads import LabelMappedHead, linear_head
 from vprompt.methods import MethodConfig, get_method, make_config
 
 CHECKPOINT_FORMAT = 1
@@ -28,7 +28,10 @@ META_FILE = "prompt.json"
 
 
 class PromptedModel(nn.Module):
-    """A frozen backbone adapted by a method's prompt and a trainable head."""
+    """A frozen backbone adapted by a method's prompts and a head.
+
+    Images enter at :attr:`image_size` (the input size, or an expansive prompt's inner size).
+    """
 
     def __init__(
         self,
@@ -50,18 +53,34 @@ class PromptedModel(nn.Module):
             raise CheckpointError(f"{len(self.class_names)} class names for {num_classes} classes")
         self.register_buffer("mean", torch.tensor(self.data_config.mean).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(self.data_config.std).view(1, 3, 1, 1), False)
-        backbone.reset_classifier(0)  # our head replaces the source classifier
+        source_classifier, num_source = backbone.get_classifier(), int(getattr(backbone, "num_classes", 0))
+        backbone.reset_classifier(0)  # the head below replaces (or wraps a frozen copy of) the source classifier
         self.backbone = backbone
+        build_input = self.method.build_input_prompt
+        self.input_prompt = build_input(method_config, self.data_config.input_size) if build_input else None
         self.token_prompt = self.method.build_prompt(method_config, backbone)
         if self.token_prompt is not None:
             self.token_prompt.attach(backbone)
         for param in backbone.parameters():
             param.requires_grad_(self.method.trains_backbone)
-        self.head = linear_head(int(backbone.num_features), num_classes)
+        self.head: nn.Module
+        if self.method.head == "label-map":
+            if num_source < 1:
+                raise ConfigError(f"method {method} reads the source classifier through a label mapping, "
+                                      f"but backbone '{backbone_spec.name}' has no classifier (num_classes=0)")
+            self.head = LabelMappedHead(source_classifier, num_source, num_classes,
+                                        getattr(method_config, "mapping", "flm"))
+        else:
+            self.head = linear_head(int(backbone.num_features), num_classes)
 
     @property
     def num_classes(self) -> int:
         return self.head.out_features
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The size images should have when they enter the model (datasets resize to it)."""
+        return self.input_prompt.image_size if self.input_prompt is not None else self.data_config.input_size
 
     def train(self, mode: bool = True) -> PromptedModel:
         """Keep a frozen backbone in eval mode: its dropout and norm statistics are not ours to train."""
@@ -72,6 +91,8 @@ class PromptedModel(nn.Module):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features of images in [0, 1] (prompt tokens never pooled)."""
+        if self.input_prompt is not None:
+            images = self.input_prompt(images)
         x = (images - self.mean) / self.std
         tokens = self.backbone.forward_features(x)
         return self.backbone.forward_head(tokens, pre_logits=True)
@@ -80,9 +101,13 @@ class PromptedModel(nn.Module):
         return self.head(self.features(images))
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Exactly the tensors a prompt checkpoint stores: every trainable parameter, and when the
-        backbone trains, its buffers too (BatchNorm statistics change with its weights)."""
+        """Exactly the tensors a prompt checkpoint stores: every trainable parameter, the persistent
+        buffers of prompts and head (a label mapping), and when the backbone trains, its buffers too
+        (BatchNorm statistics change with its weights)."""
         state = {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+        buffers = dict(self.named_buffers())
+        state |= {name: b.detach() for name, b in self.state_dict().items()
+                  if name in buffers and not name.startswith("backbone.")}
         if self.method.trains_backbone:  # persistent buffers: what the backbone's state dict holds beyond weights
             weights = dict(self.backbone.named_parameters())
             state |= {f"backbone.{name}": b.detach() for name, b in self.backbone.state_dict().items()
@@ -135,7 +160,8 @@ def parameter_report(model: PromptedModel) -> ParameterReport:
             return 0
         return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
-    prompt, head, backbone = count(model.token_prompt), count(model.head), count(model.backbone)
+    prompt = count(model.token_prompt) + count(model.input_prompt)
+    head, backbone = count(model.head), count(model.backbone)
     return ParameterReport(
         prompt=prompt,
         head=head,

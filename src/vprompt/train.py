@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from vprompt.errors import ConfigError, NonFiniteLossError
 from vprompt.evaluate import evaluate
+from vprompt.heads import update_label_mapping
 from vprompt.model import PromptedModel, load_prompt_into, save_prompt, write_atomic
 from vprompt.robust.adversarial import AdversarialConfig, adversarial_examples
 
@@ -153,6 +154,7 @@ def train(
                   initial=start_epoch, total=config.epochs)
     for epoch in epochs:
         loader.set_epoch(epoch)  # accelerate passes it on to our sampler (and would otherwise count from 0)
+        update_label_mapping(accelerator.unwrap_model(prepared_model), train_set, epoch, config.seed)
         torch.manual_seed(epoch_seed(config.seed, epoch))
         prepared_model.train()
         started = time.perf_counter()

@@ -1,3 +1,3 @@
 """Prompt families; importing this package registers every method they define."""
 
-from vprompt.prompts import adaptive, tokens  # noqa: F401
+from vprompt.prompts import adaptive, pixel, tokens  # noqa: F401

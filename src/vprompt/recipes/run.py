@@ -32,7 +32,7 @@ def train_on_task(
     task = task_info(task_dir)
     torch.manual_seed(config.seed)  # prompt and head init
     model = create_model(backbone, method, task.num_classes, task.class_names, **method_options)
-    size = model.data_config.input_size
+    size = model.image_size
     train_set = FileListDataset(task.root, train_split, size)
     eval_set = FileListDataset(task.root, eval_split, size) if eval_split else None
     result = train(model, train_set, out_dir, config, eval_set=eval_set, resume=resume, progress=progress,
@@ -65,7 +65,7 @@ def evaluate_on_task(prompt_dir: Path | str, task_dir: Path | str, split: str = 
     """Accuracy of a saved prompt on one split of a task folder."""
     prompt_dir = resolve_prompt_dir(prompt_dir)
     model = load_prompt(prompt_dir).eval()
-    dataset = FileListDataset(task_dir, split, model.data_config.input_size, check_size=False)
+    dataset = FileListDataset(task_dir, split, model.image_size, check_size=False)
     if dataset.num_classes != model.num_classes:
         raise DataError(f"{dataset.task.root} has {dataset.num_classes} classes, the prompt was trained "
                         f"for {model.num_classes}")

@@ -1,0 +1,162 @@
+"""Transfer from the offline zoo: does formula-driven pretraining help on the synthetic suite?
+
+For every zoo model and its random-init twin (same architecture, input size and seed 0 weights),
+on every task of the synthetic suite (train800val200 → test):
+
+* ``probe``: a linear probe on frozen pooled features, L2-regularised logistic regression
+  (scikit-learn, the usual linear-evaluation protocol), its strength chosen on val200 after
+  fitting on train800, then refitted on train800val200;
+* ``vpt-deep`` (ViTs): VPT-deep trained with vprompt's own loop;
+* ``vp``: input-space VP, expansive prompt (the 32×32 task image in the centre of the source
+  canvas) with frequency label mapping onto the source classifier, vprompt's own loop.
+
+Every row has the task's chance level, so "at least twice chance" is read off the table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from torch.utils.data import DataLoader
+
+from _common import Row, base_parser, markdown_table, setup, write_outputs
+from vprompt.backbones import BackboneSpec, create_backbone, is_vision_transformer, zoo_twin
+from vprompt.data import FileListDataset, task_info, write_synthetic_suite
+from vprompt.model import create_model
+from vprompt.recipes.run import train_on_task
+from vprompt.train import TrainConfig
+from vprompt.zoo import list_cards
+
+PROBE_STRENGTHS = (0.01, 0.1, 1.0, 10.0)
+METHODS = ("probe", "vpt-deep", "vp")
+PROMPT_OPTIONS: dict[str, dict[str, Any]] = {"vpt-deep": {"prompt_len": 8}, "vp": {"template": "expansive"}}
+
+
+def train_config(method: str, epochs: int, seed: int) -> TrainConfig:
+    """VPT-deep as in the demo; VP with ILM-VP's Adam at a higher rate, since the suite is small."""
+    if method == "vp":
+        return TrainConfig(epochs=epochs, batch_size=64, optimizer="adamw", base_lr=0.2, weight_decay=0.0,
+                           warmup_epochs=0, seed=seed)
+    return TrainConfig(epochs=epochs, batch_size=64, optimizer="adamw", base_lr=0.01, weight_decay=1e-4,
+                       warmup_epochs=1, seed=seed)
+
+
+@torch.no_grad()
+def features(spec: BackboneSpec, task_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    model = create_model(spec, "linear", task_info(task_dir).num_classes).eval()
+    dataset = FileListDataset(task_dir, split, model.image_size, check_size=False)
+    feats, labels = [], []
+    for images, targets in DataLoader(dataset, batch_size=250):
+        feats.append(model.features(images).numpy())
+        labels.append(targets.numpy())
+    return np.concatenate(feats), np.concatenate(labels)
+
+
+def probe_accuracy(spec: BackboneSpec, task_dir: Path) -> dict[str, Any]:
+    """Pick the regularisation on val200, refit on train800val200 (their union), score on test."""
+    splits = {split: features(spec, task_dir, split) for split in ("train800", "val200", "test")}
+    splits["train800val200"] = tuple(np.concatenate(parts) for parts in zip(splits["train800"], splits["val200"]))
+
+    def fit(train: str, strength: float) -> tuple[StandardScaler, LogisticRegression]:
+        x, y = splits[train]
+        scaler = StandardScaler().fit(x)
+        return scaler, LogisticRegression(C=strength, max_iter=3000).fit(scaler.transform(x), y)
+
+    def score(model: tuple[StandardScaler, LogisticRegression], split: str) -> float:
+        x, y = splits[split]
+        return float((model[1].predict(model[0].transform(x)) == y).mean())
+
+    best = max(PROBE_STRENGTHS, key=lambda c: score(fit("train800", c), "val200"))
+    return {"acc": score(fit("train800val200", best), "test"), "probe_C": best}
+
+
+def prompt_accuracy(spec: BackboneSpec, task_dir: Path, method: str, epochs: int, seed: int,
+                    out_dir: Path) -> dict[str, Any]:
+    row = train_on_task(task_dir, spec, method, PROMPT_OPTIONS[method], train_config(method, epochs, seed),
+                        out_dir, progress=False, eval_every=epochs)
+    return {"acc": row["eval_acc"]}
+
+
+def backbones(models: list[str] | None) -> list[tuple[str, str, BackboneSpec]]:
+    """(zoo name, "zoo" or "random", spec) for every zoo model and its random-init twin; a robust model
+    shares its standard parent's twin (same architecture), which is listed once, under the first name."""
+    names = models or [card["name"] for card in list_cards()]
+    pairs: list[tuple[str, str, BackboneSpec]] = []
+    for name in names:
+        pairs.append((name, "zoo", BackboneSpec(f"zoo:{name}")))
+        twin = zoo_twin(name)
+        if all(spec != twin for _, _, spec in pairs):
+            pairs.append((name, "random", twin))
+    return pairs
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", help="zoo names (default: every zoo model)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--tasks", nargs="+", help="synthetic tasks (default: all)")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs of the trained methods")
+    parser.add_argument("--no-twins", action="store_true", help="skip the random-init twins of trained methods")
+    parser.add_argument("--work", type=Path, default=Path("bench-work/zoo_transfer"),
+                        help="scratch folder for the suite and the runs")
+    parser.add_argument("--merge", nargs="+", type=Path,
+                        help="only combine the JSON rows of earlier runs into one table (and --out)")
+    args = parser.parse_args()
+    if args.merge:
+        rows = [row for path in args.merge for row in json.loads(path.read_text())]
+        write_outputs(rows, summary_table(rows), args.out, quick=False)
+        return
+    setup(args)
+    if args.quick:
+        args.tasks, args.epochs = args.tasks or ["digits", "sprites_location"], min(args.epochs, 2)
+    task_dirs = write_synthetic_suite(args.work / "data", seed=args.seed, tasks=args.tasks, progress=False)
+    rows: list[Row] = []
+    for name, weights, spec in backbones(args.models):
+        vit = is_vision_transformer(create_backbone(spec))
+        for method in args.methods:
+            if method == "vpt-deep" and not vit or method != "probe" and weights == "random" and args.no_twins:
+                continue
+            for task_dir in task_dirs:
+                started = time.perf_counter()
+                if method == "probe":
+                    result = probe_accuracy(spec, task_dir)
+                else:
+                    result = prompt_accuracy(spec, task_dir, method, args.epochs, args.seed,
+                                             args.work / "runs" / f"{name}-{weights}" / task_dir.name / method)
+                classes = task_info(task_dir).num_classes
+                rows.append({"model": name, "weights": weights, "method": method, "task": task_dir.name,
+                             "num_classes": classes, "chance": 1 / classes, "seed": args.seed,
+                             "epochs": None if method == "probe" else args.epochs,
+                             "seconds": round(time.perf_counter() - started, 1)} | result)
+                print(f"{name:24s} {weights:6s} {method:8s} {task_dir.name:20s} {result['acc']:.3f}", flush=True)
+    write_outputs(rows, summary_table(rows), args.out, args.quick)
+
+
+def summary_table(rows: list[Row]) -> str:
+    """Per task: accuracy of each (model, weights, method); last lines: task means and their ratio to chance."""
+    keys = list(dict.fromkeys((r["model"], r["weights"], r["method"]) for r in rows))
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    cell = {(r["model"], r["weights"], r["method"], r["task"]): r["acc"] for r in rows}
+    chance = {r["task"]: r["chance"] for r in rows}
+    table: list[Row] = []
+    for model, weights, method in keys:
+        accs = [cell[(model, weights, method, t)] for t in tasks]
+        line: Row = {"model": model, "weights": weights, "method": method}
+        line |= {t: f"{a:.3f}" for t, a in zip(tasks, accs)}
+        line |= {"mean": f"{np.mean(accs):.3f}", "mean / chance": f"{np.mean(accs) / np.mean(list(chance.values())):.2f}"}
+        table.append(line)
+    table.append({"model": "chance", "weights": "", "method": ""} | {t: f"{chance[t]:.3f}" for t in tasks}
+                 | {"mean": f"{np.mean(list(chance.values())):.3f}", "mean / chance": "1.00"})
+    columns = ["model", "weights", "method", *tasks, "mean", "mean / chance"]
+    return markdown_table(table, [(c, lambda r, c=c: str(r.get(c, ""))) for c in columns])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Input-space visual prompts (VP): one learned pixel pattern shared by every image of a task.
+
+The prompt acts on images in [0, 1] before the model normalises them, and the frozen source
+classifier's own logits are re-used through a label mapping (:mod:`vprompt.heads`), as in Bahng
+et al. 2022 and ILM-VP (Chen et al. 2023). Two templates (METHODS.md §2):
+
+* ``expansive``: the target image is resized to ``image_size`` and placed in the centre of the
+  source-size canvas; the prompt fills the rest;
+* ``pad``: the target image is resized to the full canvas and the prompt replaces a border of
+  ``pad_width`` pixels. Bahng adds an unbounded pattern to that border instead; replacing it keeps
+  every canvas in [0, 1] like the expansive template.
+
+Either way the canvas is ``image ⊙ (1 − mask) + sigmoid(θ) ⊙ mask`` with θ initialised at 0; θ
+holds only the prompt pixels, so its size is the papers' parameter count (Bahng's pad prompt at
+224 with width 30: 3 × (224² − 164²) = 69,840).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vprompt.errors import ConfigError
+from vprompt.heads import MAPPING_RULES
+from vprompt.methods import Method, MethodConfig, register_method
+
+BAHNG_PAD_FRACTION = 30 / 224  # Bahng et al.'s pad width at 224 pixels
+
+
+@dataclass
+class VPConfig(MethodConfig):
+    template: Literal["expansive", "pad"] = "expansive"
+    image_size: int = 0
+    """expansive: side of the target image in the canvas (0: half the canvas, as 32 in 64)."""
+    pad_width: int = 0
+    """pad: border width in canvas pixels (0: Bahng's 30/224 of the canvas)."""
+    mapping: Literal["flm", "ilm", "rlm", "first-n"] = "flm"
+    """How target classes pick source classes; see :mod:`vprompt.heads`."""
+
+    def __post_init__(self) -> None:
+        if self.template not in ("expansive", "pad"):
+            raise ConfigError(f"VP template must be 'expansive' or 'pad', got {self.template!r}")
+        if self.mapping not in MAPPING_RULES:
+            raise ConfigError(f"label mapping must be one of {', '.join(MAPPING_RULES)}, got {self.mapping!r}")
+        if self.image_size < 0 or self.pad_width < 0:
+            raise ConfigError("image_size and pad_width must be positive (or 0 for the default)")
+
+
+class PixelPrompt(nn.Module):
+    """The prompt pattern θ and the mask of canvas pixels it owns."""
+
+    def __init__(self, config: VPConfig, canvas: tuple[int, int]) -> None:
+        super().__init__()
+        height, width = canvas
+        if config.template == "expansive":
+            side = config.image_size or min(height, width) // 2
+            if not 0 < side < min(height, width):
+                raise ConfigError(f"expansive image_size {side} leaves no prompt in a {height}x{width} canvas")
+            self.image_size = (side, side)
+            top, left = (height - side) // 2, (width - side) // 2
+            self.window = (slice(top, top + side), slice(left, left + side))
+        else:
+            border = config.pad_width or max(1, round(BAHNG_PAD_FRACTION * min(height, width)))
+            if not 0 < 2 * border < min(height, width):
+                raise ConfigError(f"pad_width {border} leaves no image in a {height}x{width} canvas")
+            self.image_size = (height, width)
+            self.window = (slice(border, height - border), slice(border, width - border))
+        self.canvas = (height, width)
+        mask = torch.ones(1, 1, height, width)
+        mask[:, :, self.window[0], self.window[1]] = 0
+        self.register_buffer("mask", mask, persistent=False)  # derived from the config, never saved
+        self.register_buffer("where", mask.flatten().nonzero().squeeze(1), persistent=False)
+        self.theta = nn.Parameter(torch.zeros(1, 3, len(self.where)))  # one value per prompt pixel and channel
+
+    def pattern(self) -> torch.Tensor:
+        """sigmoid(θ) scattered onto the canvas, zero on the image window: (1, 3, H, W)."""
+        flat = self.theta.new_zeros(1, 3, self.canvas[0] * self.canvas[1])
+        flat = flat.index_copy(2, self.where, torch.sigmoid(self.theta))
+        return flat.view(1, 3, *self.canvas)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if tuple(images.shape[-2:]) != self.image_size:
+            images = F.interpolate(images, size=self.image_size, mode="bilinear", align_corners=False)
+        if self.image_size == self.canvas:
+            placed = images * (1 - self.mask)
+        else:
+            placed = images.new_zeros(images.shape[0], 3, *self.canvas)
+            placed[:, :, self.window[0], self.window[1]] = images
+        return placed + self.pattern()
+
+    def num_prompt_pixels(self) -> int:
+        return len(self.where)
+
+
+def build_pixel_prompt(config: VPConfig, canvas: tuple[int, int]) -> PixelPrompt:
+    return PixelPrompt(config, canvas)
+
+
+register_method(Method(
+    "vp", VPConfig, build_prompt=lambda config, backbone: None, build_input_prompt=build_pixel_prompt,
+    head="label-map", summary="input-space visual prompt (pad / expansive) with label mapping on the source head",
+))
