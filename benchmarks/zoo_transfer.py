@@ -32,7 +32,7 @@ from vprompt.data import FileListDataset, task_info, write_synthetic_suite
 from vprompt.model import create_model
 from vprompt.recipes.run import train_on_task
 from vprompt.train import TrainConfig
-from vprompt.zoo import list_cards
+from vprompt.zoo import find_card, list_cards
 
 PROBE_STRENGTHS = (0.01, 0.1, 1.0, 10.0)
 METHODS = ("probe", "vpt-deep", "vp")
@@ -86,14 +86,14 @@ def prompt_accuracy(spec: BackboneSpec, task_dir: Path, method: str, epochs: int
 
 def backbones(models: list[str] | None) -> list[tuple[str, str, BackboneSpec]]:
     """(zoo name, "zoo" or "random", spec) for every zoo model and its random-init twin; a robust model
-    shares its standard parent's twin (same architecture), which is listed once, under the first name."""
+    shares its standard parent's twin (same architecture), listed once under the parent's name."""
     names = models or [card["name"] for card in list_cards()]
     pairs: list[tuple[str, str, BackboneSpec]] = []
     for name in names:
         pairs.append((name, "zoo", BackboneSpec(f"zoo:{name}")))
         twin = zoo_twin(name)
         if all(spec != twin for _, _, spec in pairs):
-            pairs.append((name, "random", twin))
+            pairs.append((find_card(name).get("parent") or name, "random", twin))
     return pairs
 
 
