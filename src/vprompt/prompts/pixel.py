@@ -26,7 +26,7 @@ from torch import nn
 
 from vprompt.errors import ConfigError
 from vprompt.heads import MAPPING_RULES
-from vprompt.methods import Method, MethodConfig, register_method
+from vprompt.methods import Method, MethodConfig, no_prompt, register_method
 
 BAHNG_PAD_FRACTION = 30 / 224  # Bahng et al.'s pad width at 224 pixels
 
@@ -96,11 +96,7 @@ class PixelPrompt(nn.Module):
         return len(self.where)
 
 
-def build_pixel_prompt(config: VPConfig, canvas: tuple[int, int]) -> PixelPrompt:
-    return PixelPrompt(config, canvas)
-
-
 register_method(Method(
-    "vp", VPConfig, build_prompt=lambda config, backbone: None, build_input_prompt=build_pixel_prompt,
+    "vp", VPConfig, build_prompt=no_prompt, build_input_prompt=PixelPrompt,
     head="label-map", summary="input-space visual prompt (pad / expansive) with label mapping on the source head",
 ))
