@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from _common import Row, base_parser, markdown_table, setup, write_outputs
 from vprompt.backbones import BackboneSpec, create_backbone, is_vision_transformer, zoo_twin
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
-from vprompt.model import create_model
+from vprompt.model import PromptedModel, create_model
 from vprompt.recipes.run import train_on_task
 from vprompt.train import TrainConfig
 from vprompt.zoo import find_card, list_cards
@@ -49,8 +49,7 @@ def train_config(method: str, epochs: int, seed: int) -> TrainConfig:
 
 
 @torch.no_grad()
-def features(spec: BackboneSpec, task_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    model = create_model(spec, "linear", task_info(task_dir).num_classes).eval()
+def features(model: PromptedModel, task_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     dataset = FileListDataset(task_dir, split, model.image_size, check_size=False)
     feats, labels = [], []
     for images, targets in DataLoader(dataset, batch_size=250):
@@ -61,7 +60,8 @@ def features(spec: BackboneSpec, task_dir: Path, split: str) -> tuple[np.ndarray
 
 def probe_accuracy(spec: BackboneSpec, task_dir: Path) -> dict[str, Any]:
     """Pick the regularisation on val200, refit on train800val200 (their union), score on test."""
-    splits = {split: features(spec, task_dir, split) for split in ("train800", "val200", "test")}
+    model = create_model(spec, "linear", task_info(task_dir).num_classes).eval()
+    splits = {split: features(model, task_dir, split) for split in ("train800", "val200", "test")}
     splits["train800val200"] = tuple(np.concatenate(parts) for parts in zip(splits["train800"], splits["val200"]))
 
     def fit(train: str, strength: float) -> tuple[StandardScaler, LogisticRegression]:

@@ -15,6 +15,6 @@ def test_demo_trains_every_method_and_writes_its_results(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text()) == rows
     table = demo_table(rows, config)
     assert "| task | linear | vpt-shallow | vpt-deep | chance |" in table
-    assert "zoo:fractal-vit" in table and "seed 0" in table
+    assert "zoo:fractal-vit (offline zoo weights)" in table and "seed 0" in table
     for method in config.methods:
         assert (tmp_path / "runs" / "digits" / method / "prompt" / "prompt.safetensors").is_file()

@@ -7,7 +7,7 @@ exactly which frozen network it was trained on, and rebuild it offline.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,8 @@ class BackboneSpec:
 
     def describe(self) -> str:
         """The name, overrides and where the weights come from, for table captions."""
-        source = ("timm pretrained" if self.pretrained else f"weights {self.checkpoint}" if self.checkpoint
-                  else f"random init, seed {self.init_seed}")
+        source = ("offline zoo weights" if zoo.is_zoo_name(self.name) else "timm pretrained" if self.pretrained
+                  else f"weights {self.checkpoint}" if self.checkpoint else f"random init, seed {self.init_seed}")
         return f"{self.name} {self.kwargs} ({source})" if self.kwargs else f"{self.name} ({source})"
 
     @classmethod
@@ -64,9 +64,9 @@ def create_backbone(spec: BackboneSpec) -> nn.Module:
     """Build the timm model named by ``spec`` (or a ``zoo:NAME``), load its weights and freeze it."""
     if zoo.is_zoo_name(spec.name):
         card = zoo.find_card(spec.name)
-        twin = zoo_twin(spec.name)
-        return create_backbone(BackboneSpec(twin.name, checkpoint=card["weights"], kwargs={**twin.kwargs, **spec.kwargs},
-                                            input_size=twin.input_size))
+        architecture = card_architecture(card)
+        return create_backbone(replace(architecture, checkpoint=card["weights"],
+                                       kwargs={**architecture.kwargs, **spec.kwargs}))
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.init_seed)
@@ -87,7 +87,11 @@ def create_backbone(spec: BackboneSpec) -> nn.Module:
 
 def zoo_twin(name: str, init_seed: int = 0) -> BackboneSpec:
     """The architecture of zoo model ``name`` at random init: the baseline its pretraining must beat."""
-    card = zoo.find_card(name)
+    return card_architecture(zoo.find_card(name), init_seed)
+
+
+def card_architecture(card: dict[str, Any], init_seed: int = 0) -> BackboneSpec:
+    """A zoo card's timm architecture, source head and input size, without its weights."""
     return BackboneSpec(card["arch"], kwargs={**card["kwargs"], "num_classes": card["num_classes"]},
                         init_seed=init_seed, input_size=card.get("input_size"))
 

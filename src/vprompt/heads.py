@@ -40,8 +40,6 @@ class LabelMappedHead(nn.Module):
         if num_classes > num_source:
             raise ConfigError(f"a one-to-one label mapping needs at least {num_classes} source classes; "
                               f"the source classifier has {num_source}")
-        if rule not in MAPPING_RULES:
-            raise ConfigError(f"label mapping must be one of {', '.join(MAPPING_RULES)}, got {rule!r}")
         self.source = copy.deepcopy(source_classifier).requires_grad_(False)
         self.num_source, self.out_features, self.rule = num_source, num_classes, rule
         self.register_buffer("mapping", torch.arange(num_classes))
@@ -100,7 +98,7 @@ def update_label_mapping(model: nn.Module, dataset: Dataset, epoch: int, seed: i
     Every process of a multi-GPU run computes the same mapping from the whole training set.
     """
     head = model.head
-    if not isinstance(head, LabelMappedHead) or epoch > 0 and head.rule != "ilm":
+    if not isinstance(head, LabelMappedHead) or (epoch > 0 and head.rule != "ilm"):
         return
     if head.rule == "rlm":
         head.set_mapping(random_mapping(head.out_features, head.num_source, seed))
