@@ -41,11 +41,12 @@ def test_checkpoint_holds_only_prompt_and_head(tmp_path, vit_spec):
     model = create_model(vit_spec, "vpt-deep", 5, prompt_len=3)
     save_prompt(model, tmp_path)
     tensors = load_file(str(tmp_path / WEIGHTS_FILE))
-    assert set(tensors) == {"token_prompt.prompts", "head.weight", "head.bias"}
+    assert set(tensors) == {"token_prompt.prompts", "head.fc.weight", "head.fc.bias", "head.norm.running_mean",
+                            "head.norm.running_var", "head.norm.num_batches_tracked"}
     meta = json.loads((tmp_path / META_FILE).read_text())
     assert meta["backbone"]["name"] == "vit_tiny_patch16_224"
     assert meta["input_size"] == [16, 16]
-    assert meta["method_config"] == {"prompt_len": 3, "prompt_dropout": 0.0}
+    assert meta["method_config"] == {"head_norm": True, "prompt_len": 3, "prompt_dropout": 0.0}
 
 
 def test_checkpoint_from_another_backbone_is_refused(tmp_path, vit_spec):

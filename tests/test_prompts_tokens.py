@@ -84,7 +84,7 @@ def test_gradients_reach_only_prompts_and_head(vit_spec, images, method):
     model(images).logsumexp(1).sum().backward()
     for name, param in model.backbone.named_parameters():
         assert param.grad is None, name
-    assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
+    assert model.head.fc.weight.grad is not None and model.head.fc.weight.grad.abs().sum() > 0
     if model.token_prompt is not None:
         grad = model.token_prompt.prompts.grad
         assert grad is not None and (grad.abs().sum(dim=(1, 2)) > 0).all()

@@ -16,6 +16,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from vprompt.errors import ConfigError
@@ -23,9 +24,40 @@ from vprompt.errors import ConfigError
 MAPPING_RULES = ("flm", "ilm", "rlm", "first-n")
 
 
-def linear_head(feature_dim: int, num_classes: int) -> nn.Linear:
-    """A plain linear classifier on pooled features (VPT's head)."""
-    return nn.Linear(feature_dim, num_classes)
+class FeatureStandardizer(nn.BatchNorm1d):
+    """Per-dimension standardisation of features, learned as running statistics (no parameters).
+
+    Frozen features can vary far less between images than their shared offsets (on the zoo ViT
+    10×), which leaves a plain linear head badly conditioned: it underfits even its training set.
+    Standardising first is the usual cure (MAE's linear probe uses the same parameter-free
+    BatchNorm). A training batch of one image, or one with a non-finite feature, is normalised
+    with the running statistics and leaves them untouched: a NaN batch stops training without
+    corrupting the statistics the last good checkpoint agrees with.
+    """
+
+    def __init__(self, feature_dim: int) -> None:
+        super().__init__(feature_dim, affine=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.training and (features.shape[0] == 1 or not torch.isfinite(features).all()):
+            return F.batch_norm(features, self.running_mean, self.running_var, eps=self.eps)
+        return super().forward(features)
+
+
+class LinearHead(nn.Module):
+    """A linear classifier on pooled features (VPT's head), optionally on standardised features."""
+
+    def __init__(self, feature_dim: int, num_classes: int, standardize: bool = True) -> None:
+        super().__init__()
+        self.norm: nn.Module = FeatureStandardizer(feature_dim) if standardize else nn.Identity()
+        self.fc = nn.Linear(feature_dim, num_classes)
+
+    @property
+    def out_features(self) -> int:
+        return self.fc.out_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(features))
 
 
 class LabelMappedHead(nn.Module):

@@ -26,6 +26,14 @@ class MethodConfig:
         return asdict(self)
 
 
+@dataclass
+class LinearHeadConfig(MethodConfig):
+    """Options of every method that trains a new linear head."""
+
+    head_norm: bool = True
+    """Standardise the features before the head (no parameters; see heads.FeatureStandardizer)."""
+
+
 @dataclass(frozen=True)
 class Method:
     """A registered method: its name, config type, and how it changes the model."""
@@ -84,8 +92,8 @@ def no_prompt(config: MethodConfig, backbone: nn.Module) -> None:
 
 
 register_method(
-    Method("linear", MethodConfig, no_prompt, summary="linear probe on frozen features")
+    Method("linear", LinearHeadConfig, no_prompt, summary="linear probe on frozen features")
 )
 register_method(
-    Method("full", MethodConfig, no_prompt, trains_backbone=True, summary="full fine-tuning")
+    Method("full", LinearHeadConfig, no_prompt, trains_backbone=True, summary="full fine-tuning")
 )

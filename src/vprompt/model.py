@@ -19,8 +19,8 @@ from torch import nn
 
 from vprompt.backbones import BackboneSpec, DataConfig, create_backbone, data_config, fingerprint
 from vprompt.errors import CheckpointError, ConfigError
-from vprompt.heads import LabelMappedHead, linear_head
-from vprompt.methods import MethodConfig, get_method, make_config
+from vprompt.heads import LabelMappedHead, LinearHead
+from vprompt.methods import LinearHeadConfig, MethodConfig, get_method, make_config
 
 CHECKPOINT_FORMAT = 1
 WEIGHTS_FILE = "prompt.safetensors"
@@ -71,7 +71,8 @@ class PromptedModel(nn.Module):
             self.head = LabelMappedHead(source_classifier, num_source, num_classes,
                                         getattr(method_config, "mapping", "flm"))
         else:
-            self.head = linear_head(int(backbone.num_features), num_classes)
+            standardize = isinstance(method_config, LinearHeadConfig) and method_config.head_norm
+            self.head = LinearHead(int(backbone.num_features), num_classes, standardize)
 
     @property
     def num_classes(self) -> int:
@@ -204,14 +205,15 @@ def read_metadata(directory: Path | str) -> dict[str, Any]:
 
 
 def load_prompt(directory: Path | str, backbone: BackboneSpec | None = None) -> PromptedModel:
-    """Rebuild a PromptedModel from a prompt checkpoint (optionally on an explicitly given backbone)."""
+    """Rebuild a PromptedModel from a prompt checkpoint (optionally on an explicitly given backbone),
+    in eval mode: the head's feature statistics are the saved ones, not those of the next batch."""
     meta = read_metadata(directory)
     spec = backbone or BackboneSpec.from_dict(meta["backbone"])
     model = create_model(
         spec, meta["method"], meta["num_classes"], meta["class_names"], **meta["method_config"]
     )
     load_prompt_into(model, directory, meta)
-    return model
+    return model.eval()
 
 
 def load_prompt_into(model: PromptedModel, directory: Path | str, meta: dict[str, Any] | None = None) -> None:

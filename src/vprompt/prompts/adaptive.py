@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from vprompt.errors import ConfigError
-from vprompt.methods import Method, MethodConfig, register_method
+from vprompt.methods import LinearHeadConfig, Method, MethodConfig, register_method
 from vprompt.prompts.tokens import TokenPrompt, require_vit, vpt_init_bound
 
 
 @dataclass
-class VAPTConfig(MethodConfig):
+class VAPTConfig(LinearHeadConfig):
     prompt_len: int = 10
     prompt_dropout: float = 0.0
     """Dropout on the static block-0 prompts only."""

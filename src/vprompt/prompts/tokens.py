@@ -22,7 +22,7 @@ from torch.utils.hooks import RemovableHandle
 
 from vprompt.backbones import is_vision_transformer
 from vprompt.errors import ConfigError
-from vprompt.methods import Method, MethodConfig, register_method
+from vprompt.methods import LinearHeadConfig, Method, MethodConfig, register_method
 
 
 class TokenPrompt(nn.Module):
@@ -93,7 +93,7 @@ def vpt_init_bound(patch_size: tuple[int, int], embed_dim: int) -> float:
 
 
 @dataclass
-class VPTConfig(MethodConfig):
+class VPTConfig(LinearHeadConfig):
     prompt_len: int = 10
     prompt_dropout: float = 0.0
 

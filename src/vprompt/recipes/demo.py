@@ -44,7 +44,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> list[dict[str, Any]]:
     task_dirs = write_synthetic_suite(config.out / "data", seed=config.seed, tasks=config.tasks, progress=progress)
     runs = config.out / "runs"
     shutil.rmtree(runs, ignore_errors=True)  # the demo's own scratch space: always a fresh tour
-    train_config = TrainConfig(epochs=config.epochs, batch_size=64, optimizer="adamw", base_lr=0.01,
+    train_config = TrainConfig(epochs=config.epochs, batch_size=64, optimizer="adamw", base_lr=0.1,
                                weight_decay=1e-4, warmup_epochs=1, seed=config.seed)
     rows = []
     jobs = [(task_dir, method) for task_dir in task_dirs for method in config.methods]

@@ -23,7 +23,7 @@ from vprompt.backbones import BackboneSpec, create_backbone
 from vprompt.data.fractal import FractalSource
 from vprompt.errors import ConfigError
 from vprompt.evaluate import evaluate
-from vprompt.methods import MethodConfig
+from vprompt.methods import LinearHeadConfig
 from vprompt.model import PromptedModel, write_atomic
 from vprompt.robust import AdversarialConfig, ThreatModel, robust_accuracy
 from vprompt.train import TrainConfig, adversarial_settings, train
@@ -133,9 +133,10 @@ def source_model(recipe: ZooRecipe, out_dir: Path) -> PromptedModel:
         spec = BackboneSpec(recipe.arch, checkpoint=str(parent), kwargs=kwargs, input_size=size)
     backbone = create_backbone(spec)
     classifier = {k: v.clone() for k, v in backbone.get_classifier().state_dict().items()}
-    model = PromptedModel(backbone, spec, "full", MethodConfig(), recipe.source.classes)
+    # a plain linear head: it goes back into the backbone as its source classifier
+    model = PromptedModel(backbone, spec, "full", LinearHeadConfig(head_norm=False), recipe.source.classes)
     if recipe.parent is not None:
-        model.head.load_state_dict(classifier)
+        model.head.fc.load_state_dict(classifier)
     return model
 
 
@@ -184,7 +185,7 @@ def export(model: PromptedModel, path: Path) -> None:
     """Save the backbone as a plain fp16 timm classifier: the trained head goes back into its classifier."""
     backbone = model.backbone
     backbone.reset_classifier(model.num_classes)
-    backbone.get_classifier().load_state_dict(model.head.state_dict())
+    backbone.get_classifier().load_state_dict(model.head.fc.state_dict())
     state = {k: (v.half() if v.is_floating_point() else v).detach().contiguous().cpu()
              for k, v in backbone.state_dict().items()}
     write_atomic(path, lambda tmp: save_file(state, str(tmp)))
