@@ -1,18 +1,21 @@
 """Heads that turn backbone features into target-task logits: a linear classifier, or the frozen
 source classifier read through a label mapping (METHODS.md §2).
 
-Label mapping rules (target class ``j`` reads source logit ``mapping[j]``, one-to-one):
+Label mapping rules (target class ``j`` reads source logit ``mapping[j]`` when one-to-one; with
+``k`` source classes per target, the mean or max of its ``k`` logits):
 
 * ``first-n``: source classes ``0..N-1`` (Bahng et al. 2022);
 * ``rlm``: a random one-to-one choice, fixed by the training seed;
 * ``flm``: before training, the source class most often predicted for each target class,
   assigned greedily by frequency so no source class is used twice;
-* ``ilm``: FLM recomputed before every epoch with the current prompt (ILM-VP).
+* ``ilm``: FLM recomputed every N epochs (default 1) with the current prompt (ILM-VP).
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -60,54 +63,89 @@ class LinearHead(nn.Module):
         return self.fc(self.norm(features))
 
 
+@dataclass(frozen=True)
+class LabelMapping:
+    """How target classes read the source logits: the rule, k source classes per target class
+    (many-to-one when k > 1) and how their logits are combined, and for ILM how often to remap."""
+
+    rule: str = "flm"
+    k: int = 1
+    reduce: Literal["mean", "max"] = "mean"
+    every: int = 1
+    """ILM: recompute the mapping before every ``every``-th epoch."""
+
+    def __post_init__(self) -> None:
+        if self.rule not in MAPPING_RULES:
+            raise ConfigError(f"label mapping must be one of {', '.join(MAPPING_RULES)}, got {self.rule!r}")
+        if self.reduce not in ("mean", "max"):
+            raise ConfigError(f"a many-to-one mapping reduces by 'mean' or 'max', got {self.reduce!r}")
+        if self.k < 1 or self.every < 1:
+            raise ConfigError(f"source classes per target ({self.k}) and the remap interval ({self.every}) "
+                              "must be at least 1")
+
+
 class LabelMappedHead(nn.Module):
-    """The frozen source classifier followed by a one-to-one label mapping.
+    """The frozen source classifier followed by a label mapping: target class ``j`` reads the source
+    logits ``mapping[j·k : (j+1)·k]``, combined by mean or max.
 
     The mapping is a persistent buffer, so it is saved with the prompt and a resumed run or a
     reloaded checkpoint reads the same source logits.
     """
 
-    def __init__(self, source_classifier: nn.Module, num_source: int, num_classes: int, rule: str) -> None:
+    def __init__(self, source_classifier: nn.Module, num_source: int, num_classes: int,
+                 mapping: LabelMapping) -> None:
         super().__init__()
-        if num_classes > num_source:
-            raise ConfigError(f"a one-to-one label mapping needs at least {num_classes} source classes; "
-                              f"the source classifier has {num_source}")
+        if num_classes * mapping.k > num_source:
+            raise ConfigError(f"{num_classes} target classes × {mapping.k} source classes each need "
+                              f"{num_classes * mapping.k} distinct source classes; the source classifier has {num_source}")
         self.source = copy.deepcopy(source_classifier).requires_grad_(False)
-        self.num_source, self.out_features, self.rule = num_source, num_classes, rule
-        self.register_buffer("mapping", torch.arange(num_classes))
+        self.num_source, self.out_features, self.scheme = num_source, num_classes, mapping
+        self.register_buffer("mapping", first_n_mapping(num_classes, mapping.k))
 
     def source_logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.source(features)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.source_logits(features)[:, self.mapping]
+        picked = self.source_logits(features)[:, self.mapping]
+        if self.scheme.k == 1:
+            return picked
+        picked = picked.view(len(picked), self.out_features, self.scheme.k)
+        return picked.mean(2) if self.scheme.reduce == "mean" else picked.amax(2)
 
     def set_mapping(self, mapping: torch.Tensor) -> None:
         self.mapping.copy_(mapping.to(self.mapping.device))
 
 
-def random_mapping(num_classes: int, num_source: int, seed: int) -> torch.Tensor:
-    return torch.randperm(num_source, generator=torch.Generator().manual_seed(seed))[:num_classes]
+def first_n_mapping(num_classes: int, k: int = 1) -> torch.Tensor:
+    """Source classes 0..N·k−1; target j reads j, j+N, j+2N, ... (first-N when k = 1)."""
+    return torch.arange(num_classes * k).view(k, num_classes).T.flatten()
+
+
+def random_mapping(num_classes: int, num_source: int, seed: int, k: int = 1) -> torch.Tensor:
+    return torch.randperm(num_source, generator=torch.Generator().manual_seed(seed))[:num_classes * k]
 
 
 def frequency_mapping(source_predictions: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                      num_source: int) -> torch.Tensor:
+                      num_source: int, k: int = 1) -> torch.Tensor:
     """FLM: count (target label, predicted source class) pairs, then take the most frequent pair
-    whose target and source are both still free, until every target class has its source class."""
+    whose target still lacks source classes and whose source class is still free, until every
+    target class has ``k`` (flat, target-major: target j owns entries j·k .. j·k+k−1)."""
     counts = torch.zeros(num_classes, num_source, dtype=torch.long)
     counts.index_put_((labels.long().cpu(), source_predictions.long().cpu()),
                       torch.ones(len(labels), dtype=torch.long), accumulate=True)
-    mapping = torch.full((num_classes,), -1, dtype=torch.long)
+    mapping = torch.full((num_classes, k), -1, dtype=torch.long)
+    owned = torch.zeros(num_classes, dtype=torch.long)
     used = torch.zeros(num_source, dtype=torch.bool)
     assigned = 0
     for flat in torch.argsort(counts.flatten(), descending=True, stable=True).tolist():
         target, source = divmod(flat, num_source)
-        if mapping[target] < 0 and not used[source]:
-            mapping[target], used[source] = source, True
+        if owned[target] < k and not used[source]:
+            mapping[target, owned[target]], used[source] = source, True
+            owned[target] += 1
             assigned += 1
-            if assigned == num_classes:
+            if assigned == num_classes * k:
                 break
-    return mapping
+    return mapping.flatten()
 
 
 @torch.no_grad()
@@ -130,10 +168,13 @@ def update_label_mapping(model: nn.Module, dataset: Dataset, epoch: int, seed: i
     Every process of a multi-GPU run computes the same mapping from the whole training set.
     """
     head = model.head
-    if not isinstance(head, LabelMappedHead) or (epoch > 0 and head.rule != "ilm"):
+    if not isinstance(head, LabelMappedHead):
         return
-    if head.rule == "rlm":
-        head.set_mapping(random_mapping(head.out_features, head.num_source, seed))
-    elif head.rule in ("flm", "ilm"):
+    scheme = head.scheme
+    if epoch > 0 and (scheme.rule != "ilm" or epoch % scheme.every):
+        return
+    if scheme.rule == "rlm":
+        head.set_mapping(random_mapping(head.out_features, head.num_source, seed, scheme.k))
+    elif scheme.rule in ("flm", "ilm"):
         predictions, labels = source_predictions(model, dataset)
-        head.set_mapping(frequency_mapping(predictions, labels, head.out_features, head.num_source))
+        head.set_mapping(frequency_mapping(predictions, labels, head.out_features, head.num_source, scheme.k))

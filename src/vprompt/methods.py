@@ -47,7 +47,8 @@ class Method:
     build_input_prompt: Callable[[MethodConfig, tuple[int, int]], nn.Module | None] | None = None
     """A pixel-space prompt for images in [0, 1] at the given canvas size, or None."""
     head: Literal["linear", "label-map"] = "linear"
-    """A new linear head on features, or the source classifier read through a label mapping."""
+    """A new linear head on features, or the source classifier read through a label mapping (the
+    config then provides ``label_mapping(num_source, num_classes)``)."""
 
 
 _REGISTRY: dict[str, Method] = {}

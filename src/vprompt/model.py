@@ -69,7 +69,7 @@ class PromptedModel(nn.Module):
                 raise ConfigError(f"method {method} reads the source classifier through a label mapping, "
                                       f"but backbone '{backbone_spec.name}' has no classifier (num_classes=0)")
             self.head = LabelMappedHead(source_classifier, num_source, num_classes,
-                                        getattr(method_config, "mapping", "flm"))
+                                        method_config.label_mapping(num_source, num_classes))
         else:
             standardize = isinstance(method_config, LinearHeadConfig) and method_config.head_norm
             self.head = LinearHead(int(backbone.num_features), num_classes, standardize)

@@ -13,6 +13,19 @@ et al. 2022 and ILM-VP (Chen et al. 2023). Two templates (METHODS.md §2):
 Either way the canvas is ``image ⊙ (1 − mask) + sigmoid(θ) ⊙ mask`` with θ initialised at 0; θ
 holds only the prompt pixels, so its size is the papers' parameter count (Bahng's pad prompt at
 224 with width 30: 3 × (224² − 164²) = 69,840).
+
+**Prompt Boundary Loosening** (PBL, METHODS.md §3) is a *reconstruction*: the paper's equations are
+not available. A robust source is insensitive to small input changes, and the prompt is one, so
+PBL loosens one boundary of the prompt by a strength λ ≥ 0 (λ = 0 is plain VP, bit for bit):
+
+* ``value``: prompt = (1 + 2λ)·sigmoid(θ) − λ, so prompt pixels range over [−λ, 1 + λ] (no clip);
+* ``spatial``: the prompt also acts inside the image window, additively, as λ·tanh(φ) with φ = 0
+  at init (3 more parameters per window pixel);
+* ``output``: many-to-one label mapping, k = 1 + round(λ·(⌊S/N⌋ − 1)) source classes per target
+  class (S source, N target classes; λ = 1 spends the whole source head), logits averaged.
+
+The adversary perturbs the target image before any of this, so loosening the prompt never widens
+the threat model.
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vprompt.errors import ConfigError
-from vprompt.heads import MAPPING_RULES
+from vprompt.heads import LabelMapping
 from vprompt.methods import Method, MethodConfig, no_prompt, register_method
 
 BAHNG_PAD_FRACTION = 30 / 224  # Bahng et al.'s pad width at 224 pixels
@@ -40,14 +53,38 @@ class VPConfig(MethodConfig):
     """pad: border width in canvas pixels (0: Bahng's 30/224 of the canvas)."""
     mapping: Literal["flm", "ilm", "rlm", "first-n"] = "flm"
     """How target classes pick source classes; see :mod:`vprompt.heads`."""
+    mapping_k: int = 1
+    """Source classes per target class (many-to-one when > 1)."""
+    mapping_reduce: Literal["mean", "max"] = "mean"
+    """How a many-to-one mapping combines a target class's source logits."""
+    remap_every: int = 1
+    """ILM: recompute the mapping every this many epochs."""
+    pbl: Literal["value", "spatial", "output"] = "value"
+    """Which prompt boundary PBL loosens (a reconstruction; see the module docstring)."""
+    pbl_strength: float = 0.0
+    """PBL's λ; 0 is plain VP."""
 
     def __post_init__(self) -> None:
         if self.template not in ("expansive", "pad"):
             raise ConfigError(f"VP template must be 'expansive' or 'pad', got {self.template!r}")
-        if self.mapping not in MAPPING_RULES:
-            raise ConfigError(f"label mapping must be one of {', '.join(MAPPING_RULES)}, got {self.mapping!r}")
         if self.image_size < 0 or self.pad_width < 0:
             raise ConfigError("image_size and pad_width must be positive (or 0 for the default)")
+        if self.pbl not in ("value", "spatial", "output") or self.pbl_strength < 0:
+            raise ConfigError(f"PBL loosens the 'value', 'spatial' or 'output' boundary by a strength >= 0, "
+                              f"got {self.pbl!r} with {self.pbl_strength}")
+        if self.loosens("output") and self.mapping_k != 1:
+            raise ConfigError("PBL's output boundary sets mapping_k itself; leave mapping_k at 1")
+        LabelMapping(self.mapping, self.mapping_k, self.mapping_reduce, self.remap_every)  # checks the mapping
+
+    def loosens(self, boundary: str) -> bool:
+        return self.pbl == boundary and self.pbl_strength > 0
+
+    def label_mapping(self, num_source: int, num_classes: int) -> LabelMapping:
+        """The mapping the head uses; PBL's output boundary widens it to k source classes per class."""
+        k = self.mapping_k
+        if self.loosens("output"):
+            k = 1 + round(min(self.pbl_strength, 1.0) * max(num_source // num_classes - 1, 0))
+        return LabelMapping(self.mapping, k, self.mapping_reduce, self.remap_every)
 
 
 class PixelPrompt(nn.Module):
@@ -75,11 +112,19 @@ class PixelPrompt(nn.Module):
         self.register_buffer("mask", mask, persistent=False)  # derived from the config, never saved
         self.register_buffer("where", mask.flatten().nonzero().squeeze(1), persistent=False)
         self.theta = nn.Parameter(torch.zeros(1, 3, len(self.where)))  # one value per prompt pixel and channel
+        self.value_slack = config.pbl_strength if config.loosens("value") else 0.0
+        self.window_strength = config.pbl_strength if config.loosens("spatial") else 0.0
+        if self.window_strength:
+            window = (self.window[0].stop - self.window[0].start, self.window[1].stop - self.window[1].start)
+            self.phi = nn.Parameter(torch.zeros(1, 3, *window))
 
     def pattern(self) -> torch.Tensor:
-        """sigmoid(θ) scattered onto the canvas, zero on the image window: (1, 3, H, W)."""
+        """The prompt scattered onto the canvas, zero on the image window: (1, 3, H, W)."""
+        values = torch.sigmoid(self.theta)
+        if self.value_slack:
+            values = (1 + 2 * self.value_slack) * values - self.value_slack
         flat = self.theta.new_zeros(1, 3, self.canvas[0] * self.canvas[1])
-        flat = flat.index_copy(2, self.where, torch.sigmoid(self.theta))
+        flat = flat.index_copy(2, self.where, values)
         return flat.view(1, 3, *self.canvas)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -90,7 +135,13 @@ class PixelPrompt(nn.Module):
         else:
             placed = images.new_zeros(images.shape[0], 3, *self.canvas)
             placed[:, :, self.window[0], self.window[1]] = images
-        return placed + self.pattern()
+        canvas = placed + self.pattern()
+        if self.window_strength:  # PBL's spatial boundary: the prompt reaches into the image window
+            inside = F.pad(self.window_strength * torch.tanh(self.phi),
+                           (self.window[1].start, self.canvas[1] - self.window[1].stop,
+                            self.window[0].start, self.canvas[0] - self.window[0].stop))
+            canvas = canvas + inside
+        return canvas
 
     def num_prompt_pixels(self) -> int:
         return len(self.where)
@@ -98,5 +149,6 @@ class PixelPrompt(nn.Module):
 
 register_method(Method(
     "vp", VPConfig, build_prompt=no_prompt, build_input_prompt=PixelPrompt,
-    head="label-map", summary="input-space visual prompt (pad / expansive) with label mapping on the source head",
+    head="label-map", summary="input-space visual prompt (pad / expansive) with label mapping on the source head, "
+                              "optionally loosened by PBL",
 ))
