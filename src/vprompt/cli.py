@@ -43,13 +43,14 @@ class BackboneArgs:
 @dataclass
 class MethodArgs:
     method: str = "vpt-deep"
-    """Method: linear, full, vpt-shallow, vpt-deep, vapt."""
+    """Method: linear, full, vpt-shallow, vpt-deep, vapt, vp."""
     prompt_len: int | None = None
     """Prompt tokens per layer (token-prompt methods; default 10)."""
     prompt_dropout: float | None = None
     """Dropout on prompt tokens (token-prompt methods; default 0.0)."""
     method_arg: list[str] = field(default_factory=list)
-    """Other method options as KEY=VALUE, e.g. for vapt: kernel=3 projector=per-layer residual=false."""
+    """Other method options as KEY=VALUE, e.g. for vapt: kernel=3 projector=per-layer residual=false; for vp:
+    template=pad mapping=ilm pbl=output pbl_strength=0.1; head_norm=false for a plain linear head."""
 
     def options(self) -> dict[str, Any]:
         given = {"prompt_len": self.prompt_len, "prompt_dropout": self.prompt_dropout}

@@ -106,11 +106,8 @@ class LabelMappedHead(nn.Module):
         return self.source(features)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        picked = self.source_logits(features)[:, self.mapping]
-        if self.scheme.k == 1:
-            return picked
-        picked = picked.view(len(picked), self.out_features, self.scheme.k)
-        return picked.mean(2) if self.scheme.reduce == "mean" else picked.amax(2)
+        picked = self.source_logits(features)[:, self.mapping].view(len(features), self.out_features, self.scheme.k)
+        return picked.mean(2) if self.scheme.reduce == "mean" else picked.amax(2)  # exact when k = 1
 
     def set_mapping(self, mapping: torch.Tensor) -> None:
         self.mapping.copy_(mapping.to(self.mapping.device))
