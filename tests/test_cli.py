@@ -130,3 +130,24 @@ def test_method_args_reach_the_method(capsys):
     _, out, _ = run_cli(capsys, *base)
     _, ablated, _ = run_cli(capsys, *base, "--method-arg", "projector=none")
     assert json.loads(out)["prompt"] - json.loads(ablated)["prompt"] == 2 * 8 * TINY_VIT["embed_dim"]
+
+
+def test_adversarial_prompt_training_then_attack_and_eval_attack(capsys, tmp_path, task):
+    run = tmp_path / "adv"
+    code, out, err = run_cli(capsys, "train", "--data", str(task), "--out", str(run), *MODEL, "--method", "vp",
+                             "--method-arg", "template=pad", "--epochs", "1", "--batch-size", "200",
+                             "--warmup-epochs", "0", "--adv-train", "fgsm-rs", "--adv-eps", "4/255", "--no-progress")
+    assert code == 0, err
+    assert json.loads(out)["adversarial"] == "fgsm-rs linf eps 0.01569"
+    code, out, err = run_cli(capsys, "attack", "--prompt", str(run), "--data", str(task), "--images", "12",
+                             "--eps", "0.5", "--steps", "5", "--json")
+    assert code == 0, err
+    row = json.loads(out)
+    assert row["n"] == 12 and row["eps"] == 0.5 and row["norm"] == "linf"
+    assert row["robust_acc_aa"] <= row["robust_acc_pgd"] <= row["clean_acc"]
+    assert row["robust_acc_pgd"] == 0.0  # eps 0.5 can paint any image grey
+    code, out, err = run_cli(capsys, "eval", "--prompt", str(run), "--data", str(task), "--attack", "pgd",
+                             "--images", "12", "--eps", "8/255", "--steps", "3")
+    assert code == 0, err
+    assert "linf eps 0.03137 (8/255), first 12 images of test" in out and "under pgd-3, 1 restart(s)" in out
+    assert "accuracy" in out.splitlines()[-1]

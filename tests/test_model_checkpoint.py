@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import tiny_vit_spec
 from vprompt.backbones import BackboneSpec, create_backbone, fingerprint
-from vprompt.errors import CheckpointError
+from vprompt.errors import CheckpointError, ConfigError
 from vprompt.model import META_FILE, WEIGHTS_FILE, create_model, load_prompt, save_prompt
 
 
@@ -121,3 +122,50 @@ def test_full_finetuning_checkpoint_keeps_batchnorm_statistics(tmp_path):
     save_prompt(model, tmp_path)
     images = torch.rand(2, 3, 32, 32)
     assert torch.equal(load_prompt(tmp_path).eval()(images), model(images))
+
+
+def test_a_prompt_saved_before_an_option_existed_still_loads(tmp_path, images):
+    model = perturbed(create_model(tiny_vit_spec(img_size=32, patch_size=8), "vp", 3, image_size=16)).eval()
+    save_prompt(model, tmp_path)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    del meta["method_config"]["patch_size"]  # as written by a version without the option
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    small = images[:, :, :16, :16]
+    assert torch.equal(load_prompt(tmp_path)(small), model(small))
+
+
+TINY_RESNET = {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "num_classes": 10}
+
+
+def robust_wrapped_states(network):
+    """The same weights in the two layouts robust ImageNet models ship in."""
+    weights = network.state_dict()
+    mean_std = {"new_mean": torch.zeros(1, 3, 1, 1), "new_std": torch.ones(1, 3, 1, 1)}
+    salman = {f"module.model.{k}": v for k, v in weights.items()}  # robustness library (Salman et al. 2020)
+    salman |= {f"module.attacker.model.{k}": v for k, v in weights.items()}
+    salman |= {f"module.{part}.{k}": v for part in ("normalizer", "attacker.normalize") for k, v in mean_std.items()}
+    wrapper = torch.nn.Sequential(OrderedDict(normalize=torch.nn.Identity(), model=network))  # RobustBench's
+    robustbench = {"normalize.mean": torch.zeros(1, 3, 1, 1), "normalize.std": torch.ones(1, 3, 1, 1)}
+    robustbench |= wrapper.state_dict()
+    return {"salman": {"model": salman, "epoch": 90, "optimizer": {"state": {}, "param_groups": []},
+                       "schedule": None}, "robustbench": robustbench}
+
+
+@pytest.mark.parametrize("layout", ["salman", "robustbench"])
+def test_robust_checkpoints_in_their_wrapped_layouts_load_without_pickle(tmp_path, layout):
+    spec = BackboneSpec("resnet18", kwargs=TINY_RESNET, init_seed=5)
+    source = create_backbone(spec)
+    path = tmp_path / f"{layout}.pt"
+    torch.save(robust_wrapped_states(source)[layout], path)
+    loaded = create_backbone(BackboneSpec("resnet18", kwargs=TINY_RESNET, checkpoint=str(path)))
+    assert fingerprint(loaded) == fingerprint(source)
+
+
+def test_robustbench_names_are_checked_and_need_the_extra():
+    with pytest.raises(ConfigError, match="no timm equivalent known for RobustBench model 'Carmon2019'"):
+        create_backbone(BackboneSpec("robustbench:Carmon2019"))
+    try:
+        import robustbench  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"pip install 'vprompt\[robustbench\]'"):
+            create_backbone(BackboneSpec("robustbench:Linf/Salman2020Do_R18"))

@@ -8,8 +8,12 @@ import torch
 from conftest import tiny_vit_spec
 from vprompt.errors import ConfigError
 from vprompt.heads import frequency_mapping, update_label_mapping
-from vprompt.model import create_model, load_prompt, parameter_report, save_prompt
 from torch.utils.data import TensorDataset
+
+from vprompt.backbones import fingerprint
+from vprompt.model import create_model, load_prompt, parameter_report, save_prompt
+from vprompt.robust import AdversarialConfig, ThreatModel
+from vprompt.train import TrainConfig, train
 
 CANVAS_SPEC = tiny_vit_spec(img_size=32, patch_size=8)  # a 32×32 canvas, 1000 source classes
 BOUNDARIES = ("value", "spatial", "output")
@@ -93,7 +97,7 @@ def test_ilm_remaps_only_every_n_epochs():
 
 
 def test_bad_mapping_and_pbl_settings_are_clear_errors():
-    with pytest.raises(ConfigError, match="leave mapping_k at 1"):
+    with pytest.raises(ConfigError, match="sets mapping_k itself"):
         vp(pbl="output", pbl_strength=0.5, mapping_k=2)
     with pytest.raises(ConfigError, match="strength >= 0"):
         vp(pbl="value", pbl_strength=-1.0)
@@ -101,3 +105,17 @@ def test_bad_mapping_and_pbl_settings_are_clear_errors():
         vp(mapping_k=2, mapping_reduce="median")
     with pytest.raises(ConfigError, match="3000 distinct source classes"):
         vp(mapping_k=1000)
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_adversarial_prompt_training_never_reaches_the_backbone(tmp_path, boundary):
+    model = vp(pbl=boundary, pbl_strength=0.3)
+    before = fingerprint(model.backbone)
+    prompt = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    data = TensorDataset(torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(1)), torch.arange(16) % 3)
+    adversarial = AdversarialConfig(ThreatModel("linf", 8 / 255), "pgd", pgd_steps=2)
+    train(model, data, tmp_path / "run", TrainConfig(epochs=1, batch_size=8, warmup_epochs=0, base_lr=1.0),
+          progress=False, adversarial=adversarial)
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert fingerprint(model.backbone) == before
+    assert all(not torch.equal(p, prompt[name]) for name, p in model.named_parameters() if name in prompt)

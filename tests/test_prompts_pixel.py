@@ -103,3 +103,44 @@ def test_bad_vp_settings_are_clear_errors():
         create_model(CANVAS_SPEC, "vp", 3, image_size=32)
     with pytest.raises(ConfigError, match="label mapping"):
         create_model(CANVAS_SPEC, "vp", 3, mapping="nearest")
+
+
+def test_patch_prompt_replaces_only_its_corner_square():
+    model = create_model(CANVAS_SPEC, "vp", 3, template="patch", patch_size=5)
+    images = torch.rand(2, 3, 32, 32)
+    canvas = model.input_prompt(images)
+    assert torch.all(canvas[:, :, :5, :5] == 0.5)
+    outside = torch.ones(32, 32, dtype=torch.bool)
+    outside[:5, :5] = False
+    assert torch.equal(canvas[:, :, outside], images[:, :, outside])
+    assert parameter_report(model).prompt == 3 * 5 * 5
+    assert create_model(CANVAS_SPEC, "vp", 3, template="patch").input_prompt.num_prompt_pixels() == 4 * 4
+
+
+def test_full_prompt_is_additive_everywhere_and_the_identity_at_init():
+    model = create_model(CANVAS_SPEC, "vp", 3, template="full")
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.equal(model.input_prompt(images), images)
+    with torch.no_grad():
+        model.input_prompt.theta.fill_(50.0)  # sigmoid → 1: the prompt adds +1 to every pixel
+    assert torch.allclose(model.input_prompt(images), images + 1)
+    assert parameter_report(model).prompt == 3 * 32 * 32
+    with pytest.raises(ConfigError, match="full template"):
+        create_model(CANVAS_SPEC, "vp", 3, template="full", pbl="spatial", pbl_strength=0.1)
+
+
+def test_linear_head_on_source_logits_trains_only_its_layer_and_travels_in_the_checkpoint(tmp_path):
+    model = create_model(CANVAS_SPEC, "vp", 3, image_size=16, mapping="linear").eval()
+    images = torch.rand(2, 3, 16, 16)
+    source = model.head.source_logits(model.features(images))
+    assert torch.allclose(model(images), model.head.fc(source))
+    report = parameter_report(model)
+    assert report.head == 1000 * 3 + 3  # S·N + N
+    model(images).sum().backward()
+    assert model.head.source.weight.grad is None and model.head.fc.weight.grad is not None
+    with torch.no_grad():
+        model.head.fc.weight.add_(0.1)
+    save_prompt(model, tmp_path)
+    assert torch.equal(load_prompt(tmp_path)(images), model(images))
+    with pytest.raises(ConfigError, match="linear head"):
+        create_model(CANVAS_SPEC, "vp", 3, mapping="linear", pbl="output", pbl_strength=0.5)

@@ -7,6 +7,7 @@ exactly which frozen network it was trained on, and rebuild it offline.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,10 @@ class DataConfig:
 
 
 def create_backbone(spec: BackboneSpec) -> nn.Module:
-    """Build the timm model named by ``spec`` (or a ``zoo:NAME``), load its weights and freeze it."""
+    """Build the timm model named by ``spec`` (or a ``zoo:NAME`` / ``robustbench:NAME``), load its
+    weights and freeze it."""
+    if spec.name.startswith(ROBUSTBENCH_PREFIX):
+        return robustbench_backbone(spec)
     if zoo.is_zoo_name(spec.name):
         card = zoo.find_card(spec.name)
         architecture = card_architecture(card)
@@ -96,16 +100,60 @@ def card_architecture(card: dict[str, Any], init_seed: int = 0) -> BackboneSpec:
                         init_seed=init_seed, input_size=card.get("input_size"))
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
+def load_weights(model: nn.Module, path: Path | str) -> None:
     """Load a local checkpoint without executing pickled code."""
-    state = read_state_dict(path)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    load_state(model, read_state_dict(Path(path)), str(path))
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` (unwrapped from its training wrapper) into ``model``; only a head may be missing."""
+    missing, unexpected = model.load_state_dict(unwrap_state_dict(state), strict=False)
     if unexpected or [k for k in missing if not k.startswith("head")]:
         raise CheckpointError(
-            f"{path} does not match the backbone: {len(missing)} missing and {len(unexpected)} "
+            f"{source} does not match the backbone: {len(missing)} missing and {len(unexpected)} "
             f"unexpected keys (first: {(missing + unexpected)[:3]})"
         )
+
+
+WRAPPER_COPIES = ("attacker.", "normalizer.", "normalize.")
+
+
+def unwrap_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The bare network's weights from a wrapped one: DataParallel's ``module.``, and the wrappers
+    around ``model.`` of the robustness library (Salman et al. 2020: ``attacker.*`` and
+    ``normalizer.*`` copies) and of RobustBench (``normalize.*``). Their normalisation is
+    ImageNet's mean/std, which timm's data config applies inside the PromptedModel instead."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith("model.") for k in state) and all(k.startswith(("model.", *WRAPPER_COPIES)) for k in state):
+        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    return state
+
+
+ROBUSTBENCH_PREFIX = "robustbench:"
+ROBUSTBENCH_ARCHITECTURES = {  # RobustBench ImageNet model → the timm architecture with the same weight names
+    "Salman2020Do_R18": "resnet18",
+    "Salman2020Do_R50": "resnet50",
+    "Salman2020Do_50_2": "wide_resnet50_2",
+}
+
+
+def robustbench_backbone(spec: BackboneSpec) -> nn.Module:
+    """``robustbench:[THREAT/]NAME`` (THREAT: Linf by default): a RobustBench ImageNet model's weights
+    in the equivalent timm architecture. Needs the optional extra and the network (or RobustBench's
+    filled cache in ``$ROBUSTBENCH_MODELS``, default ``~/.cache/robustbench``)."""
+    threat, _, name = spec.name.removeprefix(ROBUSTBENCH_PREFIX).rpartition("/")
+    if name not in ROBUSTBENCH_ARCHITECTURES:
+        raise ConfigError(f"no timm equivalent known for RobustBench model '{name}'; supported: "
+                          f"{', '.join(ROBUSTBENCH_ARCHITECTURES)} (or load its weights with --weights)")
+    try:
+        from robustbench.utils import load_model
+    except ImportError as exc:
+        raise ConfigError("robustbench: models need the optional extra: pip install 'vprompt[robustbench]'") from exc
+    model_dir = os.environ.get("ROBUSTBENCH_MODELS", str(Path.home() / ".cache" / "robustbench"))
+    wrapped = load_model(model_name=name, dataset="imagenet", threat_model=threat or "Linf", model_dir=model_dir)
+    backbone = create_backbone(replace(spec, name=ROBUSTBENCH_ARCHITECTURES[name], pretrained=False))
+    load_state(backbone, wrapped.state_dict(), spec.name)
+    return backbone
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import tyro
 from tyro.conf import Positional, subcommand
@@ -18,7 +18,11 @@ from tyro.conf import Positional, subcommand
 from vprompt.backbones import BackboneSpec
 from vprompt.errors import ConfigError, VpromptError
 from vprompt.recipes.demo import DemoConfig
+from vprompt.recipes.pbl import PBLReproduction
 from vprompt.recipes.vapt import VAPTReproduction
+from vprompt.robust.adversarial import AdversarialConfig
+from vprompt.robust.attacks import ThreatModel
+from vprompt.robust.evaluation import AttackConfig, parse_eps
 from vprompt.train import TrainConfig
 
 
@@ -50,11 +54,31 @@ class MethodArgs:
     """Dropout on prompt tokens (token-prompt methods; default 0.0)."""
     method_arg: list[str] = field(default_factory=list)
     """Other method options as KEY=VALUE, e.g. for vapt: kernel=3 projector=per-layer residual=false; for vp:
-    template=pad mapping=ilm pbl=output pbl_strength=0.1; head_norm=false for a plain linear head."""
+    template=expansive|pad|patch|full mapping=flm|ilm|rlm|first-n|linear mapping_k=2 pbl=output pbl_strength=0.1;
+    head_norm=false for a plain linear head."""
 
     def options(self) -> dict[str, Any]:
         given = {"prompt_len": self.prompt_len, "prompt_dropout": self.prompt_dropout}
         return {k: v for k, v in given.items() if v is not None} | parse_key_values(self.method_arg)
+
+
+@dataclass
+class AdversarialArgs:
+    adv_train: Literal["none", "fgsm-rs", "pgd"] = "none"
+    """Train the prompt on adversarial examples: fgsm-rs (fast AT) or pgd (Madry); none: clean training."""
+    adv_norm: Literal["linf", "l2"] = "linf"
+    adv_eps: str = "8/255"
+    """Training eps in [0, 1] pixel units (a number or a fraction like 8/255)."""
+    adv_steps: int = 7
+    """PGD steps per training example (pgd only)."""
+    adv_ramp_steps: int = 0
+    """Ramp eps up linearly from 0 over this many optimizer steps."""
+
+    def config(self) -> AdversarialConfig | None:
+        if self.adv_train == "none":
+            return None
+        threat = ThreatModel(self.adv_norm, parse_eps(self.adv_eps))
+        return AdversarialConfig(threat, self.adv_train, pgd_steps=self.adv_steps, ramp_steps=self.adv_ramp_steps)
 
 
 @dataclass
@@ -68,6 +92,7 @@ class Train:
     backbone: BackboneArgs
     method: MethodArgs = field(default_factory=MethodArgs)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adversarial: AdversarialArgs = field(default_factory=AdversarialArgs)
     train_split: str = "train800val200"
     """Split to train on (train800 while tuning on val200; train800val200 for final numbers)."""
     eval_split: str | None = "test"
@@ -83,14 +108,15 @@ class Train:
         from vprompt.recipes.run import train_on_task
 
         row = train_on_task(self.data, self.backbone.spec(), self.method.method, self.method.options(),
-                            self.train, self.out, self.train_split, self.eval_split, self.resume, self.progress)
+                            self.train, self.out, self.train_split, self.eval_split, self.resume, self.progress,
+                            adversarial=self.adversarial.config())
         if PartialState().is_main_process:  # once, also under `accelerate launch`
             print(json.dumps(row, indent=2))
 
 
 @dataclass
 class Eval:
-    """Accuracy of a saved prompt on one split of a task folder."""
+    """Accuracy of a saved prompt on one split of a task folder; with --attack, robust accuracy too."""
 
     prompt: Path
     """A prompt checkpoint folder, or a run folder from `vprompt train`."""
@@ -98,16 +124,52 @@ class Eval:
     """Task folder."""
     split: str = "test"
     """Split to score: train800, val200, train800val200 or test."""
-    batch_size: int = 128
+    attack: AttackConfig = field(default_factory=lambda: AttackConfig(attack="none"))
     json: bool = False
     """Print the result as JSON."""
 
     def run(self) -> None:
         from vprompt.recipes.run import evaluate_on_task
 
-        row = evaluate_on_task(self.prompt, self.data, self.split, self.batch_size, progress=not self.json)
+        row = evaluate_on_task(self.prompt, self.data, self.split, self.attack.batch_size, progress=not self.json)
+        if self.attack.attack != "none":
+            row["robust"] = attack_and_print(self.prompt, self.data, self.split, self.attack, quiet=self.json)
         print(json.dumps(row) if self.json else
               f"{row['task']} [{row['split']}, {row['n']} images]: accuracy {row['acc']:.4f} ({row['method']} on {row['backbone']})")
+
+
+@dataclass
+class Attack:
+    """Clean, PGD and AutoAttack accuracy of a saved prompt; the adversary perturbs the target image
+    before it is prompted."""
+
+    prompt: Path
+    """A prompt checkpoint folder, or a run folder from `vprompt train`."""
+    data: Path
+    """Task folder."""
+    split: str = "test"
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    json: bool = False
+    """Print the result as JSON."""
+
+    def run(self) -> None:
+        row = attack_and_print(self.prompt, self.data, self.split, self.attack, quiet=self.json)
+        if self.json:
+            print(json.dumps(row))
+
+
+def attack_and_print(prompt: Path, data: Path, split: str, config: AttackConfig, quiet: bool) -> dict[str, Any]:
+    """Run the attacks; unless ``quiet``, print one line per accuracy with its threat and attack."""
+    from vprompt.recipes.run import attack_on_task
+
+    row = attack_on_task(prompt, data, split, config, progress=not quiet)
+    if not quiet:
+        threat = f"{row['norm']} eps {row['eps']:.4g} ({config.eps}), first {row['n']} images of {split}"
+        print(f"{row['task']}: clean {row['clean_acc']:.4f}; {threat}")
+        for key, name in (("robust_acc_pgd", "attack_pgd"), ("robust_acc_aa", "attack_aa")):
+            if key in row:
+                print(f"  robust {row[key]:.4f} under {row[name]}")
+    return row
 
 
 @dataclass
@@ -227,8 +289,23 @@ class ReproduceVAPT:
         print(f"results: {self.config.out / 'results.json'}")
 
 
+@dataclass
+class ReproducePBL:
+    """VP and PBL on the zoo's standard and robust CNN: clean, PGD and AutoAttack accuracy."""
+
+    config: PBLReproduction = field(default_factory=PBLReproduction)
+
+    def run(self) -> None:
+        from vprompt.recipes.pbl import run_pbl_reproduction
+
+        run_pbl_reproduction(self.config)
+        print((self.config.out / "results.md").read_text())
+        print(f"results: {self.config.out / 'results.json'}, plot: {self.config.out / 'tradeoff.png'}")
+
+
 RECIPES = {
     "vapt": "VAPT vs VPT-deep / VPT-shallow / linear, VTAB-1k protocol (offline: synthetic suite)",
+    "pbl": "VP and PBL on standard vs robust zoo CNNs: clean, PGD and AutoAttack accuracy (offline)",
 }
 
 
@@ -245,7 +322,8 @@ class ReproduceList:
 class Reproduce(Group):
     """Paper recipes: `vprompt reproduce list` shows them."""
 
-    command: Union[Annotated[ReproduceVAPT, subcommand("vapt")], Annotated[ReproduceList, subcommand("list")]]
+    command: Union[Annotated[ReproduceVAPT, subcommand("vapt")], Annotated[ReproducePBL, subcommand("pbl")],
+                   Annotated[ReproduceList, subcommand("list")]]
 
 
 @dataclass
@@ -305,6 +383,7 @@ Command = Union[
     Annotated[Demo, subcommand("demo")],
     Annotated[Train, subcommand("train")],
     Annotated[Eval, subcommand("eval")],
+    Annotated[Attack, subcommand("attack")],
     Annotated[Params, subcommand("params")],
     Annotated[Data, subcommand("data")],
     Annotated[Reproduce, subcommand("reproduce")],

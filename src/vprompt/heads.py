@@ -8,7 +8,9 @@ Label mapping rules (target class ``j`` reads source logit ``mapping[j]`` when o
 * ``rlm``: a random one-to-one choice, fixed by the training seed;
 * ``flm``: before training, the source class most often predicted for each target class,
   assigned greedily by frequency so no source class is used twice;
-* ``ilm``: FLM recomputed every N epochs (default 1) with the current prompt (ILM-VP).
+* ``ilm``: FLM recomputed every N epochs (default 1) with the current prompt (ILM-VP);
+* ``linear``: no fixed mapping but a trainable linear layer on all source logits (not pure VP:
+  it learns S·N + N weights; the common baseline beside the mappings).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vprompt.errors import ConfigError
 
-MAPPING_RULES = ("flm", "ilm", "rlm", "first-n")
+MAPPING_RULES = ("flm", "ilm", "rlm", "first-n", "linear")
 
 
 class FeatureStandardizer(nn.BatchNorm1d):
@@ -82,9 +84,34 @@ class LabelMapping:
         if self.k < 1 or self.every < 1:
             raise ConfigError(f"source classes per target ({self.k}) and the remap interval ({self.every}) "
                               "must be at least 1")
+        if self.rule == "linear" and self.k != 1:
+            raise ConfigError("the linear head reads every source logit; it takes no k source classes per class")
 
 
-class LabelMappedHead(nn.Module):
+class SourceHead(nn.Module):
+    """A frozen copy of the source classifier, read by a subclass's own rule."""
+
+    def __init__(self, source_classifier: nn.Module, num_source: int, num_classes: int) -> None:
+        super().__init__()
+        self.source = copy.deepcopy(source_classifier).requires_grad_(False)
+        self.num_source, self.out_features = num_source, num_classes
+
+    def source_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.source(features)
+
+
+class SourceLinearHead(SourceHead):
+    """A trainable linear layer on the frozen source logits (the ``linear`` mapping rule)."""
+
+    def __init__(self, source_classifier: nn.Module, num_source: int, num_classes: int) -> None:
+        super().__init__(source_classifier, num_source, num_classes)
+        self.fc = nn.Linear(num_source, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.source_logits(features))
+
+
+class LabelMappedHead(SourceHead):
     """The frozen source classifier followed by a label mapping: target class ``j`` reads the source
     logits ``mapping[j·k : (j+1)·k]``, combined by mean or max.
 
@@ -94,16 +121,12 @@ class LabelMappedHead(nn.Module):
 
     def __init__(self, source_classifier: nn.Module, num_source: int, num_classes: int,
                  mapping: LabelMapping) -> None:
-        super().__init__()
         if num_classes * mapping.k > num_source:
             raise ConfigError(f"{num_classes} target classes × {mapping.k} source classes each need "
                               f"{num_classes * mapping.k} distinct source classes; the source classifier has {num_source}")
-        self.source = copy.deepcopy(source_classifier).requires_grad_(False)
-        self.num_source, self.out_features, self.scheme = num_source, num_classes, mapping
+        super().__init__(source_classifier, num_source, num_classes)
+        self.scheme = mapping
         self.register_buffer("mapping", first_n_mapping(num_classes, mapping.k))
-
-    def source_logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.source(features)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         picked = self.source_logits(features)[:, self.mapping].view(len(features), self.out_features, self.scheme.k)
@@ -111,6 +134,14 @@ class LabelMappedHead(nn.Module):
 
     def set_mapping(self, mapping: torch.Tensor) -> None:
         self.mapping.copy_(mapping.to(self.mapping.device))
+
+
+def source_head(source_classifier: nn.Module, num_source: int, num_classes: int,
+                mapping: LabelMapping) -> SourceHead:
+    """The head a label-mapped method reads the source classifier through."""
+    if mapping.rule == "linear":
+        return SourceLinearHead(source_classifier, num_source, num_classes)
+    return LabelMappedHead(source_classifier, num_source, num_classes, mapping)
 
 
 def first_n_mapping(num_classes: int, k: int = 1) -> torch.Tensor:

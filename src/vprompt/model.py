@@ -19,7 +19,7 @@ from torch import nn
 
 from vprompt.backbones import BackboneSpec, DataConfig, create_backbone, data_config, fingerprint
 from vprompt.errors import CheckpointError, ConfigError
-from vprompt.heads import LabelMappedHead, LinearHead
+from vprompt.heads import LinearHead, source_head
 from vprompt.methods import LinearHeadConfig, MethodConfig, get_method, make_config
 
 CHECKPOINT_FORMAT = 1
@@ -68,8 +68,8 @@ class PromptedModel(nn.Module):
             if num_source < 1:
                 raise ConfigError(f"method {method} reads the source classifier through a label mapping, "
                                       f"but backbone '{backbone_spec.name}' has no classifier (num_classes=0)")
-            self.head = LabelMappedHead(source_classifier, num_source, num_classes,
-                                        method_config.label_mapping(num_source, num_classes))
+            self.head = source_head(source_classifier, num_source, num_classes,
+                                    method_config.label_mapping(num_source, num_classes))
         else:
             standardize = isinstance(method_config, LinearHeadConfig) and method_config.head_norm
             self.head = LinearHead(int(backbone.num_features), num_classes, standardize)
@@ -238,6 +238,14 @@ def load_prompt_into(model: PromptedModel, directory: Path | str, meta: dict[str
             targets[name].copy_(value)
 
 
+def recorded_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's method config with today's defaults for options added since it was saved."""
+    try:
+        return make_config(meta["method"], **meta["method_config"]).to_dict()
+    except ConfigError:  # an option since removed, or a method no longer registered
+        return meta["method_config"]
+
+
 def compatibility_problems(meta: dict[str, Any], model: PromptedModel) -> list[str]:
     """Every way the checkpoint's recorded model differs from ``model``, as short phrases."""
     problems = []
@@ -247,7 +255,7 @@ def compatibility_problems(meta: dict[str, Any], model: PromptedModel) -> list[s
             f"it was trained on backbone '{recorded['name']}' (weights {meta['backbone_fingerprint']}), "
             f"this is '{model.backbone_spec.name}' (weights {model.backbone_fingerprint})"
         )
-    if meta["method"] != model.method.name or meta["method_config"] != model.method_config.to_dict():
+    if meta["method"] != model.method.name or recorded_config(meta) != model.method_config.to_dict():
         problems.append(
             f"method {meta['method']} {meta['method_config']} vs "
             f"{model.method.name} {model.method_config.to_dict()}"

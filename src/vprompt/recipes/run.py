@@ -11,7 +11,9 @@ from vprompt.backbones import BackboneSpec
 from vprompt.data import FileListDataset, task_info
 from vprompt.evaluate import evaluate
 from vprompt.errors import DataError
-from vprompt.model import META_FILE, create_model, load_prompt
+from vprompt.model import META_FILE, PromptedModel, create_model, load_prompt
+from vprompt.robust.adversarial import AdversarialConfig
+from vprompt.robust.evaluation import AttackConfig, attack_report
 from vprompt.train import FINAL, TrainConfig, train
 
 
@@ -27,8 +29,10 @@ def train_on_task(
     resume: bool = False,
     progress: bool = True,
     eval_every: int = 1,
+    adversarial: AdversarialConfig | None = None,
 ) -> dict[str, Any]:
-    """Train ``method`` on one task and evaluate the last epoch; returns a flat result row."""
+    """Train ``method`` on one task and evaluate the last epoch; returns a flat result row.
+    With ``adversarial``, the prompt is trained on adversarial examples of the training images."""
     task = task_info(task_dir)
     torch.manual_seed(config.seed)  # prompt and head init
     model = create_model(backbone, method, task.num_classes, task.class_names, **method_options)
@@ -36,7 +40,7 @@ def train_on_task(
     train_set = FileListDataset(task.root, train_split, size)
     eval_set = FileListDataset(task.root, eval_split, size) if eval_split else None
     result = train(model, train_set, out_dir, config, eval_set=eval_set, resume=resume, progress=progress,
-                   eval_every=eval_every)
+                   eval_every=eval_every, adversarial=adversarial)
     last = result.metrics[-1]
     return {
         "task": task.name,
@@ -48,6 +52,7 @@ def train_on_task(
         "train_acc": last["train_acc"],
         "eval_acc": last.get("eval_acc"),
         "epochs": config.epochs,
+        "adversarial": None if adversarial is None else adversarial.describe(),
         "prompt": str(result.final_dir),
     }
 
@@ -60,15 +65,30 @@ def resolve_prompt_dir(path: Path | str) -> Path:
     return path / FINAL
 
 
-def evaluate_on_task(prompt_dir: Path | str, task_dir: Path | str, split: str = "test",
-                     batch_size: int = 128, progress: bool = True) -> dict[str, Any]:
-    """Accuracy of a saved prompt on one split of a task folder."""
-    prompt_dir = resolve_prompt_dir(prompt_dir)
-    model = load_prompt(prompt_dir).eval()
+def prompt_and_split(prompt_dir: Path | str, task_dir: Path | str, split: str) -> tuple[PromptedModel, FileListDataset]:
+    """A saved prompt (eval mode) and a split of a task folder that it can score."""
+    model = load_prompt(resolve_prompt_dir(prompt_dir))
     dataset = FileListDataset(task_dir, split, model.image_size, check_size=False)
     if dataset.num_classes != model.num_classes:
         raise DataError(f"{dataset.task.root} has {dataset.num_classes} classes, the prompt was trained "
                         f"for {model.num_classes}")
+    return model, dataset
+
+
+def evaluate_on_task(prompt_dir: Path | str, task_dir: Path | str, split: str = "test",
+                     batch_size: int = 128, progress: bool = True) -> dict[str, Any]:
+    """Accuracy of a saved prompt on one split of a task folder."""
+    model, dataset = prompt_and_split(prompt_dir, task_dir, split)
     scores = evaluate(model, dataset, batch_size, progress=progress)
     return {"task": dataset.task.name, "split": split, "method": model.method.name,
             "backbone": model.backbone_spec.name, "acc": scores["acc"], "loss": scores["loss"], "n": scores["n"]}
+
+
+def attack_on_task(prompt_dir: Path | str, task_dir: Path | str, split: str, config: AttackConfig,
+                   progress: bool = True) -> dict[str, Any]:
+    """Clean and robust accuracy of a saved prompt on the first images of a split; the adversary
+    perturbs the target image before the prompt is applied."""
+    model, dataset = prompt_and_split(prompt_dir, task_dir, split)
+    report = attack_report(model, dataset, model.num_classes, config, progress=progress)
+    return {"task": dataset.task.name, "split": split, "method": model.method.name,
+            "backbone": model.backbone_spec.name} | report

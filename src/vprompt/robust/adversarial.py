@@ -54,6 +54,10 @@ class AdversarialConfig:
         if self.pgd_steps < 1 or self.ramp_steps < 0:
             raise ConfigError(f"need pgd_steps >= 1 and ramp_steps >= 0, got {self.pgd_steps} and {self.ramp_steps}")
 
+    def describe(self) -> str:
+        steps = "" if self.method == "fgsm-rs" else f"-{self.pgd_steps}"
+        return f"{self.method}{steps} {self.threat.norm} eps {self.threat.eps:.4g}"
+
 
 def ramped_eps(config: AdversarialConfig, step: int) -> float:
     """eps at training ``step``: linear from 0 at step 0 to the full eps at ``ramp_steps``."""

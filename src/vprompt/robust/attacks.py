@@ -91,7 +91,7 @@ def _attack_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> 
     return -loss if targeted else loss
 
 
-def _check_images(images: torch.Tensor) -> None:
+def check_images(images: torch.Tensor) -> None:
     if images.numel() and (images.min() < 0 or images.max() > 1):
         raise ConfigError(
             "attack images must be in [0, 1] (normalisation belongs inside the model), "
@@ -166,7 +166,7 @@ def pgd(
         raise ConfigError(f"PGD needs steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
     if step_size is not None and step_size <= 0:
         raise ConfigError(f"PGD step size must be > 0, got {step_size}")
-    _check_images(images)
+    check_images(images)
     if threat.eps == 0 or len(images) == 0:
         return images.detach().clone()
     size = step_size if step_size is not None else 2.5 * threat.eps / max(steps, 1)
@@ -186,7 +186,7 @@ def pgd(
     return best
 
 
-def _device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     tensor = next(iter(model.parameters()), None)
     if tensor is None:
         tensor = next(iter(model.buffers()), None)
@@ -208,7 +208,7 @@ def robust_accuracy(
     As in AutoAttack, only clean-correct images are attacked, and an image counts as robust only
     if it is classified correctly both clean and attacked.
     """
-    device = _device(model)
+    device = model_device(model)
     clean, robust, count = 0, 0, 0
     with eval_mode(model):
         for images, labels in tqdm(loader_or_batches, desc=f"pgd-{steps}", leave=False, disable=not progress):

@@ -1,0 +1,144 @@
+"""`vprompt reproduce pbl`: the robust-prompting seed's three questions on the zoo's CNNs.
+
+{standard, robust source} × {VP, VP + each PBL boundary} × tasks × seeds. Every run trains an
+expansive visual prompt with frequency label mapping on train800val200, scores the whole test
+split, then attacks the first ``attack_images`` test images with PGD and AutoAttack (the same
+images, the target image perturbed before prompting). Answers:
+
+1. *Inherited robustness*: VP's robust accuracy on the robust source vs the standard source.
+2. *Trade-off*: VP's clean accuracy on the robust source vs the standard source.
+3. *PBL*: each boundary's change in clean and robust accuracy against VP on the same source.
+
+Every run keeps its prompt and an ``attack.json`` in its own folder, so a rerun skips finished
+work and a crashed one resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from vprompt.backbones import BackboneSpec
+from vprompt.data import FileListDataset, task_info, write_synthetic_suite
+from vprompt.errors import ConfigError
+from vprompt.model import load_prompt
+from vprompt.recipes.protocol import run_once
+from vprompt.recipes.pbl_report import results_markdown, write_prompt_images, write_tradeoff_plot
+from vprompt.report import write_rows
+from vprompt.robust.evaluation import AttackConfig, attack_report
+from vprompt.train import FINAL, TrainConfig
+
+METHODS = ("vp", "vp+pbl-value", "vp+pbl-spatial", "vp+pbl-output")
+SOURCES = {"standard": "zoo:fractal-resnet", "robust": "zoo:fractal-resnet-robust"}
+ATTACK_FILE = "attack.json"
+
+
+@dataclass
+class PBLReproduction:
+    out: Path = Path("reproduce-pbl")
+    """Folder for the data, one folder per run, results.json / results.md, the plot and prompt images."""
+    tasks: list[str] = field(default_factory=lambda: ["objects", "digits"])
+    """Synthetic tasks to prompt for."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    """Which of vp, vp+pbl-value, vp+pbl-spatial, vp+pbl-output to run."""
+    epochs: int = 10
+    template: str = "expansive"
+    """VP template (expansive: the 32-pixel image in the centre of the 64-pixel source canvas)."""
+    mapping: str = "flm"
+    value_strength: float = 0.5
+    """λ of PBL's value boundary."""
+    spatial_strength: float = 0.1
+    """λ of PBL's spatial boundary."""
+    output_strength: float = 0.1
+    """λ of PBL's output boundary (0.1 gives 2 source classes per class for a 10-class task)."""
+    attack_images: int = 100
+    """First test images attacked by PGD and AutoAttack (AutoAttack is the slow part)."""
+    eps: str = "8/255"
+    pgd_steps: int = 20
+    quick: bool = False
+    """One task, one seed, three epochs, 50 attacked images: minutes, not hours."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown or not self.methods or not self.seeds or not self.tasks:
+            raise ConfigError(f"need at least one task, seed and method, methods from {', '.join(METHODS)}"
+                              + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+
+    def reduced(self) -> PBLReproduction:
+        """--quick: the first task and seed, three epochs, 50 attacked images."""
+        if not self.quick:
+            return self
+        return replace(self, tasks=self.tasks[:1], seeds=self.seeds[:1], epochs=3, attack_images=50, quick=False)
+
+    def variants(self) -> dict[str, dict[str, Any]]:
+        """Method name → VP options: plain VP, and VP with each PBL boundary loosened."""
+        base = {"template": self.template, "mapping": self.mapping}
+        strengths = {"value": self.value_strength, "spatial": self.spatial_strength, "output": self.output_strength}
+        every = {"vp": base} | {f"vp+pbl-{boundary}": base | {"pbl": boundary, "pbl_strength": strength}
+                                for boundary, strength in strengths.items()}
+        return {name: every[name] for name in self.methods}
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=64, optimizer="adamw", base_lr=0.2, weight_decay=0.0,
+                           warmup_epochs=0, seed=seed)
+
+    def attack_config(self) -> AttackConfig:
+        return AttackConfig(attack="both", eps=self.eps, steps=self.pgd_steps, images=self.attack_images)
+
+
+def run_pbl_reproduction(config: PBLReproduction, sources: dict[str, BackboneSpec] | None = None,
+                         progress: bool = True) -> list[dict[str, Any]]:
+    """Every source × variant × task × seed; writes results.json, results.md, tradeoff.png, prompts/."""
+    config = config.reduced()
+    sources = sources or {kind: BackboneSpec(name) for kind, name in SOURCES.items()}
+    task_dirs = write_synthetic_suite(config.out / "data", tasks=config.tasks, progress=False)
+    jobs = [(kind, variant, task, seed) for kind in sources for variant in config.variants()
+            for task in task_dirs for seed in config.seeds]
+    rows = []
+    for kind, variant, task, seed in tqdm(jobs, desc="source × method × task × seed", disable=not progress):
+        run_dir = config.out / "runs" / kind / variant / task.name / f"seed{seed}"
+        rows.append(run_one(config, kind, sources[kind], variant, task, seed, run_dir))
+    write_rows(rows, config.out / "results.json")
+    (config.out / "results.md").write_text(results_markdown(rows, config_summary(config, sources)) + "\n")
+    write_tradeoff_plot(rows, config.out / "tradeoff.png")
+    write_prompt_images(rows, config.out, config.out / "prompts")
+    return rows
+
+
+def run_one(config: PBLReproduction, kind: str, source: BackboneSpec, variant: str, task: Path, seed: int,
+            run_dir: Path) -> dict[str, Any]:
+    """Train (or read back) one prompt, attack it (or read the attack back), and return its row."""
+    options = config.variants()[variant]
+    test_acc = run_once(task, source, "vp", options, config.train_config(seed), run_dir, "train800val200", "test")
+    attack_file = run_dir / ATTACK_FILE
+    attack_settings = asdict(config.attack_config())
+    cached = json.loads(attack_file.read_text()) if attack_file.is_file() else None
+    if cached is None or cached["settings"] != attack_settings:
+        model = load_prompt(run_dir / FINAL)
+        test = FileListDataset(task, "test", model.image_size)
+        report = attack_report(model, test, model.num_classes, config.attack_config())
+        cached = {"settings": attack_settings, "report": report}
+        attack_file.write_text(json.dumps(cached, indent=2))
+    report = cached["report"]
+    return {"source": source.name, "source_kind": kind, "method": variant, "task": task.name, "seed": seed,
+            "pbl": options.get("pbl", "none"), "pbl_strength": options.get("pbl_strength", 0.0),
+            "clean_acc": test_acc, "chance": 1 / task_info(task).num_classes,
+            "attacked_images": report["n"], "clean_acc_attacked": report["clean_acc"],
+            "robust_acc_pgd": report["robust_acc_pgd"], "robust_acc_aa": report["robust_acc_aa"],
+            "eps": report["eps"], "norm": report["norm"], "attack_pgd": report["attack_pgd"],
+            "attack_aa": report["attack_aa"], "prompt": str((run_dir / FINAL).relative_to(config.out))}
+
+
+def config_summary(config: PBLReproduction, sources: dict[str, BackboneSpec]) -> str:
+    train = config.train_config(config.seeds[0])
+    return (f"Sources: {', '.join(f'{kind} = {spec.describe()}' for kind, spec in sources.items())}. "
+            f"VP template {config.template}, mapping {config.mapping}; {train.epochs} epochs AdamW base_lr "
+            f"{train.base_lr} on train800val200; seeds {config.seeds}. Clean accuracy on the whole test split; "
+            f"PGD-{config.pgd_steps} and AutoAttack (standard) at ℓ∞ eps {config.eps} on its first "
+            f"{config.attack_images} images, the image perturbed before prompting.")
+

@@ -1,0 +1,133 @@
+"""What `vprompt reproduce pbl` writes besides results.json: the tables with the three answers,
+the clean-vs-robust trade-off plot, and pictures of the learned prompts."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vprompt.report import markdown_table
+
+METRICS = (("clean_acc", "clean"), ("robust_acc_pgd", "PGD"), ("robust_acc_aa", "AutoAttack"))
+PROMPT_PICTURE_SCALE = 4
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def seed_spread(rows: list[dict[str, Any]], metric: str) -> tuple[float, float]:
+    """Mean and std over seeds of the per-seed task mean (the spread a rerun would show)."""
+    by_seed: dict[int, list[float]] = {}
+    for row in rows:
+        by_seed.setdefault(row["seed"], []).append(row[metric])
+    return mean_std([statistics.mean(values) for values in by_seed.values()])
+
+
+def grouped(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str, Any]]]:
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return groups
+
+
+def cell(rows: list[dict[str, Any]], metric: str) -> str:
+    mean, std = seed_spread(rows, metric)
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def answers(rows: list[dict[str, Any]]) -> list[str]:
+    """The seed's three questions, answered from the rows in words (whatever they show)."""
+    means = {key: {m: seed_spread(group, m)[0] for m, _ in METRICS}
+             for key, group in grouped(rows, "source_kind", "method").items()}
+    lines = []
+    standard, robust = means.get(("standard", "vp")), means.get(("robust", "vp"))
+    if standard and robust:
+        lines.append(f"1. Inherited robustness: VP's AutoAttack accuracy is {robust['robust_acc_aa']:.3f} on the "
+                     f"robust source vs {standard['robust_acc_aa']:.3f} on the standard one "
+                     f"(PGD {robust['robust_acc_pgd']:.3f} vs {standard['robust_acc_pgd']:.3f}).")
+        lines.append(f"2. Trade-off: VP's clean accuracy is {robust['clean_acc']:.3f} on the robust source vs "
+                     f"{standard['clean_acc']:.3f} on the standard one.")
+    for (kind, method), scores in sorted(means.items()):
+        base = means.get((kind, "vp"))
+        if method == "vp" or base is None:
+            continue
+        lines.append(f"3. {method} on the {kind} source: clean {scores['clean_acc'] - base['clean_acc']:+.3f}, "
+                     f"AutoAttack {scores['robust_acc_aa'] - base['robust_acc_aa']:+.3f}, "
+                     f"PGD {scores['robust_acc_pgd'] - base['robust_acc_pgd']:+.3f} against VP.")
+    return lines
+
+
+def results_markdown(rows: list[dict[str, Any]], summary: str) -> str:
+    """Summary over tasks, the three answers, the AutoAttack ≤ PGD check, then per-task detail."""
+    overall = [{"source": kind, "method": method} | {name: cell(group, m) for m, name in METRICS}
+               for (kind, method), group in grouped(rows, "source_kind", "method").items()]
+    detail = [{"source": kind, "method": method, "task": task} | {name: cell(group, m) for m, name in METRICS}
+              for (kind, method, task), group in grouped(rows, "source_kind", "method", "task").items()]
+    violations = [r for r in rows if r["robust_acc_aa"] > r["robust_acc_pgd"]]
+    check = ("AutoAttack ≤ PGD on every row." if not violations else
+             f"AutoAttack > PGD on {len(violations)} of {len(rows)} rows: "
+             + ", ".join(f"{r['source_kind']}/{r['method']}/{r['task']}/seed {r['seed']}" for r in violations))
+    columns = [name for _, name in METRICS]
+    return "\n\n".join([
+        summary,
+        "Mean over tasks, ± sample std over seeds:",
+        markdown_table(overall, ["source", "method", *columns]),
+        "\n".join(answers(rows)),
+        check,
+        "Per task, mean ± std over seeds:",
+        markdown_table(detail, ["source", "method", "task", *columns]),
+    ])
+
+
+def write_tradeoff_plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Clean vs AutoAttack accuracy, one point per source × method (task mean; bars: std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    markers = dict(zip(dict.fromkeys(r["method"] for r in rows), "osD^vP*X"))
+    colours = dict(zip(dict.fromkeys(r["source_kind"] for r in rows), ("tab:blue", "tab:red", "tab:green")))
+    for (kind, method), group in grouped(rows, "source_kind", "method").items():
+        (clean, clean_std), (robust, robust_std) = seed_spread(group, "clean_acc"), seed_spread(group, "robust_acc_aa")
+        axes.errorbar(clean, robust, xerr=clean_std, yerr=robust_std, marker=markers[method], color=colours[kind],
+                      linestyle="none", capsize=3, label=f"{kind}: {method}")
+    axes.set_xlabel("clean accuracy (test split)")
+    axes.set_ylabel("AutoAttack robust accuracy")
+    axes.set_title("VP and PBL: clean vs robust (mean over tasks, ± std over seeds)", fontsize=9)
+    axes.legend(fontsize=7)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+@torch.no_grad()
+def write_prompt_images(rows: list[dict[str, Any]], root: Path, folder: Path) -> list[Path]:
+    """One picture per source × method × task (first seed): the prompt applied to a mid-grey image.
+    Rows name their prompt folder relative to ``root``."""
+    from PIL import Image
+
+    from vprompt.model import load_prompt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for (kind, method, task), group in grouped(rows, "source_kind", "method", "task").items():
+        model = load_prompt(root / min(group, key=lambda r: r["seed"])["prompt"])
+        grey = torch.full((1, 3, *model.image_size), 0.5)
+        canvas = model.input_prompt(grey).clamp(0, 1)[0]
+        pixels = (canvas.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        picture = Image.fromarray(pixels)
+        picture = picture.resize((picture.width * PROMPT_PICTURE_SCALE, picture.height * PROMPT_PICTURE_SCALE),
+                                 Image.NEAREST)
+        path = folder / f"{kind}_{method}_{task}.png"
+        picture.save(path)
+        written.append(path)
+    return written

@@ -1,0 +1,106 @@
+"""Clean, PGD and AutoAttack accuracy of one model on the same images, reported side by side
+with everything needed to read them: eps, norm, attack settings and image count (METHODS.md §6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from vprompt.errors import ConfigError
+from vprompt.robust.attacks import NORMS, Norm, ThreatModel, eval_mode, model_device, robust_accuracy
+from vprompt.robust.autoattack import autoattack
+
+Attack = Literal["none", "pgd", "autoattack", "both"]
+ATTACKS: tuple[Attack, ...] = ("none", "pgd", "autoattack", "both")
+
+
+def parse_eps(text: str | float) -> float:
+    """eps as a number or a fraction such as ``8/255`` (pixel units in [0, 1])."""
+    try:
+        return float(Fraction(str(text).strip()))
+    except (ValueError, ZeroDivisionError) as exc:
+        raise ConfigError(f"eps must be a number or a fraction like 8/255, got {text!r}") from exc
+
+
+@dataclass
+class AttackConfig:
+    """What the adversary may do and how hard it tries."""
+
+    attack: Attack = "both"
+    """pgd, autoattack (standard), both on the same images, or none (clean accuracy only)."""
+    norm: Norm = "linf"
+    eps: str = "8/255"
+    """Perturbation budget in [0, 1] pixel units: a number or a fraction such as 8/255."""
+    steps: int = 20
+    """PGD steps."""
+    restarts: int = 1
+    """PGD random restarts (the worst case per image is kept)."""
+    images: int = 500
+    """Attack the first this many images of the split (0: all)."""
+    seed: int = 0
+    """Seeds PGD's random starts and AutoAttack."""
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.attack not in ATTACKS:
+            raise ConfigError(f"attack must be one of {', '.join(ATTACKS)}, got {self.attack!r}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.images < 0 or self.batch_size < 1:
+            raise ConfigError("images must be >= 0 and batch_size >= 1")
+        self.threat()  # checks eps
+
+    def threat(self) -> ThreatModel:
+        return ThreatModel(self.norm, parse_eps(self.eps))
+
+
+def first_images(dataset: Dataset, count: int, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` images and labels of ``dataset`` (all when ``count`` is 0), in memory."""
+    subset = Subset(dataset, range(min(count, len(dataset)))) if count else dataset
+    images, labels = zip(*DataLoader(subset, batch_size))
+    return torch.cat(images), torch.cat(labels)
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    device = model_device(model)
+    if len(images) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.cat([model(images[i:i + batch_size].to(device)).argmax(1).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def attack_report(model: nn.Module, dataset: Dataset, num_classes: int, config: AttackConfig,
+                  progress: bool = False) -> dict[str, Any]:
+    """Clean accuracy and the robust accuracy of each chosen attack on the same images.
+
+    An image counts as robust only if it is classified correctly clean and attacked; only
+    clean-correct images are attacked.
+    """
+    threat = config.threat()
+    images, labels = first_images(dataset, config.images)
+    report: dict[str, Any] = {"n": len(labels), "norm": threat.norm, "eps": threat.eps}
+    with eval_mode(model):
+        correct = predictions(model, images, config.batch_size) == labels
+        report["clean_acc"] = correct.float().mean().item()
+        if config.attack in ("pgd", "both"):
+            batches = [(images[i:i + config.batch_size], labels[i:i + config.batch_size])
+                       for i in range(0, len(labels), config.batch_size)]
+            pgd_report = robust_accuracy(model, batches, threat, steps=config.steps, restarts=config.restarts,
+                                         progress=progress, generator=torch.Generator().manual_seed(config.seed))
+            report["robust_acc_pgd"] = pgd_report["robust_acc"]
+            report["attack_pgd"] = f"pgd-{config.steps}, {config.restarts} restart(s)"
+        if config.attack in ("autoattack", "both"):
+            adversarial, plan = autoattack(model, images[correct], labels[correct], threat, num_classes,
+                                           seed=config.seed, batch_size=config.batch_size)
+            robust = (predictions(model, adversarial.cpu(), config.batch_size) == labels[correct]).sum().item()
+            report["robust_acc_aa"] = robust / len(labels)
+            report["attack_aa"] = plan.describe()
+    return report
+
