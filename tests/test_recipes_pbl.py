@@ -4,6 +4,7 @@ back. (Random CNNs predict nearly one class for every input, which no attack can
 AutoAttack run its full budget.)"""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -59,3 +60,16 @@ def test_rerun_reads_finished_runs_back(reproduction):
 def test_unknown_method_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown: vp\\+pbl-colour"):
         PBLReproduction(out=tmp_path, methods=["vp", "vp+pbl-colour"])
+
+
+def test_sources_default_to_the_zoo_and_take_local_weights(tmp_path):
+    config = PBLReproduction(out=tmp_path, robust="resnet50", robust_weights=tmp_path / "resnet50_linf_eps4.0.ckpt")
+    sources = config.sources()
+    assert sources["standard"].name == "zoo:fractal-resnet" and sources["standard"].checkpoint is None
+    assert (sources["robust"].name, sources["robust"].checkpoint) == ("resnet50", str(tmp_path / "resnet50_linf_eps4.0.ckpt"))
+
+
+def test_a_rerun_with_another_setting_refuses_to_read_old_runs_back(reproduction):
+    config, sources, _ = reproduction
+    with pytest.raises(ConfigError, match="holds a run with other settings"):
+        run_pbl_reproduction(replace(config, epochs=2), sources, progress=False)

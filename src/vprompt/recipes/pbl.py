@@ -1,4 +1,5 @@
-"""`vprompt reproduce pbl`: the robust-prompting seed's three questions on the zoo's CNNs.
+"""`vprompt reproduce pbl`: the robust-prompting seed's three questions on the zoo's CNNs (or on any
+standard / robust pair of source models: ``--standard`` and ``--robust``).
 
 {standard, robust source} × {VP, VP + each PBL boundary} × tasks × seeds. Every run trains an
 expansive visual prompt with frequency label mapping on train800val200, scores the whole test
@@ -35,6 +36,7 @@ from vprompt.train import FINAL, TrainConfig
 METHODS = ("vp", "vp+pbl-value", "vp+pbl-spatial", "vp+pbl-output")
 SOURCES = {"standard": "zoo:fractal-resnet", "robust": "zoo:fractal-resnet-robust"}
 ATTACK_FILE = "attack.json"
+RUN_FILE = "run.json"
 
 
 @dataclass
@@ -62,6 +64,13 @@ class PBLReproduction:
     pgd_steps: int = 20
     quick: bool = False
     """One task, one seed, three epochs, 50 attacked images: minutes, not hours."""
+    standard: str = SOURCES["standard"]
+    """The standard source: zoo:NAME, robustbench:NAME, or a timm name (with --standard-weights)."""
+    standard_weights: Path | None = None
+    """Local weights for the standard source (.safetensors, or .pt read without pickle execution)."""
+    robust: str = SOURCES["robust"]
+    """The robust source, named like --standard (e.g. resnet50 with Salman et al.'s checkpoint)."""
+    robust_weights: Path | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -74,6 +83,11 @@ class PBLReproduction:
         if not self.quick:
             return self
         return replace(self, tasks=self.tasks[:1], seeds=self.seeds[:1], epochs=3, attack_images=50, quick=False)
+
+    def sources(self) -> dict[str, BackboneSpec]:
+        """Source kind → backbone; local weights make the spec load them."""
+        return {"standard": BackboneSpec(self.standard, checkpoint=optional_path(self.standard_weights)),
+                "robust": BackboneSpec(self.robust, checkpoint=optional_path(self.robust_weights))}
 
     def variants(self) -> dict[str, dict[str, Any]]:
         """Method name → VP options: plain VP, and VP with each PBL boundary loosened."""
@@ -95,7 +109,7 @@ def run_pbl_reproduction(config: PBLReproduction, sources: dict[str, BackboneSpe
                          progress: bool = True) -> list[dict[str, Any]]:
     """Every source × variant × task × seed; writes results.json, results.md, tradeoff.png, prompts/."""
     config = config.reduced()
-    sources = sources or {kind: BackboneSpec(name) for kind, name in SOURCES.items()}
+    sources = sources or config.sources()
     task_dirs = write_synthetic_suite(config.out / "data", tasks=config.tasks, progress=False)
     jobs = [(kind, variant, task, seed) for kind in sources for variant in config.variants()
             for task in task_dirs for seed in config.seeds]
@@ -114,6 +128,8 @@ def run_one(config: PBLReproduction, kind: str, source: BackboneSpec, variant: s
             run_dir: Path) -> dict[str, Any]:
     """Train (or read back) one prompt, attack it (or read the attack back), and return its row."""
     options = config.variants()[variant]
+    claim_run_dir(run_dir, {"source": source.to_dict(), "method_options": options,
+                            "train": asdict(config.train_config(seed))})
     test_acc = run_once(task, source, "vp", options, config.train_config(seed), run_dir, "train800val200", "test")
     attack_file = run_dir / ATTACK_FILE
     attack_settings = asdict(config.attack_config())
@@ -132,6 +148,21 @@ def run_one(config: PBLReproduction, kind: str, source: BackboneSpec, variant: s
             "robust_acc_pgd": report["robust_acc_pgd"], "robust_acc_aa": report["robust_acc_aa"],
             "eps": report["eps"], "norm": report["norm"], "attack_pgd": report["attack_pgd"],
             "attack_aa": report["attack_aa"], "prompt": str((run_dir / FINAL).relative_to(config.out))}
+
+
+def claim_run_dir(run_dir: Path, settings: dict[str, Any]) -> None:
+    """Record what a run folder holds; a rerun with another source or setting must not read it back."""
+    settings = json.loads(json.dumps(settings))
+    recorded = run_dir / RUN_FILE
+    if recorded.is_file() and json.loads(recorded.read_text()) != settings:
+        raise ConfigError(f"{run_dir} holds a run with other settings (source, method or training); "
+                          "choose another --out or remove it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(settings, indent=2))
+
+
+def optional_path(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
 
 
 def config_summary(config: PBLReproduction, sources: dict[str, BackboneSpec]) -> str:
