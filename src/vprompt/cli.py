@@ -131,9 +131,10 @@ class Eval:
     def run(self) -> None:
         from vprompt.recipes.run import evaluate_on_task
 
-        row = evaluate_on_task(self.prompt, self.data, self.split, self.attack.batch_size, progress=not self.json)
-        if self.attack.attack != "none":
-            row["robust"] = attack_and_print(self.prompt, self.data, self.split, self.attack, quiet=self.json)
+        row = evaluate_on_task(self.prompt, self.data, self.split, self.attack.batch_size, progress=not self.json,
+                               attack=self.attack)
+        if "robust" in row and not self.json:
+            print_attack_report(row["task"], self.split, row["robust"], self.attack.eps)
         print(json.dumps(row) if self.json else
               f"{row['task']} [{row['split']}, {row['n']} images]: accuracy {row['acc']:.4f} ({row['method']} on {row['backbone']})")
 
@@ -153,23 +154,22 @@ class Attack:
     """Print the result as JSON."""
 
     def run(self) -> None:
-        row = attack_and_print(self.prompt, self.data, self.split, self.attack, quiet=self.json)
+        from vprompt.recipes.run import attack_on_task
+
+        row = attack_on_task(self.prompt, self.data, self.split, self.attack, progress=not self.json)
         if self.json:
             print(json.dumps(row))
+        else:
+            print_attack_report(row["task"], self.split, row, self.attack.eps)
 
 
-def attack_and_print(prompt: Path, data: Path, split: str, config: AttackConfig, quiet: bool) -> dict[str, Any]:
-    """Run the attacks; unless ``quiet``, print one line per accuracy with its threat and attack."""
-    from vprompt.recipes.run import attack_on_task
-
-    row = attack_on_task(prompt, data, split, config, progress=not quiet)
-    if not quiet:
-        threat = f"{row['norm']} eps {row['eps']:.4g} ({config.eps}), first {row['n']} images of {split}"
-        print(f"{row['task']}: clean {row['clean_acc']:.4f}; {threat}")
-        for key, name in (("robust_acc_pgd", "attack_pgd"), ("robust_acc_aa", "attack_aa")):
-            if key in row:
-                print(f"  robust {row[key]:.4f} under {row[name]}")
-    return row
+def print_attack_report(task: str, split: str, report: dict[str, Any], eps_text: str) -> None:
+    """One line for clean accuracy and the threat, then one per attack with its robust accuracy."""
+    threat = f"{report['norm']} eps {report['eps']:.4g} ({eps_text}), first {report['n']} images of {split}"
+    print(f"{task}: clean {report['clean_acc']:.4f}; {threat}")
+    for key, name in (("robust_acc_pgd", "attack_pgd"), ("robust_acc_aa", "attack_aa")):
+        if key in report:
+            print(f"  robust {report[key]:.4f} under {report[name]}")
 
 
 @dataclass

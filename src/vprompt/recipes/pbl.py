@@ -113,10 +113,12 @@ def run_pbl_reproduction(config: PBLReproduction, sources: dict[str, BackboneSpe
     task_dirs = write_synthetic_suite(config.out / "data", tasks=config.tasks, progress=False)
     jobs = [(kind, variant, task, seed) for kind in sources for variant in config.variants()
             for task in task_dirs for seed in config.seeds]
+    classes = {task: task_info(task).num_classes for task in task_dirs}
     rows = []
     for kind, variant, task, seed in tqdm(jobs, desc="source × method × task × seed", disable=not progress):
         run_dir = config.out / "runs" / kind / variant / task.name / f"seed{seed}"
-        rows.append(run_one(config, kind, sources[kind], variant, task, seed, run_dir))
+        row = run_one(config, kind, sources[kind], variant, task, seed, run_dir)
+        rows.append(row | {"chance": 1 / classes[task]})
     write_rows(rows, config.out / "results.json")
     (config.out / "results.md").write_text(results_markdown(rows, config_summary(config, sources)) + "\n")
     write_tradeoff_plot(rows, config.out / "tradeoff.png")
@@ -127,10 +129,9 @@ def run_pbl_reproduction(config: PBLReproduction, sources: dict[str, BackboneSpe
 def run_one(config: PBLReproduction, kind: str, source: BackboneSpec, variant: str, task: Path, seed: int,
             run_dir: Path) -> dict[str, Any]:
     """Train (or read back) one prompt, attack it (or read the attack back), and return its row."""
-    options = config.variants()[variant]
-    claim_run_dir(run_dir, {"source": source.to_dict(), "method_options": options,
-                            "train": asdict(config.train_config(seed))})
-    test_acc = run_once(task, source, "vp", options, config.train_config(seed), run_dir, "train800val200", "test")
+    options, train_config = config.variants()[variant], config.train_config(seed)
+    claim_run_dir(run_dir, {"source": source.to_dict(), "method_options": options, "train": asdict(train_config)})
+    test_acc = run_once(task, source, "vp", options, train_config, run_dir, "train800val200", "test")
     attack_file = run_dir / ATTACK_FILE
     attack_settings = asdict(config.attack_config())
     cached = json.loads(attack_file.read_text()) if attack_file.is_file() else None
@@ -143,7 +144,7 @@ def run_one(config: PBLReproduction, kind: str, source: BackboneSpec, variant: s
     report = cached["report"]
     return {"source": source.name, "source_kind": kind, "method": variant, "task": task.name, "seed": seed,
             "pbl": options.get("pbl", "none"), "pbl_strength": options.get("pbl_strength", 0.0),
-            "clean_acc": test_acc, "chance": 1 / task_info(task).num_classes,
+            "clean_acc": test_acc,
             "attacked_images": report["n"], "clean_acc_attacked": report["clean_acc"],
             "robust_acc_pgd": report["robust_acc_pgd"], "robust_acc_aa": report["robust_acc_aa"],
             "eps": report["eps"], "norm": report["norm"], "attack_pgd": report["attack_pgd"],

@@ -9,14 +9,10 @@ from typing import Any
 
 import torch
 
-from vprompt.report import markdown_table
+from vprompt.report import markdown_table, mean_std
 
 METRICS = (("clean_acc", "clean"), ("robust_acc_pgd", "PGD"), ("robust_acc_aa", "AutoAttack"))
 PROMPT_PICTURE_SCALE = 4
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def seed_spread(rows: list[dict[str, Any]], metric: str) -> tuple[float, float]:

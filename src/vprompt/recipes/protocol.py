@@ -9,13 +9,13 @@ protocol skips the runs that finished and resumes the one that did not.
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from vprompt.backbones import BackboneSpec
 from vprompt.recipes.run import train_on_task
+from vprompt.report import mean_std
 from vprompt.train import FINAL, TrainConfig, latest_checkpoint
 
 
@@ -66,6 +66,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[float]] = {}
     for row in rows:
         groups.setdefault((row["task"], row["method"]), []).append(row["test_acc"])
-    return [{"task": task, "method": method, "mean": statistics.mean(accs),
-             "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "seeds": len(accs)}
-            for (task, method), accs in groups.items()]
+    summary = []
+    for (task, method), accs in groups.items():
+        mean, std = mean_std(accs)
+        summary.append({"task": task, "method": method, "mean": mean, "std": std, "seeds": len(accs)})
+    return summary

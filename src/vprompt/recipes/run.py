@@ -76,12 +76,17 @@ def prompt_and_split(prompt_dir: Path | str, task_dir: Path | str, split: str) -
 
 
 def evaluate_on_task(prompt_dir: Path | str, task_dir: Path | str, split: str = "test",
-                     batch_size: int = 128, progress: bool = True) -> dict[str, Any]:
-    """Accuracy of a saved prompt on one split of a task folder."""
+                     batch_size: int = 128, progress: bool = True,
+                     attack: AttackConfig | None = None) -> dict[str, Any]:
+    """Accuracy of a saved prompt on one split of a task folder; with an ``attack`` (other than
+    none), its report on the first images of the split goes under ``robust``."""
     model, dataset = prompt_and_split(prompt_dir, task_dir, split)
     scores = evaluate(model, dataset, batch_size, progress=progress)
-    return {"task": dataset.task.name, "split": split, "method": model.method.name,
-            "backbone": model.backbone_spec.name, "acc": scores["acc"], "loss": scores["loss"], "n": scores["n"]}
+    row = {"task": dataset.task.name, "split": split, "method": model.method.name,
+           "backbone": model.backbone_spec.name, "acc": scores["acc"], "loss": scores["loss"], "n": scores["n"]}
+    if attack is not None and attack.attack != "none":
+        row["robust"] = attack_report(model, dataset, model.num_classes, attack, progress=progress)
+    return row
 
 
 def attack_on_task(prompt_dir: Path | str, task_dir: Path | str, split: str, config: AttackConfig,

@@ -71,10 +71,11 @@ def autoattack(
         adversary.apgd_targeted.n_target_classes = plan.target_classes
         adversary.fab.n_target_classes = plan.target_classes
         quiet = logging.getLogger("auto-attack")
-        level, quiet.level = quiet.level, logging.WARNING  # its checks log at INFO on every call
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)  # its checks log at INFO on every call
         try:
             adversarial, _ = adversary.run_standard_evaluation(images.to(device), labels.to(device),
                                                                batch_size=batch_size)
         finally:
-            quiet.level = level
+            quiet.setLevel(level)
     return adversarial.detach(), plan
