@@ -83,18 +83,21 @@ class AdversarialArgs:
 
 @dataclass
 class Train:
-    """Train one method on one task folder (VTAB-1k file-list layout) and save its prompt."""
+    """Train one method on one task and save its prompt."""
 
-    data: Path
-    """Task folder with train800.txt, val200.txt, train800val200.txt, test.txt."""
+    data: str
+    """Task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT."""
     out: Path
     """Run folder: checkpoints every epoch, metrics.json/csv, and the final prompt in OUT/prompt."""
     backbone: BackboneArgs
     method: MethodArgs = field(default_factory=MethodArgs)
     train: TrainConfig = field(default_factory=TrainConfig)
     adversarial: AdversarialArgs = field(default_factory=AdversarialArgs)
-    train_split: str = "train800val200"
-    """Split to train on (train800 while tuning on val200; train800val200 for final numbers)."""
+    train_split: str | None = None
+    """Split to train on (default: the final-training split, train800val200 for VTAB-1k and trainval
+    for FGVC and torchvision sets; train800 or train while tuning on val200 / val)."""
+    download: bool = False
+    """Let a torchvision dataset download itself when it is not on disk."""
     eval_split: str | None = "test"
     """Split scored after every epoch (None: no evaluation)."""
     resume: bool = False
@@ -109,7 +112,7 @@ class Train:
 
         row = train_on_task(self.data, self.backbone.spec(), self.method.method, self.method.options(),
                             self.train, self.out, self.train_split, self.eval_split, self.resume, self.progress,
-                            adversarial=self.adversarial.config())
+                            adversarial=self.adversarial.config(), download=self.download)
         if PartialState().is_main_process:  # once, also under `accelerate launch`
             print(json.dumps(row, indent=2))
 
@@ -120,10 +123,10 @@ class Eval:
 
     prompt: Path
     """A prompt checkpoint folder, or a run folder from `vprompt train`."""
-    data: Path
-    """Task folder."""
+    data: str
+    """Task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT."""
     split: str = "test"
-    """Split to score: train800, val200, train800val200 or test."""
+    """Split to score (train800, val200, train800val200, test; train, val, trainval for FGVC and torchvision)."""
     attack: AttackConfig = field(default_factory=lambda: AttackConfig(attack="none"))
     json: bool = False
     """Print the result as JSON."""
@@ -146,8 +149,8 @@ class Attack:
 
     prompt: Path
     """A prompt checkpoint folder, or a run folder from `vprompt train`."""
-    data: Path
-    """Task folder."""
+    data: str
+    """Task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT."""
     split: str = "test"
     attack: AttackConfig = field(default_factory=AttackConfig)
     json: bool = False
@@ -303,6 +306,45 @@ class ReproducePBL:
         print(f"results: {self.config.out / 'results.json'}, plot: {self.config.out / 'tradeoff.png'}")
 
 
+@dataclass
+class Sweep:
+    """The tuning protocol over tasks × methods: grid (base_lr × weight decay × prompt length) on the
+    tuning split, pick on validation, retrain × seeds, last-epoch test mean ± std; locally or on Ray.
+    Resumable: rerun the same command after a crash and finished runs are read back."""
+
+    data: list[str]
+    """Tasks: VTAB-layout task folders (or a folder of them), fgvc:[NAME:]PATH, torchvision:NAME:ROOT."""
+    out: Path
+    """Sweep folder: runs/TASK/METHOD/{grid/POINT,seedS}, results.json, results.md."""
+    backbone: BackboneArgs
+    methods: list[str] = field(default_factory=lambda: ["vpt-deep"])
+    method_arg: list[str] = field(default_factory=list)
+    """Options for every method as KEY=VALUE (e.g. prompt_dropout=0.1)."""
+    base_lrs: list[float] = field(default_factory=lambda: [50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05])
+    weight_decays: list[float] = field(default_factory=lambda: [0.01, 1e-3, 1e-4, 0.0])
+    prompt_lens: list[int] = field(default_factory=list)
+    """Prompt lengths searched for prompted methods (VPT: 1 5 10 50 100 200); empty: the method default."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=100, batch_size=64, warmup_epochs=10))
+    """Shared training settings (base_lr, weight_decay and seed come from the grid)."""
+    ray: str = "local"
+    """none: in this process; local: a Ray instance on this machine; auto or HOST:PORT: a Ray cluster."""
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+    """GPUs each run reserves on Ray (e.g. 1, or 0.5 to share)."""
+
+    def run(self) -> None:
+        from vprompt.sweep import Protocol, make_executor, run_sweep
+
+        protocol = Protocol(self.base_lrs, self.weight_decays, self.prompt_lens or None, self.seeds, self.train)
+        options = parse_key_values(self.method_arg)
+        executor = make_executor(self.ray, self.cpus_per_run, self.gpus_per_run)
+        run_sweep(self.data, {m: dict(options) for m in self.methods}, self.backbone.spec(), protocol, self.out,
+                  executor)
+        print((self.out / "results.md").read_text())
+        print(f"results: {self.out / 'results.json'}")
+
+
 RECIPES = {
     "vapt": "VAPT vs VPT-deep / VPT-shallow / linear, VTAB-1k protocol (offline: synthetic suite)",
     "pbl": "VP and PBL on standard vs robust zoo CNNs: clean, PGD and AutoAttack accuracy (offline)",
@@ -386,6 +428,7 @@ Command = Union[
     Annotated[Attack, subcommand("attack")],
     Annotated[Params, subcommand("params")],
     Annotated[Data, subcommand("data")],
+    Annotated[Sweep, subcommand("sweep")],
     Annotated[Reproduce, subcommand("reproduce")],
     Annotated[Zoo, subcommand("zoo")],
 ]

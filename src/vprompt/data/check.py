@@ -35,6 +35,7 @@ from .filelist import (
     size_problem,
     split_file,
 )
+from .vtab import vtab_task
 
 EXAMPLES = 3  # how many offending items a message names
 
@@ -125,11 +126,13 @@ def _check_task(task_dir: Path, report: CheckReport, progress: bool) -> None:
     problems.extend(_union_problems(task_dir, splits))
     names = _try(read_class_names, task_dir, problems)
     meta = _try(read_task_meta, task_dir, problems) or {}
+    known = vtab_task(task_dir.resolve().name)
+    group = meta.get("group", known.group if known else "unknown")
     num_classes = _label_problems(task_dir, splits, names, report)
     problems.extend(_image_problems(task_dir, splits, progress))
     sizes = ", ".join(f"{split} {len(entries)}" for split, entries in splits.items())
     report.summary.append(
-        f"{task_dir.resolve().name}: {num_classes} classes; {sizes}; group {meta.get('group', 'unknown')}"
+        f"{task_dir.resolve().name}: {num_classes} classes; {sizes}; group {group}"
     )
 
 
@@ -203,6 +206,11 @@ def _label_problems(
     """
     labels = [e.label for entries in splits.values() for e in entries]
     num_classes = len(names) if names is not None else max(labels, default=-1) + 1
+    known = vtab_task(task_dir.resolve().name)
+    if known and num_classes != known.num_classes:
+        where = CLASSES_FILE if names is not None else "the split files' labels"
+        report.problems.append(f"{task_dir}: {where} give {num_classes} classes; VTAB-1k's {known.folder} "
+                               f"has {known.num_classes}")
     if names is not None:
         beyond = [_where(s, e) for s, entries in splits.items() for e in entries if e.label >= num_classes]
         if beyond:

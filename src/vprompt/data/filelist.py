@@ -24,6 +24,8 @@ from torch.utils.data import Dataset
 
 from vprompt.errors import ConfigError, DataError
 
+from .vtab import vtab_task
+
 SPLITS: tuple[str, ...] = ("train800", "val200", "train800val200", "test")
 SPLIT_SIZES: dict[str, int] = {"train800": 800, "val200": 200, "train800val200": 1000}
 GROUPS: tuple[str, ...] = ("natural", "specialized", "structured")
@@ -82,13 +84,26 @@ def parse_split(task_dir: Path | str, split: str) -> tuple[list[SplitEntry], lis
     return entries, errors
 
 
+def expected_size(task_dir: Path | str, split: str) -> int | None:
+    """The size ``split`` must have: fixed for the training splits, and for ``test`` when the folder
+    is one of the 19 VTAB-1k tasks (None when any non-empty size will do)."""
+    if split == "test":
+        known = vtab_task(Path(task_dir).resolve().name)
+        return known.test_size if known else None
+    return SPLIT_SIZES.get(split)
+
+
 def size_problem(task_dir: Path | str, split: str, count: int) -> str | None:
     """Why ``count`` entries is the wrong size for ``split`` (None when it is right)."""
     path = split_file(task_dir, split)
-    expected = SPLIT_SIZES.get(split)
+    expected = expected_size(task_dir, split)
     if expected is None:
         return None if count > 0 else f"{path} has no entries"
-    return None if count == expected else f"{path} has {count} entries, expected {expected}"
+    if count == expected:
+        return None
+    known = vtab_task(Path(task_dir).resolve().name) if split == "test" else None
+    why = f" (the size of VTAB-1k's {known.folder} test split)" if known else ""
+    return f"{path} has {count} entries, expected {expected}{why}"
 
 
 def load_split(task_dir: Path | str, split: str, *, check_size: bool = True) -> list[SplitEntry]:
@@ -171,8 +186,10 @@ class TaskInfo:
 def task_info(task_dir: Path | str) -> TaskInfo:
     """Read a task's classes and group.
 
-    The number of classes is the highest label in any split file plus one, or the length of
-    ``classes.txt`` when present; a label beyond ``classes.txt`` is a DataError.
+    The number of classes is the length of ``classes.txt`` when present, else the VTAB-1k class
+    count for the 19 known task folders, else the highest label in any split file plus one; a
+    label beyond that count is a DataError. The group comes from ``task.json``, else from the
+    VTAB-1k table.
     """
     root = Path(task_dir)
     if not root.is_dir():
@@ -183,15 +200,17 @@ def task_info(task_dir: Path | str) -> TaskInfo:
     labels = [e.label for split in present for e in load_split(root, split, check_size=False)]
     top = max(labels, default=-1) + 1
     names = read_class_names(root)
+    known = vtab_task(root.resolve().name)
     if names is None:
         if top == 0:
             raise DataError(f"{root}: the split files list no images, and there is no {CLASSES_FILE}")
-        names = [str(i) for i in range(top)]
-    elif top > len(names):
-        raise DataError(
-            f"{root / CLASSES_FILE} names {len(names)} classes but the split files use label {top - 1}"
-        )
-    group = read_task_meta(root).get("group")
+        names = [str(i) for i in range(known.num_classes if known else top)]
+        source = f"VTAB-1k's {known.folder} has" if known else "the split files have"
+    else:
+        source = f"{root / CLASSES_FILE} names"
+    if top > len(names):
+        raise DataError(f"{source} {len(names)} classes but the split files use label {top - 1}")
+    group = read_task_meta(root).get("group", known.group if known else None)
     return TaskInfo(
         root=root, name=root.resolve().name, num_classes=len(names), class_names=names, group=group
     )

@@ -27,9 +27,9 @@ from vprompt.backbones import BackboneSpec
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
 from vprompt.errors import ConfigError
 from vprompt.model import load_prompt
-from vprompt.recipes.protocol import run_once
 from vprompt.recipes.pbl_report import results_markdown, write_prompt_images, write_tradeoff_plot
 from vprompt.report import write_rows
+from vprompt.sweep import Run, execute
 from vprompt.robust.evaluation import AttackConfig, attack_report
 from vprompt.train import FINAL, TrainConfig
 
@@ -131,7 +131,7 @@ def run_one(config: PBLReproduction, kind: str, source: BackboneSpec, variant: s
     """Train (or read back) one prompt, attack it (or read the attack back), and return its row."""
     options, train_config = config.variants()[variant], config.train_config(seed)
     claim_run_dir(run_dir, {"source": source.to_dict(), "method_options": options, "train": asdict(train_config)})
-    test_acc = run_once(task, source, "vp", options, train_config, run_dir, "train800val200", "test")
+    test_acc = execute(Run(str(task), source, "vp", options, train_config, run_dir, "train800val200", "test"))
     attack_file = run_dir / ATTACK_FILE
     attack_settings = asdict(config.attack_config())
     cached = json.loads(attack_file.read_text()) if attack_file.is_file() else None

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from vprompt.backbones import BackboneSpec
-from vprompt.data import FileListDataset, task_info
+from vprompt.data.registry import open_task
 from vprompt.evaluate import evaluate
 from vprompt.errors import DataError
 from vprompt.model import META_FILE, PromptedModel, create_model, load_prompt
@@ -24,21 +25,26 @@ def train_on_task(
     method_options: dict[str, Any],
     config: TrainConfig,
     out_dir: Path | str,
-    train_split: str = "train800val200",
+    train_split: str | None = None,
     eval_split: str | None = "test",
     resume: bool = False,
     progress: bool = True,
     eval_every: int = 1,
     adversarial: AdversarialConfig | None = None,
+    download: bool = False,
 ) -> dict[str, Any]:
     """Train ``method`` on one task and evaluate the last epoch; returns a flat result row.
+    ``task_dir`` is any ``--data`` spec (a VTAB-1k folder, ``fgvc:…``, ``torchvision:…``); the
+    training split defaults to the task's final-training split (train800val200 for VTAB-1k).
     With ``adversarial``, the prompt is trained on adversarial examples of the training images."""
-    task = task_info(task_dir)
+    source = open_task(task_dir, download=download)
+    task = source.info
+    train_split = train_split or source.protocol.final_train
     torch.manual_seed(config.seed)  # prompt and head init
     model = create_model(backbone, method, task.num_classes, task.class_names, **method_options)
     size = model.image_size
-    train_set = FileListDataset(task.root, train_split, size)
-    eval_set = FileListDataset(task.root, eval_split, size) if eval_split else None
+    train_set = source.dataset(train_split, size, train=True)
+    eval_set = source.dataset(eval_split, size) if eval_split else None
     result = train(model, train_set, out_dir, config, eval_set=eval_set, resume=resume, progress=progress,
                    eval_every=eval_every, adversarial=adversarial)
     last = result.metrics[-1]
@@ -52,6 +58,7 @@ def train_on_task(
         "train_acc": last["train_acc"],
         "eval_acc": last.get("eval_acc"),
         "epochs": config.epochs,
+        "image_source": source.image_source,
         "adversarial": None if adversarial is None else adversarial.describe(),
         "prompt": str(result.final_dir),
     }
@@ -65,14 +72,14 @@ def resolve_prompt_dir(path: Path | str) -> Path:
     return path / FINAL
 
 
-def prompt_and_split(prompt_dir: Path | str, task_dir: Path | str, split: str) -> tuple[PromptedModel, FileListDataset]:
-    """A saved prompt (eval mode) and a split of a task folder that it can score."""
+def prompt_and_split(prompt_dir: Path | str, task_dir: Path | str, split: str) -> tuple[PromptedModel, Dataset]:
+    """A saved prompt (eval mode) and a split of a task (any ``--data`` spec) that it can score."""
     model = load_prompt(resolve_prompt_dir(prompt_dir))
-    dataset = FileListDataset(task_dir, split, model.image_size, check_size=False)
-    if dataset.num_classes != model.num_classes:
-        raise DataError(f"{dataset.task.root} has {dataset.num_classes} classes, the prompt was trained "
+    source = open_task(task_dir, check_sizes=False)
+    if source.info.num_classes != model.num_classes:
+        raise DataError(f"{source.info.root} has {source.info.num_classes} classes, the prompt was trained "
                         f"for {model.num_classes}")
-    return model, dataset
+    return model, source.dataset(split, model.image_size)
 
 
 def evaluate_on_task(prompt_dir: Path | str, task_dir: Path | str, split: str = "test",

@@ -8,24 +8,20 @@ synthetic suite with a smaller grid.
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from vprompt.backbones import BackboneSpec
-from vprompt.data import task_info, write_synthetic_suite
+from vprompt.data import write_synthetic_suite
 from vprompt.data.filelist import has_split_files
 from vprompt.errors import DataError
 from vprompt.recipes.demo import DEMO_BACKBONE
-from vprompt.recipes.protocol import Protocol, summarise, tune_and_test
-from vprompt.report import markdown_table, write_rows
+from vprompt.report import write_rows
+from vprompt.sweep import PROMPTED, LocalExecutor, Protocol, RayExecutor, protocol_header, protocol_table, run_protocol, summarise
 from vprompt.train import TrainConfig
 
 METHODS = ("vapt", "vpt-deep", "vpt-shallow", "linear")
-PROMPTED = ("vapt", "vpt-deep", "vpt-shallow")
 
 
 def offline_protocol(quick: bool) -> Protocol:
@@ -59,43 +55,23 @@ def task_dirs(config: VAPTReproduction) -> list[Path]:
 
 
 def run_vapt_reproduction(config: VAPTReproduction, backbone: BackboneSpec | None = None,
-                          protocol: Protocol | None = None, progress: bool = True) -> list[dict[str, Any]]:
+                          protocol: Protocol | None = None, progress: bool = True,
+                          executor: LocalExecutor | RayExecutor | None = None) -> list[dict[str, Any]]:
     """Every task × method through the protocol; writes results.json and results.md into ``out``."""
     backbone = backbone or DEMO_BACKBONE
     protocol = protocol or (offline_protocol(config.quick) if config.data is None else Protocol())
-    groups = {task: task_info(task).group for task in task_dirs(config)}
-    rows: list[dict[str, Any]] = []
-    for task, method in tqdm([(t, m) for t in groups for m in METHODS], desc="task × method", disable=not progress):
-        options = {"prompt_len": config.prompt_len} if method in PROMPTED else {}
-        found = tune_and_test(task, backbone, method, options, protocol, config.out / "runs" / task.name / method)
-        rows += [row | {"group": groups[task], "backbone": backbone.name, "image_source": image_source(config)}
-                 for row in found]
+    methods = {m: {"prompt_len": config.prompt_len} if m in PROMPTED else {} for m in METHODS}
+    tasks = [str(task) for task in task_dirs(config)]
+    rows = run_protocol(tasks, methods, backbone, protocol, config.out, executor, progress)
     write_rows(rows, config.out / "results.json")
     (config.out / "results.md").write_text(results_table(rows, backbone, protocol) + "\n")
     return rows
 
 
-def image_source(config: VAPTReproduction) -> str:
-    return "synthetic suite (JPEG)" if config.data is None else f"JPEG file lists in {config.data}"
-
-
 def results_table(rows: list[dict[str, Any]], backbone: BackboneSpec, protocol: Protocol) -> str:
-    """Mean ± std over seeds per task and method, then the task mean and the mean of group means."""
-    summary = summarise(rows)
+    """The protocol table, with how often VAPT beats VPT-deep."""
+    summary = {(s["task"], s["method"]): s["mean"] for s in summarise(rows)}
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    groups = {r["task"]: r["group"] for r in rows}
-    cell = {(s["task"], s["method"]): s for s in summary}
-    lines = [{"task": t} | {m: f"{cell[t, m]['mean']:.3f} ± {cell[t, m]['std']:.3f}" for m in METHODS}
-             for t in tasks]
-    task_mean = {m: statistics.mean(cell[t, m]["mean"] for t in tasks) for m in METHODS}
-    group_means = {m: statistics.mean(
-        statistics.mean(cell[t, m]["mean"] for t in tasks if groups[t] == g)
-        for g in sorted({groups[t] for t in tasks})) for m in METHODS}
-    lines.append({"task": "mean of tasks"} | {m: f"{v:.3f}" for m, v in task_mean.items()})
-    lines.append({"task": "mean of group means"} | {m: f"{v:.3f}" for m, v in group_means.items()})
-    wins = sum(cell[t, "vapt"]["mean"] > cell[t, "vpt-deep"]["mean"] for t in tasks)
-    header = (f"Last-epoch test accuracy, mean ± sample std over seeds {protocol.seeds}; grid base_lr "
-              f"{protocol.base_lrs} × weight decay {protocol.weight_decays} picked on val200; "
-              f"{protocol.train.epochs} epochs, {protocol.train.optimizer}; backbone {backbone.describe()}. "
-              f"VAPT beats VPT-deep on {wins} of {len(tasks)} tasks.")
-    return header + "\n\n" + markdown_table(lines, ["task", *METHODS])
+    wins = sum(summary[t, "vapt"] > summary[t, "vpt-deep"] for t in tasks)
+    return (protocol_header(protocol, backbone) + f" VAPT beats VPT-deep on {wins} of {len(tasks)} tasks.\n\n"
+            + protocol_table(rows))

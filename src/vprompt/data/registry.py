@@ -1,0 +1,59 @@
+"""``--data SPEC`` → a :class:`TaskSource`, whatever the format.
+
+Spellings:
+  PATH                        a task folder in the VTAB-1k file-list layout (the default)
+  fgvc:PATH, fgvc:NAME:PATH   an FGVC folder with VPT's json splits (NAME: cub, nabirds, flowers, dogs, cars)
+  torchvision:NAME:ROOT       a torchvision dataset on disk (``tv:`` for short); fetched only with download
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vprompt.errors import DataError
+
+from .fgvc import FGVC_TASKS, fgvc_source
+from .filelist import FileListDataset, task_info
+from .source import VTAB_PROTOCOL, TaskSource
+from .torchvision_sets import torchvision_source
+
+PREFIXES = ("fgvc:", "torchvision:", "tv:")
+
+
+def vtab_source(task_dir: Path | str, check_sizes: bool = True) -> TaskSource:
+    """A VTAB-1k-layout task folder; ``check_sizes`` enforces the split sizes (off to score a
+    prompt on a folder of another size)."""
+    info = task_info(task_dir)
+
+    def open_split(split: str, size: tuple[int, int], train: bool) -> FileListDataset:
+        return FileListDataset(info.root, split, size, check_size=check_sizes)
+
+    return TaskSource(info=info, kind="vtab-filelist", image_source=f"JPEG file lists in {info.root}",
+                      splits=("train800", "val200", "train800val200", "test"), protocol=VTAB_PROTOCOL,
+                      open_split=open_split)
+
+
+def open_task(spec: Path | str, download: bool = False, check_sizes: bool = True) -> TaskSource:
+    """The task ``spec`` names (see the module docstring); a malformed spec is a DataError."""
+    text = str(spec)
+    kind, _, rest = text.partition(":")
+    if kind == "fgvc":
+        name, _, path = rest.partition(":")
+        if path and name.lower() in FGVC_TASKS:
+            return fgvc_source(path, name)
+        return fgvc_source(rest)
+    if kind in ("torchvision", "tv"):
+        name, _, root = rest.partition(":")
+        if not name or not root:
+            raise DataError(f"expected torchvision:NAME:ROOT, got {text!r}")
+        return torchvision_source(name, root, download)
+    return vtab_source(text, check_sizes)
+
+
+def task_label(spec: Path | str) -> str:
+    """The task's name for tables, without opening it."""
+    text = str(spec)
+    if text.startswith(PREFIXES):
+        parts = text.split(":")
+        return parts[1] if len(parts) > 2 else Path(parts[-1]).name
+    return Path(text).resolve().name

@@ -1,0 +1,266 @@
+"""The tuning protocol of VPT and VAPT, run locally or on a Ray cluster, resumable.
+
+For every task × method: each grid point (base_lr × weight_decay × prompt length) is trained on
+the task's tuning split (train800 for VTAB-1k) and scored on its validation split (val200); the
+best point is retrained on the final-training split (train800val200) with every seed, and the
+last-epoch test accuracy is reported. Every run is a pure description (:class:`Run`) with its own
+folder: a finished run is read back instead of scheduled, an interrupted one resumes from its
+last checkpoint, so a sweep killed at any moment continues where it stopped. All grid runs of all
+tasks and methods are independent and go out at once; then all seed runs.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from vprompt.backbones import BackboneSpec
+from vprompt.data.registry import open_task
+from vprompt.errors import ConfigError
+from vprompt.report import markdown_table, mean_std
+from vprompt.train import FINAL, TrainConfig, latest_checkpoint
+
+PROMPTED = ("vpt-shallow", "vpt-deep", "vapt")  # methods that take a prompt length
+
+
+@dataclass
+class Protocol:
+    """The grid, the seeds and the fixed training settings (defaults: the VTAB-1k protocol)."""
+
+    base_lrs: list[float] = field(default_factory=lambda: [50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05])
+    weight_decays: list[float] = field(default_factory=lambda: [0.01, 1e-3, 1e-4, 0.0])
+    prompt_lens: list[int] | None = None
+    """Prompt lengths to search for prompted methods (None: the method's own option)."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Settings shared by every run; base_lr, weight_decay and seed are set by the protocol."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: everything a worker needs, and nothing it must share."""
+
+    task: str
+    backbone: BackboneSpec
+    method: str
+    options: dict[str, Any]
+    config: TrainConfig
+    out_dir: Path
+    train_split: str
+    eval_split: str
+
+
+def finished_accuracy(run: Run) -> float | None:
+    """The last-epoch accuracy of a run that finished (None if it did not)."""
+    metrics = run.out_dir / "metrics.json"
+    if (run.out_dir / FINAL).is_dir() and metrics.is_file():
+        return json.loads(metrics.read_text())[-1]["eval_acc"]
+    return None
+
+
+def execute(run: Run) -> float:
+    """Train ``run`` (resuming a broken one) and return its last-epoch accuracy on ``eval_split``."""
+    from vprompt.recipes.run import train_on_task
+
+    done = finished_accuracy(run)
+    if done is not None:
+        return done
+    row = train_on_task(run.task, run.backbone, run.method, run.options, run.config, run.out_dir,
+                        run.train_split, run.eval_split, resume=latest_checkpoint(run.out_dir) is not None,
+                        progress=False, eval_every=run.config.epochs)
+    return row["eval_acc"]
+
+
+class LocalExecutor:
+    """Runs one after another in this process."""
+
+    def map(self, runs: Sequence[Run], progress: bool) -> list[float]:
+        return [execute(run) for run in tqdm(runs, desc="runs", disable=not progress)]
+
+
+class RayExecutor:
+    """Runs as Ray tasks: on a Ray instance started on this machine (``address="local"``), or on
+    the cluster at ``address`` (``auto`` for the one ``ray start`` made here)."""
+
+    def __init__(self, address: str = "local", cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
+                 num_cpus: int | None = None) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            if address == "local":
+                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+        self.ray = ray
+        self.remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1)(_execute_on_worker)
+        self.threads = max(1, int(cpus_per_run))
+
+    def map(self, runs: Sequence[Run], progress: bool) -> list[float]:
+        pending = {self.remote.remote(run, self.threads): i for i, run in enumerate(runs)}
+        results: list[float] = [0.0] * len(runs)
+        with tqdm(total=len(runs), desc="runs (ray)", disable=not progress) as bar:
+            while pending:
+                done, _ = self.ray.wait(list(pending), num_returns=1)
+                results[pending.pop(done[0])] = self.ray.get(done[0])
+                bar.update()
+        return results
+
+
+def _execute_on_worker(run: Run, threads: int) -> float:
+    """A Ray task: as many torch threads as CPUs reserved for it, then the run."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return execute(run)
+
+
+def make_executor(ray: str, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
+                  num_cpus: int | None = None) -> LocalExecutor | RayExecutor:
+    """``none``: in this process; ``local``: a Ray instance on this machine; else a Ray address."""
+    if ray == "none":
+        return LocalExecutor()
+    try:
+        import ray as _  # noqa: F401
+    except ImportError:
+        raise ConfigError("Ray is not installed: pip install 'vprompt[ray]', or pass --ray none") from None
+    return RayExecutor(ray, cpus_per_run, gpus_per_run, num_cpus)
+
+
+def grid_points(method: str, options: dict[str, Any], protocol: Protocol) -> list[tuple[float, float, dict[str, Any]]]:
+    """(base_lr, weight_decay, method options) of every grid point for ``method``."""
+    lens = protocol.prompt_lens if protocol.prompt_lens and method in PROMPTED else [None]
+    return [(lr, wd, options if p is None else options | {"prompt_len": p})
+            for p in lens for lr in protocol.base_lrs for wd in protocol.weight_decays]
+
+
+def point_name(lr: float, wd: float, options: dict[str, Any], protocol: Protocol, method: str) -> str:
+    searched_len = protocol.prompt_lens and method in PROMPTED
+    return f"lr{lr}_wd{wd}" + (f"_p{options['prompt_len']}" if searched_len else "")
+
+
+def run_protocol(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backbone: BackboneSpec,
+                 protocol: Protocol, out: Path, executor: LocalExecutor | RayExecutor | None = None,
+                 progress: bool = True) -> list[dict[str, Any]]:
+    """The whole protocol for every task × method; one row per task × method × seed.
+
+    ``methods`` maps each method name to its fixed options. Runs live in
+    ``out/runs/TASK/METHOD/{grid/POINT, seedS}``.
+    """
+    executor = executor or LocalExecutor()
+    sources = {task: open_task(task) for task in tasks}
+    grid: dict[tuple[str, str], list[tuple[float, float, dict[str, Any], Run]]] = {}
+    for task, source in sources.items():
+        for method, options in methods.items():
+            folder = out / "runs" / source.info.name / method
+            grid[task, method] = [
+                (lr, wd, opts, Run(task, backbone, method, opts,
+                                   replace(protocol.train, base_lr=lr, weight_decay=wd, seed=protocol.seeds[0]),
+                                   folder / "grid" / point_name(lr, wd, opts, protocol, method),
+                                   source.protocol.tune_train, source.protocol.tune_val))
+                for lr, wd, opts in grid_points(method, options, protocol)]
+    val_accs = iter(run_all([point[3] for points in grid.values() for point in points], executor, progress))
+    finals: list[tuple[dict[str, Any], Run]] = []
+    for (task, method), points in grid.items():
+        scored = [(next(val_accs), lr, wd, opts) for lr, wd, opts, _ in points]
+        best_val, lr, wd, opts = max(scored, key=lambda s: s[0])  # first best on ties: grid order
+        source = sources[task]
+        for seed in protocol.seeds:
+            row = {"task": source.info.name, "method": method, "seed": seed, "base_lr": lr, "weight_decay": wd,
+                   "prompt_len": opts.get("prompt_len"), "val_acc": best_val, "group": source.info.group,
+                   "backbone": backbone.name, "image_source": source.image_source}
+            finals.append((row, Run(task, backbone, method, opts,
+                                    replace(protocol.train, base_lr=lr, weight_decay=wd, seed=seed),
+                                    out / "runs" / source.info.name / method / f"seed{seed}",
+                                    source.protocol.final_train, source.protocol.test)))
+    test_accs = run_all([run for _, run in finals], executor, progress)
+    return [row | {"test_acc": acc} for (row, _), acc in zip(finals, test_accs, strict=True)]
+
+
+def run_all(runs: Sequence[Run], executor: LocalExecutor | RayExecutor, progress: bool) -> list[float]:
+    """Accuracies of ``runs``: finished ones read back, only the others handed to ``executor``."""
+    known = [finished_accuracy(run) for run in runs]
+    todo = [i for i, acc in enumerate(known) if acc is None]
+    if progress and len(todo) < len(runs):
+        print(f"[sweep] {len(runs) - len(todo)} of {len(runs)} runs already finished: read back")
+    for i, acc in zip(todo, executor.map([runs[i] for i in todo], progress), strict=True):
+        known[i] = acc
+    return known
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation of test accuracy per (task, method)."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        groups.setdefault((row["task"], row["method"]), []).append(row["test_acc"])
+    summary = []
+    for (task, method), accs in groups.items():
+        mean, std = mean_std(accs)
+        summary.append({"task": task, "method": method, "mean": mean, "std": std, "seeds": len(accs)})
+    return summary
+
+
+def protocol_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Mean ± std over seeds per task × method, then both averaging conventions: the mean over
+    tasks and the mean of the group means (tasks without a group form one group "other")."""
+    summary = summarise(rows)
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    groups = {r["task"]: r.get("group") or "other" for r in rows}
+    cell = {(s["task"], s["method"]): s for s in summary}
+    lines = [{"task": t, "group": groups[t]} | {m: f"{cell[t, m]['mean']:.3f} ± {cell[t, m]['std']:.3f}"
+                                                 for m in methods if (t, m) in cell} for t in tasks]
+    for group in sorted(set(groups.values())):
+        members = [t for t in tasks if groups[t] == group]
+        lines.append({"task": f"mean: {group} ({len(members)})"} | {
+            m: f"{statistics.mean(cell[t, m]['mean'] for t in members):.3f}" for m in methods})
+    task_mean = {m: statistics.mean(cell[t, m]["mean"] for t in tasks) for m in methods}
+    group_means = {m: statistics.mean(statistics.mean(cell[t, m]["mean"] for t in tasks if groups[t] == g)
+                                      for g in set(groups.values())) for m in methods}
+    lines.append({"task": "mean of tasks"} | {m: f"{v:.3f}" for m, v in task_mean.items()})
+    lines.append({"task": "mean of group means"} | {m: f"{v:.3f}" for m, v in group_means.items()})
+    return markdown_table(lines, ["task", "group", *methods])
+
+
+def protocol_header(protocol: Protocol, backbone: BackboneSpec) -> str:
+    lens = f" × prompt length {protocol.prompt_lens}" if protocol.prompt_lens else ""
+    return (f"Last-epoch test accuracy, mean ± sample std over seeds {protocol.seeds}; grid base_lr "
+            f"{protocol.base_lrs} × weight decay {protocol.weight_decays}{lens} picked on the validation split; "
+            f"{protocol.train.epochs} epochs, {protocol.train.optimizer}; backbone {backbone.describe()}. "
+            "Averages: the mean over tasks, and the mean of the group means.")
+
+
+def expand_tasks(specs: Sequence[str]) -> list[str]:
+    """``--data`` specs, with a folder of VTAB-layout task folders expanded into its tasks."""
+    from vprompt.data.filelist import has_split_files
+
+    tasks = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir() and not has_split_files(path):
+            found = sorted(str(p) for p in path.iterdir() if p.is_dir() and has_split_files(p))
+            if not found:
+                raise ConfigError(f"{path} is neither a task folder nor a folder of task folders")
+            tasks += found
+        else:
+            tasks.append(spec)
+    return tasks
+
+
+def run_sweep(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backbone: BackboneSpec,
+              protocol: Protocol, out: Path, executor: LocalExecutor | RayExecutor | None = None,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """:func:`run_protocol`, then ``out/results.json`` (one row per task × method × seed) and
+    ``out/results.md`` (the table under both averaging conventions)."""
+    from vprompt.report import write_rows
+
+    rows = run_protocol(expand_tasks(tasks), methods, backbone, protocol, out, executor, progress)
+    write_rows(rows, out / "results.json")
+    (out / "results.md").write_text(protocol_header(protocol, backbone) + "\n\n" + protocol_table(rows) + "\n")
+    return rows
