@@ -151,3 +151,18 @@ def test_adversarial_prompt_training_then_attack_and_eval_attack(capsys, tmp_pat
     assert code == 0, err
     assert "linf eps 0.03137 (8/255), first 12 images of test" in out and "under pgd-3, 1 restart(s)" in out
     assert "accuracy" in out.splitlines()[-1]
+
+
+def test_sweep_through_the_cli_writes_the_table_and_rows(capsys, tmp_path, task):
+    code, out, err = run_cli(capsys, "sweep", "--data", str(task.parent), "--out", str(tmp_path), *MODEL,
+                             "--methods", "linear", "vpt-shallow", "--prompt-lens", "1", "2", "--base-lrs", "0.02",
+                             "--weight-decays", "0", "--seeds", "0", "1", "--epochs", "1", "--batch-size", "100",
+                             "--warmup-epochs", "0", "--optimizer", "adamw", "--ray", "none")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert {(r["task"], r["method"], r["seed"]) for r in rows} == {
+        ("digits", m, s) for m in ("linear", "vpt-shallow") for s in (0, 1)}
+    assert "mean of group means" in out and "prompt length [1, 2]" in out
+    code, _, err = run_cli(capsys, "sweep", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"),
+                           *MODEL, "--ray", "none")
+    assert code == 2 and err.startswith("error:")

@@ -332,6 +332,8 @@ class Sweep:
     cpus_per_run: float = 1.0
     gpus_per_run: float = 0.0
     """GPUs each run reserves on Ray (e.g. 1, or 0.5 to share)."""
+    download: bool = False
+    """Fetch torchvision sets that are not on disk (once, before the runs start)."""
 
     def run(self) -> None:
         from vprompt.sweep import Protocol, make_executor, run_sweep
@@ -340,9 +342,36 @@ class Sweep:
         options = parse_key_values(self.method_arg)
         executor = make_executor(self.ray, self.cpus_per_run, self.gpus_per_run)
         run_sweep(self.data, {m: dict(options) for m in self.methods}, self.backbone.spec(), protocol, self.out,
-                  executor)
+                  executor, download=self.download)
         print((self.out / "results.md").read_text())
         print(f"results: {self.out / 'results.json'}")
+
+
+@dataclass
+class Report:
+    """Our results beside the papers' numbers (both averaging conventions, seed spread), with a plot."""
+
+    results: Positional[list[Path]] = field(default_factory=list)
+    """Results folders (or results.json files) of sweeps and reproductions."""
+    out: Path | None = None
+    """Where report.md, report.json and report.png go (default: the first results folder)."""
+    papers: bool = False
+    """Print the quoted paper numbers (the data vprompt compares with) and stop."""
+
+    def run(self) -> None:
+        if self.papers:
+            from vprompt.reference import paper_numbers
+            from vprompt.report import markdown_table
+
+            print(markdown_table(list(paper_numbers()), ["paper", "method", "benchmark", "average", "value"]))
+            return
+        if not self.results:
+            raise ConfigError("name at least one results folder (or pass --papers)")
+        from vprompt.compare import write_report
+
+        out = self.out or (self.results[0] if self.results[0].is_dir() else self.results[0].parent)
+        print(write_report(self.results, out))
+        print(f"report: {out / 'report.md'}, plot: {out / 'report.png'}")
 
 
 RECIPES = {
@@ -429,6 +458,7 @@ Command = Union[
     Annotated[Params, subcommand("params")],
     Annotated[Data, subcommand("data")],
     Annotated[Sweep, subcommand("sweep")],
+    Annotated[Report, subcommand("report")],
     Annotated[Reproduce, subcommand("reproduce")],
     Annotated[Zoo, subcommand("zoo")],
 ]

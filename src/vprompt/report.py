@@ -41,3 +41,24 @@ def pivot(rows: Sequence[dict[str, Any]], index: str, column: str, value: str) -
     for row in rows:
         table.setdefault(row[index], {index: row[index]})[row[column]] = row[value]
     return list(table.values())
+
+
+def new_figure(size: tuple[float, float]) -> tuple[Any, Any]:
+    """A matplotlib (figure, axes) on the file-only Agg backend (no display on servers and in CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=size)
+
+
+def save_figure(figure: Any, path: Path) -> Path:
+    """Lay out, write as PNG (creating the folder) and free the figure."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

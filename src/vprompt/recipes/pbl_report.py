@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from vprompt.report import markdown_table, mean_std
+from vprompt.report import markdown_table, mean_std, new_figure, save_figure
 
 METRICS = (("clean_acc", "clean"), ("robust_acc_pgd", "PGD"), ("robust_acc_aa", "AutoAttack"))
 PROMPT_PICTURE_SCALE = 4
@@ -81,12 +81,7 @@ def results_markdown(rows: list[dict[str, Any]], summary: str) -> str:
 
 def write_tradeoff_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     """Clean vs AutoAttack accuracy, one point per source × method (task mean; bars: std over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4.5))
+    figure, axes = new_figure((6, 4.5))
     markers = dict(zip(dict.fromkeys(r["method"] for r in rows), "osD^vP*X"))
     colours = dict(zip(dict.fromkeys(r["source_kind"] for r in rows), ("tab:blue", "tab:red", "tab:green")))
     for (kind, method), group in grouped(rows, "source_kind", "method").items():
@@ -98,11 +93,7 @@ def write_tradeoff_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     axes.set_title("VP and PBL: clean vs robust (mean over tasks, ± std over seeds)", fontsize=9)
     axes.legend(fontsize=7)
     axes.grid(alpha=0.3)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 @torch.no_grad()
