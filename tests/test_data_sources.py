@@ -64,7 +64,14 @@ def test_fgvc_errors_name_the_problem(tmp_path):
     (root / "val.json").unlink()
     with pytest.raises(DataError, match="val.json does not exist"):
         open_task(f"fgvc:{root}")
+    (root / "val.json").write_text(json.dumps({"001.class_0/val_0.jpg": "one"}))
+    with pytest.raises(DataError, match="class ids must be integers"):
+        open_task(f"fgvc:{root}")
     root = make_fgvc(tmp_path / "cars", image_dir="")
+    next(root.glob("002*/train_1.jpg")).write_bytes(b"\xff\xd8 not a jpeg")
+    train = open_task(f"fgvc:{root}").dataset("train", 16, train=True)
+    with pytest.raises(DataError, match="cannot read image .*train_1.jpg listed in .*train.json"):
+        train[5]
     next(root.glob("001*/test_0.jpg")).unlink()
     with pytest.raises(DataError, match="test_0.jpg listed in .*test.json does not exist"):
         open_task(f"fgvc:{root}").dataset("test", 16)

@@ -3,7 +3,7 @@
 For every task × method: each grid point (base_lr × weight_decay × prompt length) is trained on
 the task's tuning split (train800 for VTAB-1k) and scored on its validation split (val200); the
 best point is retrained on the final-training split (train800val200) with every seed, and the
-last-epoch test accuracy is reported. Every run is a pure description (:class:`Run`) with its own
+last-epoch test accuracy is reported (a grid of one point skips the tuning runs). Every run is a pure description (:class:`Run`) with its own
 folder: a finished run is read back instead of scheduled, an interrupted one resumes from its
 last checkpoint, so a sweep killed at any moment continues where it stopped. All grid runs of all
 tasks and methods are independent and go out at once; then all seed runs.
@@ -165,11 +165,13 @@ def run_protocol(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backb
                                    folder / "grid" / point_name(lr, wd, opts, protocol, method),
                                    source.protocol.tune_train, source.protocol.tune_val))
                 for lr, wd, opts in grid_points(method, options, protocol)]
-    val_accs = iter(run_all([point[3] for points in grid.values() for point in points], executor, progress))
+    # a grid of one point has nothing to pick: its tuning run is skipped (val_acc None)
+    tuning = [point[3] for points in grid.values() if len(points) > 1 for point in points]
+    val_accs = iter(run_all(tuning, executor, progress))
     finals: list[tuple[dict[str, Any], Run]] = []
     for (task, method), points in grid.items():
-        scored = [(next(val_accs), lr, wd, opts) for lr, wd, opts, _ in points]
-        best_val, lr, wd, opts = max(scored, key=lambda s: s[0])  # first best on ties: grid order
+        scored = [(next(val_accs) if len(points) > 1 else None, lr, wd, opts) for lr, wd, opts, _ in points]
+        best_val, lr, wd, opts = max(scored, key=lambda s: s[0] or 0.0)  # first best on ties: grid order
         source = sources[task]
         for seed in protocol.seeds:
             row = {"task": source.info.name, "method": method, "seed": seed, "base_lr": lr, "weight_decay": wd,

@@ -8,7 +8,7 @@ synthetic suite with a smaller grid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,21 @@ class VAPTReproduction:
     prompt_len: int = 10
     quick: bool = False
     """Offline only: one grid point, two seeds, three epochs."""
+    base_lrs: list[float] | None = None
+    """Override the protocol's base_lr grid (one value: no tuning runs)."""
+    weight_decays: list[float] | None = None
+    """Override the protocol's weight-decay grid."""
+    seeds: list[int] | None = None
+    """Override the protocol's seeds."""
+    epochs: int | None = None
+    """Override the protocol's epochs."""
+
+    def protocol(self) -> Protocol:
+        """The offline or the paper's protocol, with this config's overrides."""
+        base = offline_protocol(self.quick) if self.data is None else Protocol()
+        return replace(base, base_lrs=self.base_lrs or base.base_lrs,
+                       weight_decays=self.weight_decays if self.weight_decays is not None else base.weight_decays,
+                       seeds=self.seeds or base.seeds, train=replace(base.train, epochs=self.epochs or base.train.epochs))
 
 
 def task_dirs(config: VAPTReproduction) -> list[Path]:
@@ -59,7 +74,7 @@ def run_vapt_reproduction(config: VAPTReproduction, backbone: BackboneSpec | Non
                           executor: LocalExecutor | RayExecutor | None = None) -> list[dict[str, Any]]:
     """Every task × method through the protocol; writes results.json and results.md into ``out``."""
     backbone = backbone or DEMO_BACKBONE
-    protocol = protocol or (offline_protocol(config.quick) if config.data is None else Protocol())
+    protocol = protocol or config.protocol()
     methods = {m: {"prompt_len": config.prompt_len} if m in PROMPTED else {} for m in METHODS}
     tasks = [str(task) for task in task_dirs(config)]
     rows = run_protocol(tasks, methods, backbone, protocol, config.out, executor, progress)
