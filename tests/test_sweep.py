@@ -51,8 +51,9 @@ def test_prompt_length_is_searched_for_prompted_methods_only(tmp_path, task):
                         progress=False)
     grid = tmp_path / "runs" / "digits"
     assert sorted(p.name for p in (grid / "vpt-shallow" / "grid").iterdir()) == ["lr0.02_wd0.0_p1", "lr0.02_wd0.0_p3"]
-    assert [p.name for p in (grid / "linear" / "grid").iterdir()] == ["lr0.02_wd0.0"]
+    assert not (grid / "linear" / "grid").exists()  # one point: nothing to pick, no tuning run
     by_method = {r["method"]: r for r in rows}
+    assert by_method["linear"]["val_acc"] is None and by_method["vpt-shallow"]["val_acc"] is not None
     assert by_method["vpt-shallow"]["prompt_len"] in (1, 3) and by_method["linear"]["prompt_len"] is None
     chosen = json.loads((grid / "vpt-shallow" / "seed0" / "prompt" / "prompt.json").read_text())
     assert chosen["method_config"]["prompt_len"] == by_method["vpt-shallow"]["prompt_len"]
