@@ -30,7 +30,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     """The options every benchmark takes; a benchmark adds its own to the returned parser."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="small configs, about a minute on 2 CPU cores")
-    parser.add_argument("--out", type=Path, help="write the rows as JSON here (full runs also write FILE.md)")
+    parser.add_argument("--out", type=Path, help="write the rows as JSON here (full runs also write the table with the suffix .md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=available_cores(),
                         help="intra-op threads (default: all available cores; on a loaded machine 1 gives "
@@ -101,7 +101,7 @@ def markdown_table(rows: Sequence[Row], columns: Sequence[Column]) -> str:
 
 
 def write_outputs(rows: Sequence[Row], markdown: str, out: Path | None, quick: bool) -> None:
-    """Print the table; with ``--out`` write the JSON rows, and for a full run the table as FILE.md."""
+    """Print the table; with ``--out`` write the JSON rows, and for a full run the table beside it with the suffix .md."""
     print(markdown)
     if out is None:
         return

@@ -232,8 +232,10 @@ def protocol_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def protocol_header(protocol: Protocol, backbone: BackboneSpec) -> str:
     lens = f" × prompt length {protocol.prompt_lens}" if protocol.prompt_lens else ""
+    one_point = len(protocol.base_lrs) * len(protocol.weight_decays) * len(protocol.prompt_lens or [0]) == 1
+    picked = "one setting, no tuning runs" if one_point else "picked on the validation split"
     return (f"Last-epoch test accuracy, mean ± sample std over seeds {protocol.seeds}; grid base_lr "
-            f"{protocol.base_lrs} × weight decay {protocol.weight_decays}{lens} picked on the validation split; "
+            f"{protocol.base_lrs} × weight decay {protocol.weight_decays}{lens}, {picked}; "
             f"{protocol.train.epochs} epochs, {protocol.train.optimizer}; backbone {backbone.describe()}. "
             "Averages: the mean over tasks, and the mean of the group means.")
 
