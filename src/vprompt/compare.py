@@ -34,8 +34,11 @@ def load_results(paths: Sequence[Path]) -> list[dict[str, Any]]:
             found = json.loads(file.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise DataError(f"cannot read results from {file}: {e}") from None
-        missing = [i for i, r in enumerate(found) if not {"task", "method", "seed", "test_acc"} <= r.keys()]
-        if not isinstance(found, list) or missing:
+        if not isinstance(found, list):
+            raise DataError(f"{file}: expected a JSON list of result rows")
+        missing = [i for i, r in enumerate(found)
+                   if not (isinstance(r, dict) and {"task", "method", "seed", "test_acc"} <= r.keys())]
+        if missing:
             raise DataError(f"{file}: every row needs task, method, seed and test_acc (row {missing[:1]} does not)")
         rows += found
     if not rows:

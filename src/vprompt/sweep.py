@@ -133,16 +133,14 @@ def make_executor(ray: str, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0
     return RayExecutor(ray, cpus_per_run, gpus_per_run, num_cpus)
 
 
-def grid_points(method: str, options: dict[str, Any], protocol: Protocol) -> list[tuple[float, float, dict[str, Any]]]:
-    """(base_lr, weight_decay, method options) of every grid point for ``method``."""
+def grid_points(method: str, options: dict[str, Any],
+                protocol: Protocol) -> list[tuple[float, float, dict[str, Any], str]]:
+    """(base_lr, weight_decay, method options, folder name) of every grid point for ``method``;
+    the name carries the prompt length only where it is searched."""
     lens = protocol.prompt_lens if protocol.prompt_lens and method in PROMPTED else [None]
-    return [(lr, wd, options if p is None else options | {"prompt_len": p})
+    return [(lr, wd, options if p is None else options | {"prompt_len": p},
+             f"lr{lr}_wd{wd}" + ("" if p is None else f"_p{p}"))
             for p in lens for lr in protocol.base_lrs for wd in protocol.weight_decays]
-
-
-def point_name(lr: float, wd: float, options: dict[str, Any], protocol: Protocol, method: str) -> str:
-    searched_len = protocol.prompt_lens and method in PROMPTED
-    return f"lr{lr}_wd{wd}" + (f"_p{options['prompt_len']}" if searched_len else "")
 
 
 def run_protocol(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backbone: BackboneSpec,
@@ -162,9 +160,8 @@ def run_protocol(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backb
             grid[task, method] = [
                 (lr, wd, opts, Run(task, backbone, method, opts,
                                    replace(protocol.train, base_lr=lr, weight_decay=wd, seed=protocol.seeds[0]),
-                                   folder / "grid" / point_name(lr, wd, opts, protocol, method),
-                                   source.protocol.tune_train, source.protocol.tune_val))
-                for lr, wd, opts in grid_points(method, options, protocol)]
+                                   folder / "grid" / name, source.protocol.tune_train, source.protocol.tune_val))
+                for lr, wd, opts, name in grid_points(method, options, protocol)]
     # a grid of one point has nothing to pick: its tuning run is skipped (val_acc None)
     tuning = [point[3] for points in grid.values() if len(points) > 1 for point in points]
     val_accs = iter(run_all(tuning, executor, progress))

@@ -216,13 +216,36 @@ def task_info(task_dir: Path | str) -> TaskInfo:
     )
 
 
-def image_error(path: Path, split_path: Path, line: int, reason: object) -> str:
-    """The one-line message for an image that cannot be used."""
+def image_error(path: Path, where: str, reason: object) -> str:
+    """The one-line message for an image that cannot be used; ``where`` names the list holding it."""
     reason = " ".join(str(reason).split())
-    return f"cannot read image {path} listed in {split_path.name}:{line}: {reason}"
+    return f"cannot read image {path} listed in {where}: {reason}"
 
 
-class FileListDataset(Dataset):
+def read_rgb(path: Path, where: str) -> Image.Image:
+    """``path`` as an RGB image; anything PIL cannot read is a one-line DataError."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except IMAGE_ERRORS as e:
+        raise DataError(image_error(path, where, e)) from None
+
+
+class TaskDataset(Dataset):
+    """A split of one task: its classes come from the task's :class:`TaskInfo`."""
+
+    task: TaskInfo
+
+    @property
+    def num_classes(self) -> int:
+        return self.task.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.task.class_names
+
+
+class FileListDataset(TaskDataset):
     """One split of a task folder: ``(float image (3, H, W) in [0, 1], label)`` items.
 
     Images are converted to RGB and resized (bilinear, antialiased) but not normalised: the
@@ -249,24 +272,12 @@ class FileListDataset(Dataset):
         self._split_path = split_file(self.task.root, split)
         self._check_images_exist()
 
-    @property
-    def num_classes(self) -> int:
-        return self.task.num_classes
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.task.class_names
-
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-        except IMAGE_ERRORS as e:
-            raise DataError(image_error(path, self._split_path, self._lines[index], e)) from None
+        image = read_rgb(path, f"{self._split_path.name}:{self._lines[index]}")
         if image.size != (self.width, self.height):
             image = image.resize((self.width, self.height), Image.Resampling.BILINEAR)
         pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255).contiguous()
@@ -281,7 +292,7 @@ class FileListDataset(Dataset):
             first = missing[0]
             more = f" (and {len(missing) - 1} more listed images are missing)" if len(missing) > 1 else ""
             path = self.samples[first][0]
-            raise DataError(image_error(path, self._split_path, self._lines[first], "no such file" + more))
+            raise DataError(image_error(path, f"{self._split_path.name}:{self._lines[first]}", "no such file" + more))
 
 
 def _size_pair(image_size: int | tuple[int, int]) -> tuple[int, int]:

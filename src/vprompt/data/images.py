@@ -17,7 +17,7 @@ from torchvision import transforms as T
 
 from vprompt.errors import DataError
 
-from .filelist import IMAGE_ERRORS, TaskInfo
+from .filelist import TaskDataset, TaskInfo, read_rgb
 
 FGVC_RESIZE = 256 / 224  # VPT's FGVC recipe: resize to 256, crop 224
 
@@ -35,7 +35,7 @@ def pixel_transform(size: tuple[int, int], train: bool, crop: bool) -> Callable[
     return T.Compose([*resize, *flip, T.ToTensor()])
 
 
-class ImageListDataset(Dataset):
+class ImageListDataset(TaskDataset):
     """Images on disk listed as ``(path, label)``; a missing one fails at construction."""
 
     def __init__(self, task: TaskInfo, samples: Sequence[tuple[Path, int]], where: str,
@@ -46,41 +46,20 @@ class ImageListDataset(Dataset):
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise DataError(f"image {missing[0]} listed in {where} does not exist{more}")
 
-    @property
-    def num_classes(self) -> int:
-        return self.task.num_classes
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.task.class_names
-
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-        except IMAGE_ERRORS as e:
-            raise DataError(f"cannot read image {path} listed in {self.where}: {' '.join(str(e).split())}") from None
-        return self.transform(image), label
+        return self.transform(read_rgb(path, self.where)), label
 
 
-class WrappedDataset(Dataset):
+class WrappedDataset(TaskDataset):
     """A subset of another dataset's ``(PIL image, label)`` items, converted by ``transform``."""
 
     def __init__(self, task: TaskInfo, base: Dataset, indices: Sequence[int],
                  transform: Callable[[Image.Image], torch.Tensor]) -> None:
         self.task, self.base, self.indices, self.transform = task, base, list(indices), transform
-
-    @property
-    def num_classes(self) -> int:
-        return self.task.num_classes
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.task.class_names
 
     def __len__(self) -> int:
         return len(self.indices)

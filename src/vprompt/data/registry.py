@@ -17,8 +17,6 @@ from .filelist import FileListDataset, task_info
 from .source import VTAB_PROTOCOL, TaskSource
 from .torchvision_sets import torchvision_source
 
-PREFIXES = ("fgvc:", "torchvision:", "tv:")
-
 
 def vtab_source(task_dir: Path | str, check_sizes: bool = True) -> TaskSource:
     """A VTAB-1k-layout task folder; ``check_sizes`` enforces the split sizes (off to score a
@@ -49,11 +47,3 @@ def open_task(spec: Path | str, download: bool = False, check_sizes: bool = True
         return torchvision_source(name, root, download)
     return vtab_source(text, check_sizes)
 
-
-def task_label(spec: Path | str) -> str:
-    """The task's name for tables, without opening it."""
-    text = str(spec)
-    if text.startswith(PREFIXES):
-        parts = text.split(":")
-        return parts[1] if len(parts) > 2 else Path(parts[-1]).name
-    return Path(text).resolve().name

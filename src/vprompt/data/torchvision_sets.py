@@ -59,7 +59,7 @@ TORCHVISION_SETS: dict[str, TorchvisionSet] = {
 }
 
 
-def _build(spec: TorchvisionSet, name: str, root: Path, download: bool, kwargs: dict[str, Any]) -> Dataset:
+def _build(spec: TorchvisionSet, root: Path, download: bool, kwargs: dict[str, Any]) -> Dataset:
     import torchvision.datasets
 
     try:
@@ -82,7 +82,7 @@ def torchvision_source(name: str, root: Path | str, download: bool = False) -> T
     if spec is None:
         raise DataError(f"unknown torchvision dataset {name!r}; choose from {', '.join(TORCHVISION_SETS)}")
     root = Path(root)
-    built = {split: _build(spec, name, root, download, kwargs) for split, kwargs in spec.splits.items()}
+    built = {split: _build(spec, root, download, kwargs) for split, kwargs in spec.splits.items()}
     parts: dict[str, tuple[Dataset, list[int]]] = {}
     if "all" in built:
         rest, held = _partition(len(built["all"]), TEST_FRACTION)
