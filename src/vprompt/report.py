@@ -43,14 +43,14 @@ def pivot(rows: Sequence[dict[str, Any]], index: str, column: str, value: str) -
     return list(table.values())
 
 
-def new_figure(size: tuple[float, float]) -> tuple[Any, Any]:
+def new_figure(size: tuple[float, float], ncols: int = 1) -> tuple[Any, Any]:
     """A matplotlib (figure, axes) on the file-only Agg backend (no display on servers and in CI)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=size)
+    return plt.subplots(ncols=ncols, figsize=size)
 
 
 def save_figure(figure: Any, path: Path) -> Path:

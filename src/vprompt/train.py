@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from vprompt.errors import ConfigError, NonFiniteLossError
 from vprompt.evaluate import evaluate
 from vprompt.heads import update_label_mapping
-from vprompt.model import PromptedModel, load_prompt_into, save_prompt, write_atomic
+from vprompt.model import META_FILE, PromptedModel, load_prompt_into, save_prompt, write_atomic
 from vprompt.robust.adversarial import AdversarialConfig, adversarial_examples
 
 CHECKPOINTS = "checkpoints"
@@ -272,3 +272,11 @@ def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(history)
     write_atomic(out_dir / "metrics.csv", lambda tmp: tmp.write_text(text.getvalue()))
+
+
+def resolve_prompt_dir(path: Path | str) -> Path:
+    """Accept a checkpoint folder or a training run's folder (whose final prompt is in ``prompt/``)."""
+    path = Path(path)
+    if (path / META_FILE).is_file() or not (path / FINAL / META_FILE).is_file():
+        return path
+    return path / FINAL

@@ -14,7 +14,9 @@ forked ViT:
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -111,14 +113,34 @@ class VPTPrompt(TokenPrompt):
         self.prompts = nn.Parameter(torch.empty(layers, self.num_tokens, self.embed_dim))
         nn.init.uniform_(self.prompts, -bound, bound)
         self.dropout = nn.Dropout(config.prompt_dropout)
+        self._per_sample: torch.Tensor | None = None
+
+    @contextmanager
+    def per_sample(self, prompts: torch.Tensor) -> Iterator[None]:
+        """Inside the block, sample i is prompted with ``prompts[i]`` (B, layers, p, d) instead of
+        the shared parameter. Given a leaf tensor, one backward pass yields every sample's own prompt
+        gradient (what multi-source transfer needs); the batch must have B samples."""
+        if tuple(prompts.shape[1:]) != tuple(self.prompts.shape):
+            raise ConfigError(f"per-sample prompts of shape {tuple(prompts.shape[1:])} for a prompt of shape "
+                              f"{tuple(self.prompts.shape)}")
+        self._per_sample = prompts
+        try:
+            yield
+        finally:
+            self._per_sample = None
+
+    def _layer(self, index: int, batch_size: int) -> torch.Tensor:
+        if self._per_sample is not None:
+            return self._per_sample[:, index]
+        return self.dropout(self.prompts[index]).expand(batch_size, -1, -1)
 
     def initial_prompts(self, batch_size: int) -> torch.Tensor:
-        return self.dropout(self.prompts[0]).expand(batch_size, -1, -1)
+        return self._layer(0, batch_size)
 
     def block_prompts(self, index: int, hidden: torch.Tensor) -> torch.Tensor | None:
         if index >= self.prompts.shape[0]:
             return None
-        return self.dropout(self.prompts[index]).expand(hidden.shape[0], -1, -1)
+        return self._layer(index, hidden.shape[0])
 
 
 def require_vit(method: str, backbone: nn.Module) -> None:

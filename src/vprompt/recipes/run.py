@@ -9,13 +9,15 @@ import torch
 from torch.utils.data import Dataset
 
 from vprompt.backbones import BackboneSpec
+from vprompt.data import write_synthetic_suite
+from vprompt.data.filelist import has_split_files
 from vprompt.data.registry import open_task
 from vprompt.evaluate import evaluate
 from vprompt.errors import DataError
-from vprompt.model import META_FILE, PromptedModel, create_model, load_prompt
+from vprompt.model import PromptedModel, create_model, load_prompt
 from vprompt.robust.adversarial import AdversarialConfig
 from vprompt.robust.evaluation import AttackConfig, attack_report
-from vprompt.train import FINAL, TrainConfig, train
+from vprompt.train import TrainConfig, resolve_prompt_dir, train
 
 
 def train_on_task(
@@ -64,14 +66,6 @@ def train_on_task(
     }
 
 
-def resolve_prompt_dir(path: Path | str) -> Path:
-    """Accept a checkpoint folder or a training run's folder (whose final prompt is in ``prompt/``)."""
-    path = Path(path)
-    if (path / META_FILE).is_file() or not (path / FINAL / META_FILE).is_file():
-        return path
-    return path / FINAL
-
-
 def prompt_and_split(prompt_dir: Path | str, task_dir: Path | str, split: str) -> tuple[PromptedModel, Dataset]:
     """A saved prompt (eval mode) and a split of a task (any ``--data`` spec) that it can score."""
     model = load_prompt(resolve_prompt_dir(prompt_dir))
@@ -104,3 +98,15 @@ def attack_on_task(prompt_dir: Path | str, task_dir: Path | str, split: str, con
     report = attack_report(model, dataset, model.num_classes, config, progress=progress)
     return {"task": dataset.task.name, "split": split, "method": model.method.name,
             "backbone": model.backbone_spec.name} | report
+
+
+def task_dirs(out: Path, data: Path | None, tasks: list[str] | None) -> list[Path]:
+    """The task folders a recipe runs on: those in ``data`` (a folder of VTAB-1k-layout task
+    folders), or the offline synthetic suite written to ``out/data``; only ``tasks`` if given."""
+    if data is None:
+        return write_synthetic_suite(out / "data", tasks=tasks, progress=False)
+    found = sorted(p for p in data.iterdir() if p.is_dir() and has_split_files(p))
+    chosen = [p for p in found if tasks is None or p.name in tasks]
+    if not chosen:
+        raise DataError(f"no task folders{' named ' + ', '.join(tasks) if tasks else ''} in {data}")
+    return chosen

@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from vprompt.backbones import BackboneSpec
-from vprompt.data import write_synthetic_suite
-from vprompt.data.filelist import has_split_files
-from vprompt.errors import DataError
 from vprompt.recipes.demo import DEMO_BACKBONE
+from vprompt.recipes.run import task_dirs
 from vprompt.report import write_rows
 from vprompt.sweep import PROMPTED, LocalExecutor, Protocol, RayExecutor, protocol_header, protocol_table, run_protocol, summarise
 from vprompt.train import TrainConfig
@@ -59,16 +57,6 @@ class VAPTReproduction:
                        seeds=self.seeds or base.seeds, train=replace(base.train, epochs=self.epochs or base.train.epochs))
 
 
-def task_dirs(config: VAPTReproduction) -> list[Path]:
-    if config.data is None:
-        return write_synthetic_suite(config.out / "data", tasks=config.tasks, progress=False)
-    found = sorted(p for p in config.data.iterdir() if p.is_dir() and has_split_files(p))
-    chosen = [p for p in found if config.tasks is None or p.name in config.tasks]
-    if not chosen:
-        raise DataError(f"no task folders{' named ' + ', '.join(config.tasks) if config.tasks else ''} in {config.data}")
-    return chosen
-
-
 def run_vapt_reproduction(config: VAPTReproduction, backbone: BackboneSpec | None = None,
                           protocol: Protocol | None = None, progress: bool = True,
                           executor: LocalExecutor | RayExecutor | None = None) -> list[dict[str, Any]]:
@@ -76,7 +64,7 @@ def run_vapt_reproduction(config: VAPTReproduction, backbone: BackboneSpec | Non
     backbone = backbone or DEMO_BACKBONE
     protocol = protocol or config.protocol()
     methods = {m: {"prompt_len": config.prompt_len} if m in PROMPTED else {} for m in METHODS}
-    tasks = [str(task) for task in task_dirs(config)]
+    tasks = [str(task) for task in task_dirs(config.out, config.data, config.tasks)]
     rows = run_protocol(tasks, methods, backbone, protocol, config.out, executor, progress)
     write_rows(rows, config.out / "results.json")
     (config.out / "results.md").write_text(results_table(rows, backbone, protocol) + "\n")

@@ -1,0 +1,151 @@
+"""The prompt bank: trained prompts kept as reusable assets for multi-source transfer.
+
+A bank is a folder with one sub-folder per entry: the prompt-only checkpoint as training wrote
+it (``prompt.safetensors`` + ``prompt.json``) and a ``card.json`` that says what the prompt was
+trained on and how well it did. Loading source prompts checks that they fit the target model
+(same backbone weights, same method and prompt shape) and names the entry that does not.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from vprompt.backbones import BackboneSpec
+from vprompt.errors import CheckpointError
+from vprompt.model import META_FILE, WEIGHTS_FILE, PromptedModel, read_metadata, write_atomic
+from vprompt.train import resolve_prompt_dir
+
+CARD_FILE = "card.json"
+PROMPT_TENSOR = "token_prompt.prompts"
+
+
+@dataclass(frozen=True)
+class BankEntry:
+    name: str
+    path: Path
+    card: dict[str, Any]
+
+    @property
+    def task(self) -> str:
+        return self.card["task"]
+
+    def metadata(self) -> dict[str, Any]:
+        return read_metadata(self.path)
+
+
+def recorded_accuracy(prompt_dir: Path) -> float | None:
+    """The last evaluated accuracy of the training run that wrote ``prompt_dir``, if it left metrics."""
+    for folder in (prompt_dir, prompt_dir.parent):
+        metrics = folder / "metrics.json"
+        if metrics.is_file():
+            rows = json.loads(metrics.read_text())
+            scored = [row["eval_acc"] for row in rows if row.get("eval_acc") is not None]
+            return scored[-1] if scored else None
+    return None
+
+
+def add_to_bank(bank: Path | str, prompt: Path | str, name: str | None = None, task: str | None = None,
+                accuracy: float | None = None, replace: bool = False) -> BankEntry:
+    """Copy a prompt checkpoint (or a training run's final prompt) into ``bank`` with a card.
+
+    The task defaults to the entry name, the accuracy to the run's last evaluated accuracy.
+    """
+    source = resolve_prompt_dir(prompt)
+    meta = read_metadata(source)
+    name = name or task or source.name
+    if "/" in name or name.startswith("."):
+        raise CheckpointError(f"bank entry name '{name}' must be a plain folder name")
+    target = Path(bank) / name
+    if target.exists() and not replace:
+        raise CheckpointError(f"the bank already holds '{name}' ({target}); choose another --name or pass --replace")
+    card = {
+        "name": name,
+        "task": task or name,
+        "method": meta["method"],
+        "prompt_len": meta["method_config"].get("prompt_len"),
+        "backbone": meta["backbone"]["name"],
+        "backbone_fingerprint": meta["backbone_fingerprint"],
+        "num_classes": meta["num_classes"],
+        "accuracy": accuracy if accuracy is not None else recorded_accuracy(source),
+        "added": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "origin": str(source.resolve()),
+    }
+    target.mkdir(parents=True, exist_ok=True)
+    for file in (WEIGHTS_FILE, META_FILE):
+        shutil.copyfile(source / file, target / file)
+    write_atomic(target / CARD_FILE, lambda tmp: tmp.write_text(json.dumps(card, indent=2)))
+    return BankEntry(name, target, card)
+
+
+def list_bank(bank: Path | str) -> list[BankEntry]:
+    """Every entry of ``bank``, by name; a folder without a card is reported, not skipped."""
+    bank = Path(bank)
+    if not bank.is_dir():
+        raise CheckpointError(f"no prompt bank at {bank}")
+    entries = []
+    for folder in sorted(p for p in bank.iterdir() if p.is_dir()):
+        card = folder / CARD_FILE
+        if not card.is_file():
+            raise CheckpointError(f"{folder} is in the bank but has no {CARD_FILE}; add it with `vprompt bank add`")
+        try:
+            entries.append(BankEntry(folder.name, folder, json.loads(card.read_text())))
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{card} is not valid JSON: {exc}") from exc
+    return entries
+
+
+def select_entries(entries: list[BankEntry], names: list[str] | None = None,
+                   exclude_task: str | None = None) -> list[BankEntry]:
+    """The entries named (all by default), without those trained on ``exclude_task``."""
+    known = {entry.name: entry for entry in entries}
+    missing = sorted(set(names or []) - set(known))
+    if missing:
+        raise CheckpointError(f"no bank entries named {', '.join(missing)} (the bank has {', '.join(known)})")
+    chosen = [known[n] for n in names] if names else entries
+    chosen = [entry for entry in chosen if entry.task != exclude_task]
+    if not chosen:
+        raise CheckpointError("no source prompts left to transfer from")
+    return chosen
+
+
+def bank_backbone(entries: list[BankEntry]) -> tuple[BackboneSpec, str, dict[str, Any]]:
+    """The backbone, method and method options the sources were trained with (those of the first
+    entry; :func:`source_prompts` refuses any entry that differs)."""
+    meta = entries[0].metadata()
+    return BackboneSpec.from_dict(meta["backbone"]), meta["method"], {"prompt_len": meta["method_config"]["prompt_len"]}
+
+
+def source_prompts(entries: list[BankEntry], model: PromptedModel) -> torch.Tensor:
+    """The entries' prompts stacked as (K, *S), each checked against ``model``'s prompt."""
+    prompt = getattr(model.token_prompt, "prompts", None)
+    if prompt is None or not hasattr(model.token_prompt, "per_sample"):
+        raise CheckpointError(f"multi-source transfer needs a VPT prompt (vpt-shallow or vpt-deep), not {model.method.name}")
+    stacked = []
+    for entry in entries:
+        meta = entry.metadata()
+        problems = []
+        if meta["backbone_fingerprint"] != model.backbone_fingerprint:
+            problems.append(f"trained on backbone '{meta['backbone']['name']}' (weights {meta['backbone_fingerprint']}), "
+                            f"the target uses '{model.backbone_spec.name}' (weights {model.backbone_fingerprint})")
+        if meta["method"] != model.method.name:
+            problems.append(f"method {meta['method']}, the target uses {model.method.name}")
+        try:
+            tensor = load_file(str(entry.path / WEIGHTS_FILE)).get(PROMPT_TENSOR)
+        except (OSError, SafetensorError) as exc:
+            raise CheckpointError(f"cannot read bank entry '{entry.name}': {exc}") from exc
+        if tensor is None or tuple(tensor.shape) != tuple(prompt.shape):
+            shape = None if tensor is None else tuple(tensor.shape)
+            problems.append(f"prompt shape {shape}, the target's is {tuple(prompt.shape)}")
+        if problems:
+            raise CheckpointError(f"bank entry '{entry.name}' does not fit the target model: {'; '.join(problems)}")
+        stacked.append(tensor)
+    return torch.stack(stacked).to(prompt.device)

@@ -1,0 +1,157 @@
+"""`vprompt reproduce hgprompt`: leave-one-task-out multi-source prompt transfer.
+
+Every task gets one source prompt (VPT-deep on the zoo ViT by default, seed 0: the sources are
+assets, not the experiment) kept in a prompt bank. Then each task in turn is the target, the
+other tasks' prompts are the sources, and HGPrompt and every baseline tune the target from their
+initial prompt with each seed. Offline this runs on the synthetic suite; with ``--data`` on a
+folder of VTAB-1k task folders (the paper's setting, on a GPU).
+
+Writes ``results.json`` (rows: target, method, seed, test_acc, weights, …), ``results.md`` and
+``weights.png`` (the learned weights per target).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm.auto import tqdm
+
+from vprompt.backbones import BackboneSpec
+from vprompt.data.registry import open_task
+from vprompt.bank import CARD_FILE, add_to_bank, list_bank, select_entries
+from vprompt.recipes.demo import DEMO_BACKBONE
+from vprompt.recipes.run import task_dirs
+from vprompt.report import new_figure, save_figure, write_rows
+from vprompt.sweep import Run, execute, protocol_table
+from vprompt.train import TrainConfig
+from vprompt.transfer import TRANSFER_METHODS, SearchConfig, TransferConfig, run_transfer
+
+
+def source_training() -> TrainConfig:
+    """The setting of the offline VAPT table (docs/results/vapt), where VPT-deep is known to learn."""
+    return TrainConfig(epochs=10, batch_size=64, optimizer="adamw", base_lr=0.02, weight_decay=1e-4, warmup_epochs=1)
+
+
+def target_transfer() -> TransferConfig:
+    """A short target budget (5 epochs): where the initial prompt matters most, and what 2 CPU cores afford."""
+    return TransferConfig(tune=TrainConfig(epochs=5, batch_size=64, optimizer="adamw", base_lr=0.02,
+                                           weight_decay=1e-4, warmup_epochs=1))
+
+
+@dataclass
+class HGPromptReproduction:
+    out: Path = Path("reproduce-hgprompt")
+    data: Path | None = None
+    """Folder of VTAB-1k task folders; default: the offline synthetic suite."""
+    tasks: list[str] | None = None
+    """Tasks to use, as targets and as each other's sources (default: all found)."""
+    methods: list[str] = field(default_factory=lambda: list(TRANSFER_METHODS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    source_method: Literal["vpt-deep", "vpt-shallow"] = "vpt-deep"
+    prompt_len: int = 10
+    source: TrainConfig = field(default_factory=source_training)
+    """Training of the source prompts (seed 0)."""
+    transfer: TransferConfig = field(default_factory=target_transfer)
+    quick: bool = False
+    """Smoke run: three tasks, two seeds, one epoch everywhere."""
+
+    def resolved(self) -> HGPromptReproduction:
+        """This config, or its quick variant."""
+        if not self.quick:
+            return self
+        one_epoch = TrainConfig(epochs=1, batch_size=64, optimizer="adamw", base_lr=0.02, warmup_epochs=0)
+        return HGPromptReproduction(
+            out=self.out, data=self.data, tasks=self.tasks or ["objects", "digits", "count"], methods=self.methods,
+            seeds=self.seeds[:2], source_method=self.source_method, prompt_len=self.prompt_len, source=one_epoch,
+            transfer=TransferConfig(tune=one_epoch, search=SearchConfig(epochs=1)), quick=True)
+
+
+def build_bank(tasks: list[Path], config: HGPromptReproduction, backbone: BackboneSpec, progress: bool) -> Path:
+    """One source prompt per task, trained (or read back, or resumed) and filed in ``out/bank``."""
+    bank = config.out / "bank"
+    for task in tqdm(tasks, desc="source prompts", disable=not progress):
+        if (bank / task.name / CARD_FILE).is_file():
+            continue
+        run = Run(str(task), backbone, config.source_method, {"prompt_len": config.prompt_len}, config.source,
+                  config.out / "sources" / task.name, open_task(str(task)).protocol.final_train, "test")
+        accuracy = execute(run)
+        add_to_bank(bank, run.out_dir, name=task.name, task=task.name, accuracy=accuracy, replace=True)
+    return bank
+
+
+def run_hgprompt_reproduction(config: HGPromptReproduction, backbone: BackboneSpec | None = None,
+                              progress: bool = True) -> list[dict[str, Any]]:
+    """Source bank, then every target × method × seed; writes results.json, results.md, weights.png."""
+    config = config.resolved()
+    backbone = backbone or DEMO_BACKBONE
+    tasks = task_dirs(config.out, config.data, config.tasks)
+    bank = build_bank(tasks, config, backbone, progress)
+    entries = list_bank(bank)
+    rows: list[dict[str, Any]] = []
+    for task in tqdm(tasks, desc="targets", disable=not progress):
+        sources = select_entries(entries, [t.name for t in tasks], exclude_task=task.name)
+        rows += run_transfer(sources, str(task), config.methods, config.seeds, config.transfer,
+                             config.out / "targets" / task.name, progress=False)
+    write_rows(rows, config.out / "results.json")
+    (config.out / "results.md").write_text(results_table(rows, config, backbone) + "\n")
+    plot_weights(rows, [t.name for t in tasks], config.out / "weights.png")
+    return rows
+
+
+def results_table(rows: list[dict[str, Any]], config: HGPromptReproduction, backbone: BackboneSpec) -> str:
+    """Mean ± std per target × method, both averages, and HGPrompt's wins against each baseline."""
+    seeds = sorted({r["seed"] for r in rows})
+    header = (f"Leave-one-task-out transfer: each target tuned {config.transfer.tune.epochs} epochs "
+              f"({config.transfer.tune.optimizer}, base_lr {config.transfer.tune.base_lr}) from each method's "
+              f"initial prompt; sources: the other tasks' {config.source_method} prompts (p = {config.prompt_len}, "
+              f"{config.source.epochs} epochs, seed 0); backbone {backbone.describe()}. Last-epoch test accuracy, "
+              f"mean ± sample std over seeds {seeds}. Averages: the mean over targets, and the mean of the group "
+              "means. HGPrompt is a reconstruction (METHODS.md §5); the oracle peeks at the test set.")
+    table = protocol_table([r | {"task": r["target"]} for r in rows])
+    return header + "\n\n" + table + "\n\n" + wins_line(rows)
+
+
+def wins_line(rows: list[dict[str, Any]]) -> str:
+    means: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        means.setdefault((row["target"], row["method"]), []).append(row["test_acc"])
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "hgprompt"]
+    if ("hgprompt" not in {r["method"] for r in rows}) or not methods:
+        return ""
+    mean = {key: statistics.mean(values) for key, values in means.items()}
+    counts = [f"{m} {sum(mean[t, 'hgprompt'] > mean[t, m] for t in targets)}/{len(targets)}" for m in methods]
+    return "Targets where HGPrompt's mean beats the baseline's: " + ", ".join(counts) + "."
+
+
+def plot_weights(rows: list[dict[str, Any]], tasks: list[str], path: Path) -> Path | None:
+    """One heat map per weighted method: the mean weight over seeds (written in each cell) of each
+    source (column) per target (row); a task is never its own source."""
+    methods = [m for m in ("hgprompt", "hgprompt-no-gar", "similarity") if any(r["method"] == m for r in rows)]
+    if not methods:
+        return None
+    figure, axes = new_figure((4.2 * len(methods), 0.5 * len(tasks) + 1.8), ncols=len(methods))
+    axes = axes if len(methods) > 1 else [axes]
+    for axis, method in zip(axes, methods):
+        grid = [[math.nan] * len(tasks) for _ in tasks]
+        for i, target in enumerate(tasks):
+            picked = [r for r in rows if r["method"] == method and r["target"] == target]
+            for j, source in enumerate(tasks):
+                if picked and source in picked[0]["sources"]:
+                    k = picked[0]["sources"].index(source)
+                    grid[i][j] = statistics.mean(r["weights"][k] for r in picked)
+        axis.imshow(grid, vmin=0, vmax=1, cmap="viridis")
+        axis.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=7)
+        axis.set_yticks(range(len(tasks)), tasks, fontsize=7)
+        axis.set_xlabel("source prompt")
+        axis.set_ylabel("target task")
+        axis.set_title(method, fontsize=9)
+        for i, line in enumerate(grid):
+            for j, value in enumerate(line):
+                if not math.isnan(value):
+                    axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color="white")
+    return save_figure(figure, path)

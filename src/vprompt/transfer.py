@@ -1,0 +1,312 @@
+"""Multi-source prompt transfer: HGPrompt and its baselines (METHODS.md §5, a **reconstruction**).
+
+Every method ends the same way: the target's VPT prompt starts from an initial prompt and is
+tuned with a fresh head under one :class:`~vprompt.train.TrainConfig`. They differ only in where
+that initial prompt comes from:
+
+=================  ====================================================================
+scratch            VPT's random init (no transfer)
+uniform            the plain average of the K source prompts
+best-hscore        the single source whose features have the highest H-score on the target
+                   training set
+oracle             the single source whose features give the best target *test* accuracy
+                   under a linear probe: it peeks at the test set, an upper reference
+similarity         SPoT-style: softmax of the cosine between the target's own scratch-tuned
+                   prompt and each source
+hgprompt           ensemble weights w = softmax(α) that maximise H-score − β·GAR
+hgprompt-no-gar    the same search with β = 0 and no conflict term
+=================  ====================================================================
+
+The weight search costs one forward and two backward passes per batch whatever K is: a
+per-sample copy of P(w) gives every sample's gradient for every source weight at once
+(:func:`~vprompt.prompts.ensemble.source_gradients`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from vprompt.bank import PROMPT_TENSOR, BankEntry, bank_backbone, source_prompts
+from vprompt.data.registry import open_task
+from vprompt.errors import ConfigError
+from vprompt.model import WEIGHTS_FILE, PromptedModel, create_model, write_atomic
+from vprompt.prompts.ensemble import (ensemble_prompt, gradient_alignment, h_score, similarity_weights,
+                                      simplex_weights, source_gradients)
+from vprompt.train import FINAL, TrainConfig, latest_checkpoint, train
+
+TRANSFER_METHODS = ("scratch", "uniform", "best-hscore", "oracle", "similarity", "hgprompt-no-gar", "hgprompt")
+SCORES_FILE = "source_scores.json"
+ROW_FILE = "row.json"
+
+
+@dataclass
+class SearchConfig:
+    """HGPrompt's search for the ensemble weights (every choice of the reconstruction is here)."""
+
+    epochs: int = 3
+    batch_size: int = 128
+    """Samples per H-score estimate: fewer than the feature width over-fits it towards C − 1."""
+    lr: float = 0.05
+    """Adam learning rate of the weight logits α."""
+    head_lr: float = 0.01
+    """Adam learning rate of the search head, a linear classifier on standardised features whose
+    per-sample losses drive the gradient-alignment term."""
+    gar_weight: float = 1.0
+    """β: weight of the gradient-alignment regulariser (0 turns it off)."""
+    conflict_weight: float = 0.0
+    """Weight of GAR's pairwise gradient-conflict term (0: Fisher variance matching only)."""
+    ridge: float = 0.1
+    """H-score ridge, relative to the mean feature variance: a shrinkage covariance, because batch
+    estimates with few samples per feature saturate the score."""
+    temperature: float = 1.0
+    """Softmax temperature of the weights."""
+
+
+@dataclass
+class TransferConfig:
+    tune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, optimizer="adamw", base_lr=0.02,
+                                                                  warmup_epochs=1))
+    """Target tuning from the initial prompt (the same for every method)."""
+    search: SearchConfig = field(default_factory=SearchConfig)
+    similarity_temperature: float = 0.1
+    """Softmax temperature on the prompt cosines of the similarity baseline."""
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    unknown = sorted(set(methods) - set(TRANSFER_METHODS))
+    if unknown:
+        raise ConfigError(f"unknown transfer method {', '.join(unknown)}; choose from {', '.join(TRANSFER_METHODS)}")
+    return [m for m in TRANSFER_METHODS if m in methods]  # scratch first: similarity reads its prompt
+
+
+def per_sample(prompt: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``prompt`` (*S) as a per-sample batch (B, *S)."""
+    return prompt.expand(batch_size, *prompt.shape)
+
+
+@torch.no_grad()
+def prompt_features(model: PromptedModel, prompt: torch.Tensor, dataset: Dataset,
+                    batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features (N, D) and labels of ``dataset`` with ``prompt`` in place of the model's own."""
+    model.eval()
+    device = prompt.device
+    features, labels = [], []
+    for images, targets in DataLoader(dataset, batch_size):
+        with model.token_prompt.per_sample(per_sample(prompt, len(images))):
+            features.append(model.features(images.to(device)).float().cpu())
+        labels.append(targets)
+    return torch.cat(features), torch.cat(labels)
+
+
+def probe_accuracy(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Test accuracy of a logistic-regression probe fitted on standardised training features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    probe.fit(train[0].numpy(), train[1].numpy())
+    return float(probe.score(test[0].numpy(), test[1].numpy()))
+
+
+def score_sources(model: PromptedModel, sources: torch.Tensor, names: list[str], train_set: Dataset,
+                  test_set: Dataset | None, ridge: float, progress: bool = False) -> list[dict[str, Any]]:
+    """Per source: the H-score of its features on the target training set (K forward passes), and
+    with ``test_set`` the oracle's linear-probe test accuracy. Sorted by H-score, best first."""
+    rows = []
+    for name, prompt in tqdm(list(zip(names, sources)), desc="score sources", disable=not progress, leave=False):
+        train_features = prompt_features(model, prompt, train_set)
+        row = {"source": name, "h_score": float(h_score(*train_features, ridge=ridge))}
+        if test_set is not None:
+            row["probe_test_acc"] = probe_accuracy(train_features, prompt_features(model, prompt, test_set))
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["h_score"])
+
+
+@dataclass
+class SearchPass:
+    """One forward pass of the weight search: the ensemble prompt (in α's graph), the per-sample
+    leaf it was copied into, and what the batch produced through it."""
+
+    ensemble: torch.Tensor
+    leaf: torch.Tensor
+    features: torch.Tensor
+    losses: torch.Tensor
+
+
+def standardised(features: torch.Tensor) -> torch.Tensor:
+    """Features standardised with *detached* batch statistics, so sample i's loss depends on
+    sample i's prompt alone and the leaf gradient of the summed loss is per-sample exact."""
+    mean, std = features.mean(0).detach(), features.std(0).detach()
+    return (features - mean) / (std + 1e-6)
+
+
+def search_forward(model: PromptedModel, head: nn.Module, weights: torch.Tensor, sources: torch.Tensor,
+                   images: torch.Tensor, labels: torch.Tensor) -> SearchPass:
+    ensemble = ensemble_prompt(weights, sources)
+    leaf = per_sample(ensemble.detach(), len(images)).clone().requires_grad_(True)
+    with model.token_prompt.per_sample(leaf):
+        features = model.features(images)
+    losses = F.cross_entropy(head(standardised(features)).float(), labels, reduction="none")
+    return SearchPass(ensemble, leaf, features, losses)
+
+
+def per_sample_source_gradients(step: SearchPass, sources: torch.Tensor,
+                                extra: Sequence[torch.Tensor] = ()) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """g (B, K) with g_ik = ∂ℓ_i/∂w_k, from one backward pass of Σ_i ℓ_i to the per-sample leaf;
+    also the gradients of the same sum for ``extra`` tensors (the search head)."""
+    grads = torch.autograd.grad(step.losses.sum(), [step.leaf, *extra], retain_graph=True)
+    return source_gradients(grads[0], sources), grads[1:]
+
+
+def search_weights(model: PromptedModel, sources: torch.Tensor, dataset: Dataset, config: SearchConfig,
+                   seed: int = 0, progress: bool = False) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """HGPrompt's ensemble weights: maximise H(P(w)) − β·GAR(w) over w = softmax(α), α₀ = 0.
+
+    Per batch: one forward pass with a per-sample copy of P(w); one backward pass of the search
+    head's losses gives g_ik for GAR (and trains that head); one backward pass of the H-score gives
+    ∂H/∂P, chained to α through P(w) = Σ w_k P_k. Returns the weights and one row per epoch.
+    """
+    model.eval()  # frozen backbone, no prompt dropout: every sample's loss is a function of its prompt only
+    device = sources.device
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    logits = torch.zeros(len(sources), device=device, requires_grad=True)
+    head = nn.Linear(int(model.backbone.num_features), model.num_classes).to(device)
+    weight_optimizer = torch.optim.Adam([logits], lr=config.lr)
+    head_optimizer = torch.optim.Adam(head.parameters(), lr=config.head_lr)
+    loader = DataLoader(dataset, config.batch_size, shuffle=True, generator=generator, drop_last=len(dataset) > config.batch_size)
+    history = []
+    for epoch in tqdm(range(config.epochs), desc="weight search", disable=not progress, leave=False):
+        sums = {"h_score": 0.0, "gar": 0.0, "loss": 0.0}
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            weights = simplex_weights(logits, config.temperature)
+            step = search_forward(model, head, weights, sources, images, labels)
+            grads, head_grads = per_sample_source_gradients(step, sources, list(head.parameters()))
+            score = h_score(step.features, labels, config.ridge)
+            (score_grad,) = torch.autograd.grad(score, step.leaf)
+            gar = gradient_alignment(weights, grads, config.conflict_weight)
+            # −⟨∂H/∂P, P(w)⟩ has the same α-gradient as −H(P(w)); it spares a second pass through the backbone
+            objective = -(step.ensemble * score_grad.sum(0)).sum() + config.gar_weight * gar
+            weight_optimizer.zero_grad()
+            objective.backward()
+            weight_optimizer.step()
+            for param, grad in zip(head.parameters(), head_grads):
+                param.grad = grad / len(labels)
+            head_optimizer.step()
+            sums = {"h_score": sums["h_score"] + score.item(), "gar": sums["gar"] + gar.item(),
+                    "loss": sums["loss"] + step.losses.mean().item()}
+        weights = simplex_weights(logits, config.temperature).detach()
+        history.append({"epoch": epoch + 1, **{k: v / len(loader) for k, v in sums.items()},
+                        "weights": weights.cpu().tolist()})
+    return simplex_weights(logits, config.temperature).detach(), history
+
+
+def one_hot(index: int, size: int, device: torch.device) -> torch.Tensor:
+    weights = torch.zeros(size, device=device)
+    weights[index] = 1.0
+    return weights
+
+
+class TargetTransfer:
+    """Everything one target task shares across methods and seeds: data, sources, source scores.
+
+    Runs live in ``out/METHOD/seedS``; a finished run is read back from its ``row.json``, an
+    interrupted one resumes from its last checkpoint.
+    """
+
+    def __init__(self, entries: list[BankEntry], target: str, config: TransferConfig, out: Path | str,
+                 progress: bool = True) -> None:
+        self.entries, self.config, self.out, self.progress = entries, config, Path(out), progress
+        self.source = open_task(target)
+        self.spec, self.method, self.options = bank_backbone(entries)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model = self.model(seed=0)
+        self.sources = source_prompts(entries, model)
+        split = self.source.protocol.final_train
+        self.train_set = self.source.dataset(split, model.image_size, train=True)
+        self.search_set = self.source.dataset(split, model.image_size)  # no augmentation while scoring
+        self.test_set = self.source.dataset("test", model.image_size)
+        self._scores: list[dict[str, Any]] | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [entry.name for entry in self.entries]
+
+    def model(self, seed: int) -> PromptedModel:
+        torch.manual_seed(seed)  # prompt and head init, as in every training run
+        task = self.source.info
+        model = create_model(self.spec, self.method, task.num_classes, task.class_names, **self.options)
+        return model.to(self.device)
+
+    def scores(self) -> list[dict[str, Any]]:
+        """The sources ranked by H-score, with the oracle's probe accuracy (computed once, cached)."""
+        path = self.out / SCORES_FILE
+        if self._scores is None and path.is_file():
+            self._scores = json.loads(path.read_text())
+        if self._scores is None:
+            self._scores = score_sources(self.model(0), self.sources, self.names, self.search_set, self.test_set,
+                                         self.config.search.ridge, self.progress)
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, lambda tmp: tmp.write_text(json.dumps(self._scores, indent=2)))
+        return self._scores
+
+    def initial_weights(self, method: str, seed: int) -> tuple[torch.Tensor | None, list[dict[str, Any]]]:
+        """The method's ensemble weights over the sources (None: start from scratch) and the search log."""
+        k, device = len(self.sources), self.sources.device
+        if method == "scratch":
+            return None, []
+        if method == "uniform":
+            return torch.full((k,), 1 / k, device=device), []
+        if method in ("best-hscore", "oracle"):
+            key = "h_score" if method == "best-hscore" else "probe_test_acc"
+            best = max(self.scores(), key=lambda r: r[key])["source"]
+            return one_hot(self.names.index(best), k, device), []
+        if method == "similarity":
+            reference = Path(self.run("scratch", seed)["prompt"]) / WEIGHTS_FILE
+            tuned = load_file(str(reference))[PROMPT_TENSOR].to(device)
+            return similarity_weights(tuned, self.sources, self.config.similarity_temperature), []
+        search = self.config.search
+        if method == "hgprompt-no-gar":
+            search = SearchConfig(**{**asdict(search), "gar_weight": 0.0, "conflict_weight": 0.0})
+        return search_weights(self.model(seed), self.sources, self.search_set, search, seed, self.progress)
+
+    def run(self, method: str, seed: int) -> dict[str, Any]:
+        """Tune the target from ``method``'s initial prompt; returns its result row."""
+        run_dir = self.out / method / f"seed{seed}"
+        if (run_dir / ROW_FILE).is_file():
+            return json.loads((run_dir / ROW_FILE).read_text())
+        weights, search_log = self.initial_weights(method, seed)
+        model = self.model(seed)
+        if weights is not None:
+            with torch.no_grad():
+                model.token_prompt.prompts.copy_(ensemble_prompt(weights, self.sources))
+        config = TrainConfig(**{**asdict(self.config.tune), "seed": seed})
+        result = train(model, self.train_set, run_dir, config, eval_set=self.test_set,
+                       resume=latest_checkpoint(run_dir) is not None, progress=self.progress, eval_every=config.epochs)
+        last = result.metrics[-1]
+        row = {"target": self.source.info.name, "group": self.source.info.group, "method": method, "seed": seed, "test_acc": last["eval_acc"],
+               "train_acc": last["train_acc"], "epochs": config.epochs, "sources": self.names,
+               "weights": None if weights is None else [round(w, 6) for w in weights.cpu().tolist()],
+               "search": search_log, "prompt": str(run_dir / FINAL)}
+        write_atomic(run_dir / ROW_FILE, lambda tmp: tmp.write_text(json.dumps(row, indent=2)))
+        return row
+
+
+def run_transfer(entries: list[BankEntry], target: str, methods: Sequence[str], seeds: Sequence[int],
+                 config: TransferConfig, out: Path | str, progress: bool = True) -> list[dict[str, Any]]:
+    """Every method × seed on one target task, from the bank ``entries`` as sources."""
+    job = TargetTransfer(entries, target, config, out, progress)
+    return [job.run(method, seed) for seed in seeds for method in check_methods(methods)]
