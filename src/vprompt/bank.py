@@ -61,7 +61,7 @@ def add_to_bank(bank: Path | str, prompt: Path | str, name: str | None = None, t
     """
     source = resolve_prompt_dir(prompt)
     meta = read_metadata(source)
-    name = name or task or source.name
+    name = name or task or Path(prompt).resolve().name
     if "/" in name or name.startswith("."):
         raise CheckpointError(f"bank entry name '{name}' must be a plain folder name")
     target = Path(bank) / name

@@ -18,12 +18,14 @@ from tyro.conf import Positional, subcommand
 from vprompt.backbones import BackboneSpec
 from vprompt.errors import ConfigError, VpromptError
 from vprompt.recipes.demo import DemoConfig
+from vprompt.recipes.hgprompt import HGPromptReproduction
 from vprompt.recipes.pbl import PBLReproduction
 from vprompt.recipes.vapt import VAPTReproduction
 from vprompt.robust.adversarial import AdversarialConfig
 from vprompt.robust.attacks import ThreatModel
 from vprompt.robust.evaluation import AttackConfig, parse_eps
 from vprompt.train import TrainConfig
+from vprompt.transfer import TransferConfig
 
 
 @dataclass
@@ -377,7 +379,116 @@ class Report:
 RECIPES = {
     "vapt": "VAPT vs VPT-deep / VPT-shallow / linear, VTAB-1k protocol (offline: synthetic suite)",
     "pbl": "VP and PBL on standard vs robust zoo CNNs: clean, PGD and AutoAttack accuracy (offline)",
+    "hgprompt": "HGPrompt vs six baselines, leave-one-task-out prompt transfer (offline: synthetic suite)",
 }
+
+
+@dataclass
+class ReproduceHGPrompt:
+    """HGPrompt vs its baselines: leave-one-task-out prompt transfer (offline: the synthetic suite, zoo ViT)."""
+
+    config: HGPromptReproduction = field(default_factory=HGPromptReproduction)
+    backbone: OptionalBackboneArgs = field(default_factory=OptionalBackboneArgs)
+
+    def run(self) -> None:
+        from vprompt.recipes.hgprompt import run_hgprompt_reproduction
+
+        run_hgprompt_reproduction(self.config, self.backbone.spec_or_none())
+        print((self.config.out / "results.md").read_text())
+        print(f"results: {self.config.out / 'results.json'}, weights: {self.config.out / 'weights.png'}")
+
+
+@dataclass
+class Transfer:
+    """Multi-source prompt transfer: tune a target task from the bank's prompts (HGPrompt and baselines).
+    Resumable: rerun the same command and finished runs are read back."""
+
+    bank: Path
+    """Prompt bank folder (`vprompt bank add`); its prompts are the sources and fix the backbone."""
+    target: str
+    """Target task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH or torchvision:NAME:ROOT."""
+    out: Path
+    """Folder for source_scores.json, METHOD/seedS runs and results.json."""
+    methods: list[str] = field(default_factory=lambda: ["hgprompt"])
+    """Any of: scratch uniform best-hscore oracle similarity hgprompt-no-gar hgprompt."""
+    sources: list[str] = field(default_factory=list)
+    """Bank entries to use (default: all but those trained on a task named like the target)."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Seeds of the target runs (they replace --seed)."""
+    config: TransferConfig = field(default_factory=TransferConfig)
+    rank_only: bool = False
+    """Only rank the sources by H-score on the target training set (K forward passes) and stop."""
+    progress: bool = True
+
+    def run(self) -> None:
+        from vprompt.bank import list_bank, select_entries
+        from vprompt.data.registry import open_task
+        from vprompt.report import markdown_table, write_rows
+        from vprompt.transfer import TargetTransfer, run_transfer
+
+        target_name = open_task(self.target).info.name
+        entries = select_entries(list_bank(self.bank), self.sources or None, exclude_task=target_name)
+        if self.rank_only:
+            job = TargetTransfer(entries, self.target, self.config, self.out, self.progress)
+            print(markdown_table(job.scores(), ["source", "h_score", "probe_test_acc"]))
+            return
+        rows = run_transfer(entries, self.target, self.methods, self.seeds, self.config, self.out, self.progress)
+        write_rows(rows, self.out / "results.json")
+        print(markdown_table(rows, ["target", "method", "seed", "test_acc", "weights"]))
+        print(f"results: {self.out / 'results.json'}")
+
+
+@dataclass
+class BankAdd:
+    """File a trained prompt (a checkpoint folder or a training run's folder) in a prompt bank."""
+
+    bank: Positional[Path]
+    """Prompt bank folder (created when new)."""
+    prompt: Positional[Path]
+    """A prompt checkpoint folder, or the folder of a `vprompt train` run."""
+    name: str | None = None
+    """Entry name (default: the task, else the name of the folder given)."""
+    task: str | None = None
+    """The task the prompt was trained on (default: the entry name)."""
+    accuracy: float | None = None
+    """Its accuracy on that task (default: the run's last evaluated accuracy)."""
+    replace: bool = False
+    """Overwrite an entry of the same name."""
+
+    def run(self) -> None:
+        from vprompt.bank import add_to_bank
+
+        entry = add_to_bank(self.bank, self.prompt, self.name, self.task, self.accuracy, self.replace)
+        print(f"added '{entry.name}' to {self.bank}: {json.dumps(entry.card)}")
+
+
+@dataclass
+class BankList:
+    """Print the cards of a prompt bank."""
+
+    bank: Positional[Path]
+    """Prompt bank folder."""
+    json: bool = False
+    """Print the cards as JSON."""
+
+    def run(self) -> None:
+        from vprompt.bank import list_bank
+        from vprompt.report import markdown_table
+
+        cards = [entry.card for entry in list_bank(self.bank)]
+        if self.json:
+            print(json.dumps(cards, indent=2))
+        elif not cards:
+            print(f"{self.bank} holds no prompts yet")
+        else:
+            print(markdown_table(cards, ["name", "task", "method", "prompt_len", "backbone", "num_classes", "accuracy"]))
+
+
+@dataclass
+class Bank(Group):
+    """The prompt bank: trained prompts with cards, the sources of `vprompt transfer`."""
+
+    command: Union[Annotated[BankList, subcommand("list")], Annotated[BankAdd, subcommand("add")]]
 
 
 @dataclass
@@ -394,7 +505,7 @@ class Reproduce(Group):
     """Paper recipes: `vprompt reproduce list` shows them."""
 
     command: Union[Annotated[ReproduceVAPT, subcommand("vapt")], Annotated[ReproducePBL, subcommand("pbl")],
-                   Annotated[ReproduceList, subcommand("list")]]
+                   Annotated[ReproduceHGPrompt, subcommand("hgprompt")], Annotated[ReproduceList, subcommand("list")]]
 
 
 @dataclass
@@ -458,6 +569,8 @@ Command = Union[
     Annotated[Params, subcommand("params")],
     Annotated[Data, subcommand("data")],
     Annotated[Sweep, subcommand("sweep")],
+    Annotated[Transfer, subcommand("transfer")],
+    Annotated[Bank, subcommand("bank")],
     Annotated[Report, subcommand("report")],
     Annotated[Reproduce, subcommand("reproduce")],
     Annotated[Zoo, subcommand("zoo")],

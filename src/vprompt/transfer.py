@@ -54,10 +54,10 @@ ROW_FILE = "row.json"
 class SearchConfig:
     """HGPrompt's search for the ensemble weights (every choice of the reconstruction is here)."""
 
-    epochs: int = 3
-    batch_size: int = 128
+    search_epochs: int = 3
+    search_batch_size: int = 128
     """Samples per H-score estimate: fewer than the feature width over-fits it towards C − 1."""
-    lr: float = 0.05
+    search_lr: float = 0.05
     """Adam learning rate of the weight logits α."""
     head_lr: float = 0.01
     """Adam learning rate of the search head, a linear classifier on standardised features whose
@@ -66,10 +66,10 @@ class SearchConfig:
     """β: weight of the gradient-alignment regulariser (0 turns it off)."""
     conflict_weight: float = 0.0
     """Weight of GAR's pairwise gradient-conflict term (0: Fisher variance matching only)."""
-    ridge: float = 0.1
+    h_ridge: float = 0.1
     """H-score ridge, relative to the mean feature variance: a shrinkage covariance, because batch
     estimates with few samples per feature saturate the score."""
-    temperature: float = 1.0
+    weight_temperature: float = 1.0
     """Softmax temperature of the weights."""
 
 
@@ -184,18 +184,18 @@ def search_weights(model: PromptedModel, sources: torch.Tensor, dataset: Dataset
     torch.manual_seed(seed)
     logits = torch.zeros(len(sources), device=device, requires_grad=True)
     head = nn.Linear(int(model.backbone.num_features), model.num_classes).to(device)
-    weight_optimizer = torch.optim.Adam([logits], lr=config.lr)
+    weight_optimizer = torch.optim.Adam([logits], lr=config.search_lr)
     head_optimizer = torch.optim.Adam(head.parameters(), lr=config.head_lr)
-    loader = DataLoader(dataset, config.batch_size, shuffle=True, generator=generator, drop_last=len(dataset) > config.batch_size)
+    loader = DataLoader(dataset, config.search_batch_size, shuffle=True, generator=generator, drop_last=len(dataset) > config.search_batch_size)
     history = []
-    for epoch in tqdm(range(config.epochs), desc="weight search", disable=not progress, leave=False):
+    for epoch in tqdm(range(config.search_epochs), desc="weight search", disable=not progress, leave=False):
         sums = {"h_score": 0.0, "gar": 0.0, "loss": 0.0}
         for images, labels in loader:
             images, labels = images.to(device), labels.to(device)
-            weights = simplex_weights(logits, config.temperature)
+            weights = simplex_weights(logits, config.weight_temperature)
             step = search_forward(model, head, weights, sources, images, labels)
             grads, head_grads = per_sample_source_gradients(step, sources, list(head.parameters()))
-            score = h_score(step.features, labels, config.ridge)
+            score = h_score(step.features, labels, config.h_ridge)
             (score_grad,) = torch.autograd.grad(score, step.leaf)
             gar = gradient_alignment(weights, grads, config.conflict_weight)
             # −⟨∂H/∂P, P(w)⟩ has the same α-gradient as −H(P(w)); it spares a second pass through the backbone
@@ -208,10 +208,10 @@ def search_weights(model: PromptedModel, sources: torch.Tensor, dataset: Dataset
             head_optimizer.step()
             sums = {"h_score": sums["h_score"] + score.item(), "gar": sums["gar"] + gar.item(),
                     "loss": sums["loss"] + step.losses.mean().item()}
-        weights = simplex_weights(logits, config.temperature).detach()
+        weights = simplex_weights(logits, config.weight_temperature).detach()
         history.append({"epoch": epoch + 1, **{k: v / len(loader) for k, v in sums.items()},
                         "weights": weights.cpu().tolist()})
-    return simplex_weights(logits, config.temperature).detach(), history
+    return simplex_weights(logits, config.weight_temperature).detach(), history
 
 
 def one_hot(index: int, size: int, device: torch.device) -> torch.Tensor:
@@ -258,7 +258,7 @@ class TargetTransfer:
             self._scores = json.loads(path.read_text())
         if self._scores is None:
             self._scores = score_sources(self.model(0), self.sources, self.names, self.search_set, self.test_set,
-                                         self.config.search.ridge, self.progress)
+                                         self.config.search.h_ridge, self.progress)
             self.out.mkdir(parents=True, exist_ok=True)
             write_atomic(path, lambda tmp: tmp.write_text(json.dumps(self._scores, indent=2)))
         return self._scores

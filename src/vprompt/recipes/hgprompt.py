@@ -12,34 +12,24 @@ Writes ``results.json`` (rows: target, method, seed, test_acc, weights, …), ``
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
 from vprompt.backbones import BackboneSpec
-from vprompt.data.registry import open_task
 from vprompt.bank import CARD_FILE, add_to_bank, list_bank, select_entries
+from vprompt.data.registry import open_task
 from vprompt.recipes.demo import DEMO_BACKBONE
 from vprompt.recipes.run import task_dirs
-from vprompt.report import new_figure, save_figure, write_rows
+from vprompt.report import markdown_table, new_figure, save_figure, write_rows
 from vprompt.sweep import Run, execute, protocol_table
 from vprompt.train import TrainConfig
-from vprompt.transfer import TRANSFER_METHODS, SearchConfig, TransferConfig, run_transfer
-
-
-def source_training() -> TrainConfig:
-    """The setting of the offline VAPT table (docs/results/vapt), where VPT-deep is known to learn."""
-    return TrainConfig(epochs=10, batch_size=64, optimizer="adamw", base_lr=0.02, weight_decay=1e-4, warmup_epochs=1)
-
-
-def target_transfer() -> TransferConfig:
-    """A short target budget (5 epochs): where the initial prompt matters most, and what 2 CPU cores afford."""
-    return TransferConfig(tune=TrainConfig(epochs=5, batch_size=64, optimizer="adamw", base_lr=0.02,
-                                           weight_decay=1e-4, warmup_epochs=1))
+from vprompt.transfer import SCORES_FILE, TRANSFER_METHODS, SearchConfig, TransferConfig, run_transfer
 
 
 @dataclass
@@ -53,9 +43,15 @@ class HGPromptReproduction:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     source_method: Literal["vpt-deep", "vpt-shallow"] = "vpt-deep"
     prompt_len: int = 10
-    source: TrainConfig = field(default_factory=source_training)
-    """Training of the source prompts (seed 0)."""
-    transfer: TransferConfig = field(default_factory=target_transfer)
+    source_epochs: int = 10
+    """Training of each source prompt (seed 0)."""
+    tune_epochs: int = 5
+    """Target tuning from the initial prompt: a short budget, where the initial prompt matters most
+    (and what 2 CPU cores afford)."""
+    base_lr: float = 0.02
+    """Base learning rate of sources and targets (AdamW, batch 64, weight decay 1e-4, one warm-up
+    epoch: the setting of the offline VAPT table, where VPT-deep learns)."""
+    search: SearchConfig = field(default_factory=SearchConfig)
     quick: bool = False
     """Smoke run: three tasks, two seeds, one epoch everywhere."""
 
@@ -63,11 +59,15 @@ class HGPromptReproduction:
         """This config, or its quick variant."""
         if not self.quick:
             return self
-        one_epoch = TrainConfig(epochs=1, batch_size=64, optimizer="adamw", base_lr=0.02, warmup_epochs=0)
-        return HGPromptReproduction(
-            out=self.out, data=self.data, tasks=self.tasks or ["objects", "digits", "count"], methods=self.methods,
-            seeds=self.seeds[:2], source_method=self.source_method, prompt_len=self.prompt_len, source=one_epoch,
-            transfer=TransferConfig(tune=one_epoch, search=SearchConfig(epochs=1)), quick=True)
+        return replace(self, tasks=self.tasks or ["objects", "digits", "count"], seeds=self.seeds[:2], source_epochs=1,
+                       tune_epochs=1, search=replace(self.search, search_epochs=1))
+
+    def training(self, epochs: int) -> TrainConfig:
+        return TrainConfig(epochs=epochs, batch_size=64, optimizer="adamw", base_lr=self.base_lr, weight_decay=1e-4,
+                           warmup_epochs=1 if epochs > 1 else 0)
+
+    def transfer(self) -> TransferConfig:
+        return TransferConfig(tune=self.training(self.tune_epochs), search=self.search)
 
 
 def build_bank(tasks: list[Path], config: HGPromptReproduction, backbone: BackboneSpec, progress: bool) -> Path:
@@ -76,7 +76,8 @@ def build_bank(tasks: list[Path], config: HGPromptReproduction, backbone: Backbo
     for task in tqdm(tasks, desc="source prompts", disable=not progress):
         if (bank / task.name / CARD_FILE).is_file():
             continue
-        run = Run(str(task), backbone, config.source_method, {"prompt_len": config.prompt_len}, config.source,
+        run = Run(str(task), backbone, config.source_method, {"prompt_len": config.prompt_len},
+                  config.training(config.source_epochs),
                   config.out / "sources" / task.name, open_task(str(task)).protocol.final_train, "test")
         accuracy = execute(run)
         add_to_bank(bank, run.out_dir, name=task.name, task=task.name, accuracy=accuracy, replace=True)
@@ -94,10 +95,11 @@ def run_hgprompt_reproduction(config: HGPromptReproduction, backbone: BackboneSp
     rows: list[dict[str, Any]] = []
     for task in tqdm(tasks, desc="targets", disable=not progress):
         sources = select_entries(entries, [t.name for t in tasks], exclude_task=task.name)
-        rows += run_transfer(sources, str(task), config.methods, config.seeds, config.transfer,
+        rows += run_transfer(sources, str(task), config.methods, config.seeds, config.transfer(),
                              config.out / "targets" / task.name, progress=False)
     write_rows(rows, config.out / "results.json")
-    (config.out / "results.md").write_text(results_table(rows, config, backbone) + "\n")
+    (config.out / "results.md").write_text(results_table(rows, config, backbone) + "\n\n"
+                                           + search_table(rows, config.out / "targets") + "\n")
     plot_weights(rows, [t.name for t in tasks], config.out / "weights.png")
     return rows
 
@@ -105,14 +107,40 @@ def run_hgprompt_reproduction(config: HGPromptReproduction, backbone: BackboneSp
 def results_table(rows: list[dict[str, Any]], config: HGPromptReproduction, backbone: BackboneSpec) -> str:
     """Mean ± std per target × method, both averages, and HGPrompt's wins against each baseline."""
     seeds = sorted({r["seed"] for r in rows})
-    header = (f"Leave-one-task-out transfer: each target tuned {config.transfer.tune.epochs} epochs "
-              f"({config.transfer.tune.optimizer}, base_lr {config.transfer.tune.base_lr}) from each method's "
-              f"initial prompt; sources: the other tasks' {config.source_method} prompts (p = {config.prompt_len}, "
-              f"{config.source.epochs} epochs, seed 0); backbone {backbone.describe()}. Last-epoch test accuracy, "
+    header = (f"Leave-one-task-out transfer: each target tuned {config.tune_epochs} epochs (AdamW, base_lr "
+              f"{config.base_lr}) from each method's initial prompt; HGPrompt's search: {config.search.search_epochs} "
+              f"epochs, GAR weight {config.search.gar_weight}; sources: the other tasks' {config.source_method} "
+              f"prompts (p = {config.prompt_len}, {config.source_epochs} epochs, seed 0); backbone {backbone.describe()}. Last-epoch test accuracy, "
               f"mean ± sample std over seeds {seeds}. Averages: the mean over targets, and the mean of the group "
               "means. HGPrompt is a reconstruction (METHODS.md §5); the oracle peeks at the test set.")
     table = protocol_table([r | {"task": r["target"]} for r in rows])
     return header + "\n\n" + table + "\n\n" + wins_line(rows)
+
+
+def search_table(rows: list[dict[str, Any]], targets_dir: Path) -> str:
+    """Per target: the single sources the baselines pick, where HGPrompt's weights went (mean over
+    seeds) and how its batch H-score moved from the first search epoch to the last."""
+    lines = []
+    for target in dict.fromkeys(r["target"] for r in rows):
+        line: dict[str, Any] = {"target": target}
+        scores_file = targets_dir / target / SCORES_FILE
+        if scores_file.is_file():
+            scores = json.loads(scores_file.read_text())
+            line["best H-score source"] = scores[0]["source"]
+            line["oracle source"] = max(scores, key=lambda r: r["probe_test_acc"])["source"]
+        for method in ("hgprompt", "hgprompt-no-gar"):
+            runs = [r for r in rows if r["target"] == target and r["method"] == method and r["search"]]
+            if not runs:
+                continue
+            weights = [statistics.mean(r["weights"][k] for r in runs) for k in range(len(runs[0]["sources"]))]
+            top = max(range(len(weights)), key=weights.__getitem__)
+            first = statistics.mean(r["search"][0]["h_score"] for r in runs)
+            last = statistics.mean(r["search"][-1]["h_score"] for r in runs)
+            line[f"{method}: top source"] = f"{runs[0]['sources'][top]} ({weights[top]:.2f})"
+            line[f"{method}: batch H first → last epoch"] = f"{first:.3f} → {last:.3f}"
+        lines.append(line)
+    return ("Weight search per target (weights: mean over seeds; H-score: mean over the epoch's batches "
+            "and over seeds).\n\n" + markdown_table(lines))
 
 
 def wins_line(rows: list[dict[str, Any]]) -> str:

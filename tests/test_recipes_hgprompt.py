@@ -1,0 +1,28 @@
+"""`vprompt reproduce hgprompt --quick` end to end on a tiny ViT: sources filed in a bank, every
+target × method × seed in results.json, the table and the weight plot."""
+
+from __future__ import annotations
+
+import json
+
+from vprompt.cli import main
+from vprompt.transfer import TRANSFER_METHODS
+
+TINY = ["--model", "vit_tiny_patch16_224", "--model-arg", "img_size=16", "patch_size=4", "embed_dim=32", "depth=2",
+        "num_heads=2"]
+
+
+def test_reproduce_hgprompt_quick_writes_rows_table_and_weight_plot(tmp_path, capsys):
+    out = tmp_path / "hg"
+    main(["reproduce", "hgprompt", "--quick", "--out", str(out), "--tasks", "digits", "count", "--prompt-len", "2",
+          "--seeds", "0", *TINY])
+    rows = json.loads((out / "results.json").read_text())
+    assert {(r["target"], r["method"], r["seed"]) for r in rows} == {
+        (t, m, s) for t in ("digits", "count") for m in TRANSFER_METHODS for s in (0,)}
+    assert all(0 <= r["test_acc"] <= 1 for r in rows)
+    assert all(r["sources"] == (["count"] if r["target"] == "digits" else ["digits"]) for r in rows)
+    assert sorted(p.name for p in (out / "bank").iterdir()) == ["count", "digits"]
+    table = (out / "results.md").read_text()
+    assert "| digits | natural |" in table and "mean of tasks" in table and "HGPrompt's mean beats" in table
+    assert (out / "weights.png").stat().st_size > 1000
+    assert "results:" in capsys.readouterr().out
