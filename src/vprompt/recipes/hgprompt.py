@@ -158,7 +158,8 @@ def wins_line(rows: list[dict[str, Any]]) -> str:
 
 def plot_weights(rows: list[dict[str, Any]], tasks: list[str], path: Path) -> Path | None:
     """One heat map per weighted method: the mean weight over seeds (written in each cell) of each
-    source (column) per target (row); a task is never its own source."""
+    source (column) per target (row); a task is never its own source. Colours run from 0 to each
+    panel's largest weight, so compare panels by the numbers."""
     methods = [m for m in ("hgprompt", "hgprompt-no-gar", "similarity") if any(r["method"] == m for r in rows)]
     if not methods:
         return None
@@ -172,7 +173,8 @@ def plot_weights(rows: list[dict[str, Any]], tasks: list[str], path: Path) -> Pa
                 if picked and source in picked[0]["sources"]:
                     k = picked[0]["sources"].index(source)
                     grid[i][j] = statistics.mean(r["weights"][k] for r in picked)
-        axis.imshow(grid, vmin=0, vmax=1, cmap="viridis")
+        peak = max((v for line in grid for v in line if not math.isnan(v)), default=1.0)
+        axis.imshow(grid, vmin=0, vmax=max(peak, 1 / max(1, len(tasks) - 1)), cmap="viridis")
         axis.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=7)
         axis.set_yticks(range(len(tasks)), tasks, fontsize=7)
         axis.set_xlabel("source prompt")
