@@ -77,9 +77,11 @@ def test_bank_refuses_prompts_that_do_not_fit_the_target(bank, tmp_path):
         list_bank(other)
 
 
-def test_sources_leave_out_the_target_task_and_unknown_names_are_refused(bank):
+def test_sources_leave_out_the_target_task_and_unknown_names_are_refused(bank, suite):
     entries = list_bank(bank)
-    assert [e.name for e in select_entries(entries, exclude_task="digits")] == ["count", "objects"]
+    assert TargetTransfer(entries, str(suite[1]), QUICK, "unused", progress=False).names == ["count", "objects"]
+    with pytest.raises(CheckpointError, match="no source prompts left .* digits, the target"):
+        TargetTransfer(select_entries(entries, ["digits"]), str(suite[1]), QUICK, "unused", progress=False)
     with pytest.raises(CheckpointError, match="no bank entries named nope"):
         select_entries(entries, ["nope"])
 
@@ -92,7 +94,7 @@ def test_every_method_starts_from_its_own_initial_prompt(bank, suite, tmp_path):
     """With a zero learning rate the tuned prompt *is* the initial prompt, so each method's
     choice can be read off its final checkpoint."""
     frozen = TransferConfig(tune=TrainConfig(**{**ONE_EPOCH.__dict__, "base_lr": 0.0}), search=QUICK.search)
-    entries = select_entries(list_bank(bank), exclude_task="digits")
+    entries = list_bank(bank)
     rows = {r["method"]: r for r in run_transfer(entries, str(suite[1]), TRANSFER_METHODS, [0], frozen, tmp_path,
                                                  progress=False)}
     job = TargetTransfer(entries, str(suite[1]), frozen, tmp_path, progress=False)
@@ -117,7 +119,7 @@ def test_every_method_starts_from_its_own_initial_prompt(bank, suite, tmp_path):
 
 
 def test_finished_runs_are_read_back_not_retrained(bank, suite, tmp_path, monkeypatch):
-    entries = select_entries(list_bank(bank), exclude_task="count")
+    entries = list_bank(bank)
     first = run_transfer(entries, str(suite[2]), ["uniform", "hgprompt"], [0], QUICK, tmp_path, progress=False)
 
     def no_training(*args, **kwargs):
@@ -129,7 +131,7 @@ def test_finished_runs_are_read_back_not_retrained(bank, suite, tmp_path, monkey
 
 
 def test_the_weight_search_raises_the_h_score_it_maximises(bank, suite):
-    entries = select_entries(list_bank(bank), exclude_task="objects")
+    entries = list_bank(bank)
     job = TargetTransfer(entries, str(suite[0]), QUICK, "unused", progress=False)
     model = job.model(0)
     full_batch = SearchConfig(search_epochs=6, search_batch_size=len(job.search_set), search_lr=0.2, gar_weight=0.0)

@@ -103,18 +103,13 @@ def list_bank(bank: Path | str) -> list[BankEntry]:
     return entries
 
 
-def select_entries(entries: list[BankEntry], names: list[str] | None = None,
-                   exclude_task: str | None = None) -> list[BankEntry]:
-    """The entries named (all by default), without those trained on ``exclude_task``."""
+def select_entries(entries: list[BankEntry], names: list[str] | None = None) -> list[BankEntry]:
+    """The entries named (all by default); an unknown name is refused."""
     known = {entry.name: entry for entry in entries}
     missing = sorted(set(names or []) - set(known))
     if missing:
         raise CheckpointError(f"no bank entries named {', '.join(missing)} (the bank has {', '.join(known)})")
-    chosen = [known[n] for n in names] if names else entries
-    chosen = [entry for entry in chosen if entry.task != exclude_task]
-    if not chosen:
-        raise CheckpointError("no source prompts left to transfer from")
-    return chosen
+    return [known[n] for n in names] if names else entries
 
 
 def bank_backbone(entries: list[BankEntry]) -> tuple[BackboneSpec, str, dict[str, Any]]:

@@ -412,7 +412,7 @@ class Transfer:
     methods: list[str] = field(default_factory=lambda: ["hgprompt"])
     """Any of: scratch uniform best-hscore oracle similarity hgprompt-no-gar hgprompt."""
     sources: list[str] = field(default_factory=list)
-    """Bank entries to use (default: all but those trained on a task named like the target)."""
+    """Bank entries to use (default: all); entries trained on the target task itself are always left out."""
     seeds: list[int] = field(default_factory=lambda: [0])
     """Seeds of the target runs (they replace --seed)."""
     config: TransferConfig = field(default_factory=TransferConfig)
@@ -422,12 +422,10 @@ class Transfer:
 
     def run(self) -> None:
         from vprompt.bank import list_bank, select_entries
-        from vprompt.data.registry import open_task
         from vprompt.report import markdown_table, write_rows
         from vprompt.transfer import TargetTransfer, run_transfer
 
-        target_name = open_task(self.target).info.name
-        entries = select_entries(list_bank(self.bank), self.sources or None, exclude_task=target_name)
+        entries = select_entries(list_bank(self.bank), self.sources or None)
         if self.rank_only:
             job = TargetTransfer(entries, self.target, self.config, self.out, self.progress)
             print(markdown_table(job.scores(), ["source", "h_score", "probe_test_acc"]))

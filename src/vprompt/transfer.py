@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from vprompt.bank import PROMPT_TENSOR, BankEntry, bank_backbone, source_prompts
 from vprompt.data.registry import open_task
-from vprompt.errors import ConfigError
+from vprompt.errors import CheckpointError, ConfigError
 from vprompt.model import WEIGHTS_FILE, PromptedModel, create_model, write_atomic
 from vprompt.prompts.ensemble import (ensemble_prompt, gradient_alignment, h_score, similarity_weights,
                                       simplex_weights, source_gradients)
@@ -206,11 +206,11 @@ def search_weights(model: PromptedModel, sources: torch.Tensor, dataset: Dataset
             for param, grad in zip(head.parameters(), head_grads):
                 param.grad = grad / len(labels)
             head_optimizer.step()
-            sums = {"h_score": sums["h_score"] + score.item(), "gar": sums["gar"] + gar.item(),
-                    "loss": sums["loss"] + step.losses.mean().item()}
-        weights = simplex_weights(logits, config.weight_temperature).detach()
+            sums["h_score"] += score.item()
+            sums["gar"] += gar.item()
+            sums["loss"] += step.losses.mean().item()
         history.append({"epoch": epoch + 1, **{k: v / len(loader) for k, v in sums.items()},
-                        "weights": weights.cpu().tolist()})
+                        "weights": simplex_weights(logits, config.weight_temperature).detach().cpu().tolist()})
     return simplex_weights(logits, config.weight_temperature).detach(), history
 
 
@@ -223,22 +223,27 @@ def one_hot(index: int, size: int, device: torch.device) -> torch.Tensor:
 class TargetTransfer:
     """Everything one target task shares across methods and seeds: data, sources, source scores.
 
-    Runs live in ``out/METHOD/seedS``; a finished run is read back from its ``row.json``, an
-    interrupted one resumes from its last checkpoint.
+    Bank entries trained on the target task itself are left out of the sources. Runs live in
+    ``out/METHOD/seedS``; a finished run is read back from its ``row.json``, an interrupted one
+    resumes from its last checkpoint.
     """
 
     def __init__(self, entries: list[BankEntry], target: str, config: TransferConfig, out: Path | str,
                  progress: bool = True) -> None:
-        self.entries, self.config, self.out, self.progress = entries, config, Path(out), progress
+        self.config, self.out, self.progress = config, Path(out), progress
         self.source = open_task(target)
-        self.spec, self.method, self.options = bank_backbone(entries)
+        self.entries = [entry for entry in entries if entry.task != self.source.info.name]
+        if not self.entries:
+            raise CheckpointError(f"no source prompts left to transfer from: every one was trained on "
+                                  f"{self.source.info.name}, the target")
+        self.spec, self.method, self.options = bank_backbone(self.entries)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model = self.model(seed=0)
-        self.sources = source_prompts(entries, model)
-        split = self.source.protocol.final_train
-        self.train_set = self.source.dataset(split, model.image_size, train=True)
-        self.search_set = self.source.dataset(split, model.image_size)  # no augmentation while scoring
-        self.test_set = self.source.dataset("test", model.image_size)
+        self.reference = self.model(seed=0)  # scores the sources: only its frozen backbone is used
+        self.sources = source_prompts(self.entries, self.reference)
+        split, size = self.source.protocol.final_train, self.reference.image_size
+        self.train_set = self.source.dataset(split, size, train=True)
+        self.search_set = self.source.dataset(split, size)  # no augmentation while scoring
+        self.test_set = self.source.dataset("test", size)
         self._scores: list[dict[str, Any]] | None = None
 
     @property
@@ -257,14 +262,16 @@ class TargetTransfer:
         if self._scores is None and path.is_file():
             self._scores = json.loads(path.read_text())
         if self._scores is None:
-            self._scores = score_sources(self.model(0), self.sources, self.names, self.search_set, self.test_set,
+            self._scores = score_sources(self.reference, self.sources, self.names, self.search_set, self.test_set,
                                          self.config.search.h_ridge, self.progress)
             self.out.mkdir(parents=True, exist_ok=True)
             write_atomic(path, lambda tmp: tmp.write_text(json.dumps(self._scores, indent=2)))
         return self._scores
 
-    def initial_weights(self, method: str, seed: int) -> tuple[torch.Tensor | None, list[dict[str, Any]]]:
-        """The method's ensemble weights over the sources (None: start from scratch) and the search log."""
+    def initial_weights(self, method: str, seed: int,
+                        model: PromptedModel) -> tuple[torch.Tensor | None, list[dict[str, Any]]]:
+        """The method's ensemble weights over the sources (None: start from scratch) and the search log;
+        HGPrompt searches on ``model``, which the search leaves untouched (eval mode, its own head)."""
         k, device = len(self.sources), self.sources.device
         if method == "scratch":
             return None, []
@@ -280,20 +287,20 @@ class TargetTransfer:
             return similarity_weights(tuned, self.sources, self.config.similarity_temperature), []
         search = self.config.search
         if method == "hgprompt-no-gar":
-            search = SearchConfig(**{**asdict(search), "gar_weight": 0.0, "conflict_weight": 0.0})
-        return search_weights(self.model(seed), self.sources, self.search_set, search, seed, self.progress)
+            search = replace(search, gar_weight=0.0, conflict_weight=0.0)
+        return search_weights(model, self.sources, self.search_set, search, seed, self.progress)
 
     def run(self, method: str, seed: int) -> dict[str, Any]:
         """Tune the target from ``method``'s initial prompt; returns its result row."""
         run_dir = self.out / method / f"seed{seed}"
         if (run_dir / ROW_FILE).is_file():
             return json.loads((run_dir / ROW_FILE).read_text())
-        weights, search_log = self.initial_weights(method, seed)
         model = self.model(seed)
+        weights, search_log = self.initial_weights(method, seed, model)
         if weights is not None:
             with torch.no_grad():
                 model.token_prompt.prompts.copy_(ensemble_prompt(weights, self.sources))
-        config = TrainConfig(**{**asdict(self.config.tune), "seed": seed})
+        config = replace(self.config.tune, seed=seed)
         result = train(model, self.train_set, run_dir, config, eval_set=self.test_set,
                        resume=latest_checkpoint(run_dir) is not None, progress=self.progress, eval_every=config.epochs)
         last = result.metrics[-1]

@@ -27,7 +27,7 @@ from vprompt.data.registry import open_task
 from vprompt.recipes.demo import DEMO_BACKBONE
 from vprompt.recipes.run import task_dirs
 from vprompt.report import markdown_table, new_figure, save_figure, write_rows
-from vprompt.sweep import Run, execute, protocol_table
+from vprompt.sweep import Run, execute, protocol_table, summarise
 from vprompt.train import TrainConfig
 from vprompt.transfer import SCORES_FILE, TRANSFER_METHODS, SearchConfig, TransferConfig, run_transfer
 
@@ -91,10 +91,9 @@ def run_hgprompt_reproduction(config: HGPromptReproduction, backbone: BackboneSp
     backbone = backbone or DEMO_BACKBONE
     tasks = task_dirs(config.out, config.data, config.tasks)
     bank = build_bank(tasks, config, backbone, progress)
-    entries = list_bank(bank)
+    sources = select_entries(list_bank(bank), [t.name for t in tasks])  # each target leaves out its own
     rows: list[dict[str, Any]] = []
     for task in tqdm(tasks, desc="targets", disable=not progress):
-        sources = select_entries(entries, [t.name for t in tasks], exclude_task=task.name)
         rows += run_transfer(sources, str(task), config.methods, config.seeds, config.transfer(),
                              config.out / "targets" / task.name, progress=False)
     write_rows(rows, config.out / "results.json")
@@ -132,26 +131,29 @@ def search_table(rows: list[dict[str, Any]], targets_dir: Path) -> str:
             runs = [r for r in rows if r["target"] == target and r["method"] == method and r["search"]]
             if not runs:
                 continue
-            weights = [statistics.mean(r["weights"][k] for r in runs) for k in range(len(runs[0]["sources"]))]
-            top = max(range(len(weights)), key=weights.__getitem__)
+            weights = mean_weights(runs)
+            top = max(weights, key=weights.__getitem__)
             first = statistics.mean(r["search"][0]["h_score"] for r in runs)
             last = statistics.mean(r["search"][-1]["h_score"] for r in runs)
-            line[f"{method}: top source"] = f"{runs[0]['sources'][top]} ({weights[top]:.2f})"
+            line[f"{method}: top source"] = f"{top} ({weights[top]:.2f})"
             line[f"{method}: batch H first → last epoch"] = f"{first:.3f} → {last:.3f}"
         lines.append(line)
     return ("Weight search per target (weights: mean over seeds; H-score: mean over the epoch's batches "
             "and over seeds).\n\n" + markdown_table(lines))
 
 
+def mean_weights(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Each source's weight averaged over ``runs`` (one target and method, several seeds)."""
+    sources = runs[0]["sources"]
+    return {source: statistics.mean(r["weights"][k] for r in runs) for k, source in enumerate(sources)}
+
+
 def wins_line(rows: list[dict[str, Any]]) -> str:
-    means: dict[tuple[str, str], list[float]] = {}
-    for row in rows:
-        means.setdefault((row["target"], row["method"]), []).append(row["test_acc"])
     targets = list(dict.fromkeys(r["target"] for r in rows))
     methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "hgprompt"]
     if ("hgprompt" not in {r["method"] for r in rows}) or not methods:
         return ""
-    mean = {key: statistics.mean(values) for key, values in means.items()}
+    mean = {(s["task"], s["method"]): s["mean"] for s in summarise([r | {"task": r["target"]} for r in rows])}
     counts = [f"{m} {sum(mean[t, 'hgprompt'] > mean[t, m] for t in targets)}/{len(targets)}" for m in methods]
     return "Targets where HGPrompt's mean beats the baseline's: " + ", ".join(counts) + "."
 
@@ -169,10 +171,9 @@ def plot_weights(rows: list[dict[str, Any]], tasks: list[str], path: Path) -> Pa
         grid = [[math.nan] * len(tasks) for _ in tasks]
         for i, target in enumerate(tasks):
             picked = [r for r in rows if r["method"] == method and r["target"] == target]
+            weights = mean_weights(picked) if picked else {}
             for j, source in enumerate(tasks):
-                if picked and source in picked[0]["sources"]:
-                    k = picked[0]["sources"].index(source)
-                    grid[i][j] = statistics.mean(r["weights"][k] for r in picked)
+                grid[i][j] = weights.get(source, math.nan)
         peak = max((v for line in grid for v in line if not math.isnan(v)), default=1.0)
         axis.imshow(grid, vmin=0, vmax=max(peak, 1 / max(1, len(tasks) - 1)), cmap="viridis")
         axis.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=7)
