@@ -196,6 +196,9 @@ def measure_size(size: Size, args: argparse.Namespace, device: torch.device) -> 
     memory = {name: measure_memory(benches[name.removeprefix("ref:")], name.startswith("ref:")) for name in steps}
     flops = {method: forward_flops(bench) for method, bench in benches.items()}
     load = round(os.getloadavg()[0], 2)
+    # Full FT minus its weight gradients and optimizer step is its own backbone reference, so this
+    # is the least any method that backpropagates through the frozen backbone can cost, ÷ full FT.
+    _, floor, _ = quartiles(paired_ratios(times["ref:full"], times["full"]))
     rows = []
     for method, bench in benches.items():
         b1, vs_backbone, b3 = quartiles(paired_ratios(times[method], times[f"ref:{method}"]))
@@ -214,6 +217,7 @@ def measure_size(size: Size, args: argparse.Namespace, device: torch.device) -> 
             "step_ratio_vs_vpt_deep": round(vs_deep, 3),
             "step_ratio_vs_vpt_deep_q1": round(d1, 3),
             "step_ratio_vs_vpt_deep_q3": round(d3, 3),
+            "no_weight_grad_floor_vs_full_ft": round(floor, 3),
             "forward_flops": flops[method],
             "flops_ratio_vs_vpt_deep": round(flops[method] / flops["vpt-deep"], 4),
             "tokens": bench.tokens(),
@@ -280,12 +284,16 @@ def table(rows: list[Row]) -> str:
         columns.insert(3, ("step ms", lambda r: f"{r['step_ms']:.1f}"))
     first = rows[0]
     loads = {r["model"]: r["load_avg_1m"] for r in rows}
+    floors = ", ".join(f"{model} {floor:.2f}" for model, floor in
+                       {r["model"]: r["no_weight_grad_floor_vs_full_ft"] for r in rows}.items())
     caption = (
         f"Step cost on {first['device']}, {first['threads']} threads, amp {first['amp']}, SGD; "
         f"batch {', '.join(sorted({str(r['batch']) for r in rows}))}. Ratios are medians over "
         f"{first['rounds']} interleaved rounds (after {first['warmup_rounds']} warm-up) of per-round "
         f"paired ratios; the backbone reference is the same model with nothing trainable, "
-        f"backpropagating to the images at the same token count. Memory: {first['memory_source']}. "
+        f"backpropagating to the images at the same token count. Full FT's own backbone reference "
+        f"÷ full FT, the least any method that backpropagates through the frozen backbone can cost "
+        f"(no weight gradients, no optimizer step; at full FT's token count, p below the prompted ones): {floors}. Memory: {first['memory_source']}. "
         f"1-minute load average after each model: {', '.join(map(str, loads.values()))} on "
         f"{first['cores']} cores, about {first['threads']} of it this run's own."
     )
