@@ -166,3 +166,7 @@ def test_sweep_through_the_cli_writes_the_table_and_rows(capsys, tmp_path, task)
     code, _, err = run_cli(capsys, "sweep", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"),
                            *MODEL, "--ray", "none")
     assert code == 2 and err.startswith("error:")
+    code, _, err = run_cli(capsys, "sweep", "--data", str(task.parent), "--out", str(tmp_path / "y"), *MODEL,
+                           "--seed", "3", "--ray", "none")
+    assert code == 2 and "use --seeds 3" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "y").exists()

@@ -165,3 +165,6 @@ def test_cli_bank_list_transfer_and_errors(bank, suite, tmp_path, capsys):
         main(["bank", "add", str(bank), str(bank.parent / "runs" / "digits"), "--task", "digits"])
     assert exit_info.value.code == 2
     assert "already holds 'digits'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["transfer", "--bank", str(bank), "--target", str(suite[1]), "--out", str(tmp_path / "s"), "--seed", "1"])
+    assert exit_info.value.code == 2 and "use --seeds 1" in capsys.readouterr().err

@@ -340,6 +340,7 @@ class Sweep:
     def run(self) -> None:
         from vprompt.sweep import Protocol, make_executor, run_sweep
 
+        refuse_single_seed(self.train)
         protocol = Protocol(self.base_lrs, self.weight_decays, self.prompt_lens or None, self.seeds, self.train)
         options = parse_key_values(self.method_arg)
         executor = make_executor(self.ray, self.cpus_per_run, self.gpus_per_run)
@@ -414,7 +415,7 @@ class Transfer:
     sources: list[str] = field(default_factory=list)
     """Bank entries to use (default: all); entries trained on the target task itself are always left out."""
     seeds: list[int] = field(default_factory=lambda: [0])
-    """Seeds of the target runs (they replace --seed)."""
+    """Seeds of the target runs (--seed does not apply here)."""
     config: TransferConfig = field(default_factory=TransferConfig)
     rank_only: bool = False
     """Only rank the sources by H-score on the target training set (K forward passes) and stop."""
@@ -425,6 +426,7 @@ class Transfer:
         from vprompt.report import markdown_table, write_rows
         from vprompt.transfer import TargetTransfer, run_transfer
 
+        refuse_single_seed(self.config.tune)
         entries = select_entries(list_bank(self.bank), self.sources or None)
         if self.rank_only:
             job = TargetTransfer(entries, self.target, self.config, self.out, self.progress)
@@ -573,6 +575,14 @@ Command = Union[
     Annotated[Reproduce, subcommand("reproduce")],
     Annotated[Zoo, subcommand("zoo")],
 ]
+
+
+def refuse_single_seed(train: TrainConfig) -> None:
+    """Commands that run every seed in --seeds share TrainConfig's --seed flag; a value there would
+    otherwise be silently ignored, so a user who meant --seeds learns it at once."""
+    if train.seed != TrainConfig.seed:
+        raise ConfigError(f"--seed does not apply to this command, which runs each seed in --seeds "
+                          f"(use --seeds {train.seed})")
 
 
 def parse_key_values(items: list[str]) -> dict[str, Any]:
