@@ -130,6 +130,18 @@ def test_finished_runs_are_read_back_not_retrained(bank, suite, tmp_path, monkey
     assert run_transfer(entries, str(suite[2]), ["uniform", "hgprompt"], [0], QUICK, tmp_path, progress=False) == first
 
 
+def test_an_interrupted_run_resumes_without_searching_again(bank, suite, tmp_path, monkeypatch):
+    entries = list_bank(bank)
+    (first,) = run_transfer(entries, str(suite[2]), ["hgprompt"], [0], QUICK, tmp_path, progress=False)
+    (tmp_path / "hgprompt" / "seed0" / "row.json").unlink()  # killed after its last checkpoint, before its row
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the weights were searched for again")
+
+    monkeypatch.setattr("vprompt.transfer.search_weights", no_search)
+    assert run_transfer(entries, str(suite[2]), ["hgprompt"], [0], QUICK, tmp_path, progress=False) == [first]
+
+
 def test_the_weight_search_raises_the_h_score_it_maximises(bank, suite):
     entries = list_bank(bank)
     job = TargetTransfer(entries, str(suite[0]), QUICK, "unused", progress=False)

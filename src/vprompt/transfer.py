@@ -48,6 +48,7 @@ from vprompt.train import FINAL, TrainConfig, latest_checkpoint, train
 TRANSFER_METHODS = ("scratch", "uniform", "best-hscore", "oracle", "similarity", "hgprompt-no-gar", "hgprompt")
 SCORES_FILE = "source_scores.json"
 ROW_FILE = "row.json"
+START_FILE = "start.json"
 
 
 @dataclass
@@ -225,7 +226,7 @@ class TargetTransfer:
 
     Bank entries trained on the target task itself are left out of the sources. Runs live in
     ``out/METHOD/seedS``; a finished run is read back from its ``row.json``, an interrupted one
-    resumes from its last checkpoint.
+    resumes from its last checkpoint with the weights its ``start.json`` recorded.
     """
 
     def __init__(self, entries: list[BankEntry], target: str, config: TransferConfig, out: Path | str,
@@ -290,13 +291,28 @@ class TargetTransfer:
             search = replace(search, gar_weight=0.0, conflict_weight=0.0)
         return search_weights(model, self.sources, self.search_set, search, seed, self.progress)
 
+    def starting_point(self, method: str, seed: int, model: PromptedModel,
+                       run_dir: Path) -> tuple[torch.Tensor | None, list[dict[str, Any]]]:
+        """:meth:`initial_weights`, worked out once per run and kept in ``start.json``, so an
+        interrupted run resumes its tuning without searching for its weights again."""
+        path = run_dir / START_FILE
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            weights = None if saved["weights"] is None else torch.tensor(saved["weights"], device=self.sources.device)
+            return weights, saved["search"]
+        weights, search_log = self.initial_weights(method, seed, model)
+        start = {"weights": None if weights is None else weights.cpu().tolist(), "search": search_log}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda tmp: tmp.write_text(json.dumps(start, indent=2)))
+        return weights, search_log
+
     def run(self, method: str, seed: int) -> dict[str, Any]:
         """Tune the target from ``method``'s initial prompt; returns its result row."""
         run_dir = self.out / method / f"seed{seed}"
         if (run_dir / ROW_FILE).is_file():
             return json.loads((run_dir / ROW_FILE).read_text())
         model = self.model(seed)
-        weights, search_log = self.initial_weights(method, seed, model)
+        weights, search_log = self.starting_point(method, seed, model, run_dir)
         if weights is not None:
             with torch.no_grad():
                 model.token_prompt.prompts.copy_(ensemble_prompt(weights, self.sources))
