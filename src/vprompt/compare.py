@@ -20,7 +20,7 @@ from vprompt.data.fgvc import FGVC_TASKS
 from vprompt.data.vtab import VTAB_TASKS, vtab_task
 from vprompt.errors import DataError
 from vprompt.reference import paper_value
-from vprompt.report import markdown_table, mean_std, new_figure, save_figure, write_rows
+from vprompt.report import markdown_table, mean_of_group_means, mean_std, new_figure, save_figure, write_rows
 
 AVERAGES = ("mean of tasks", "mean of group means", "natural", "specialized", "structured")
 
@@ -74,8 +74,7 @@ def averaged(rows: Sequence[dict[str, Any]], average: str) -> tuple[float, float
         if average == "mean of tasks":
             values.append(statistics.mean(accs.values()))
         elif average == "mean of group means":
-            values.append(statistics.mean(statistics.mean(a for t, a in accs.items() if groups[t] == g)
-                                          for g in set(groups.values())))
+            values.append(mean_of_group_means(accs, groups))
         else:
             members = [a for t, a in accs.items() if groups[t] == average]
             if not members:

@@ -21,6 +21,13 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def mean_of_group_means(by_task: dict[str, float], groups: dict[str, str]) -> float:
+    """VPT's average: each group's tasks are averaged first, then the groups, so a group with many
+    tasks (VTAB's eight structured ones) weighs no more than one with few."""
+    return statistics.mean(statistics.mean(value for task, value in by_task.items() if groups[task] == group)
+                           for group in {groups[task] for task in by_task})
+
+
 def format_cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from vprompt.backbones import BackboneSpec
 from vprompt.data.registry import open_task
 from vprompt.errors import ConfigError
-from vprompt.report import markdown_table, mean_std
+from vprompt.report import markdown_table, mean_of_group_means, mean_std
 from vprompt.train import FINAL, TrainConfig, latest_checkpoint
 
 PROMPTED = ("vpt-shallow", "vpt-deep", "vapt")  # methods that take a prompt length
@@ -220,8 +220,7 @@ def protocol_table(rows: Sequence[dict[str, Any]]) -> str:
         lines.append({"task": f"mean: {group} ({len(members)})"} | {
             m: f"{statistics.mean(cell[t, m]['mean'] for t in members):.3f}" for m in methods})
     task_mean = {m: statistics.mean(cell[t, m]["mean"] for t in tasks) for m in methods}
-    group_means = {m: statistics.mean(statistics.mean(cell[t, m]["mean"] for t in tasks if groups[t] == g)
-                                      for g in set(groups.values())) for m in methods}
+    group_means = {m: mean_of_group_means({t: cell[t, m]["mean"] for t in tasks}, groups) for m in methods}
     lines.append({"task": "mean of tasks"} | {m: f"{v:.3f}" for m, v in task_mean.items()})
     lines.append({"task": "mean of group means"} | {m: f"{v:.3f}" for m, v in group_means.items()})
     return markdown_table(lines, ["task", "group", *methods])
@@ -239,13 +238,13 @@ def protocol_header(protocol: Protocol, backbone: BackboneSpec) -> str:
 
 def expand_tasks(specs: Sequence[str]) -> list[str]:
     """``--data`` specs, with a folder of VTAB-layout task folders expanded into its tasks."""
-    from vprompt.data.filelist import has_split_files
+    from vprompt.data.filelist import has_split_files, task_folders
 
     tasks = []
     for spec in specs:
         path = Path(spec)
         if path.is_dir() and not has_split_files(path):
-            found = sorted(str(p) for p in path.iterdir() if p.is_dir() and has_split_files(p))
+            found = [str(p) for p in task_folders(path)]
             if not found:
                 raise ConfigError(f"{path} is neither a task folder nor a folder of task folders")
             tasks += found

@@ -34,6 +34,7 @@ from .filelist import (
     read_task_meta,
     size_problem,
     split_file,
+    task_folders,
 )
 from .vtab import vtab_task
 
@@ -79,7 +80,7 @@ def check_dataset(path: Path | str, *, progress: bool = False) -> CheckReport:
     if has_split_files(root):
         task_dirs = [root]
     else:
-        task_dirs = sorted(p for p in root.iterdir() if p.is_dir() and has_split_files(p))
+        task_dirs = task_folders(root)
         if not task_dirs:
             splits = ", ".join(f"{s}.txt" for s in SPLITS)
             raise DataError(f"{root} is neither a task folder (no {splits}) nor a folder of task folders")

@@ -172,6 +172,11 @@ def has_split_files(path: Path) -> bool:
     return any(split_file(path, split).is_file() for split in SPLITS)
 
 
+def task_folders(root: Path) -> list[Path]:
+    """The task folders directly inside ``root`` (a folder of VTAB-layout tasks), by name."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and has_split_files(p))
+
+
 @dataclass
 class TaskInfo:
     """What a task folder declares: where it is, its classes and its VTAB group."""

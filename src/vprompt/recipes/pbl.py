@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from vprompt.backbones import BackboneSpec
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
 from vprompt.errors import ConfigError
-from vprompt.model import load_prompt
+from vprompt.model import load_prompt, write_atomic
 from vprompt.recipes.pbl_report import results_markdown, write_prompt_images, write_tradeoff_plot
 from vprompt.report import write_rows
 from vprompt.sweep import Run, execute
@@ -159,7 +159,7 @@ def claim_run_dir(run_dir: Path, settings: dict[str, Any]) -> None:
         raise ConfigError(f"{run_dir} holds a run with other settings (source, method or training); "
                           "choose another --out or remove it")
     run_dir.mkdir(parents=True, exist_ok=True)
-    recorded.write_text(json.dumps(settings, indent=2))
+    write_atomic(recorded, lambda tmp: tmp.write_text(json.dumps(settings, indent=2)))
 
 
 def optional_path(path: Path | None) -> str | None:

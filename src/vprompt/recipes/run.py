@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from vprompt.backbones import BackboneSpec
 from vprompt.data import write_synthetic_suite
-from vprompt.data.filelist import has_split_files
+from vprompt.data.filelist import task_folders
 from vprompt.data.registry import open_task
 from vprompt.evaluate import evaluate
 from vprompt.errors import DataError
@@ -105,8 +105,7 @@ def task_dirs(out: Path, data: Path | None, tasks: list[str] | None) -> list[Pat
     folders), or the offline synthetic suite written to ``out/data``; only ``tasks`` if given."""
     if data is None:
         return write_synthetic_suite(out / "data", tasks=tasks, progress=False)
-    found = sorted(p for p in data.iterdir() if p.is_dir() and has_split_files(p))
-    chosen = [p for p in found if tasks is None or p.name in tasks]
+    chosen = [p for p in task_folders(data) if tasks is None or p.name in tasks]
     if not chosen:
         raise DataError(f"no task folders{' named ' + ', '.join(tasks) if tasks else ''} in {data}")
     return chosen
