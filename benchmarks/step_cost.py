@@ -1,4 +1,5 @@
-"""Training-step cost of linear probing, VPT-shallow, VPT-deep, VAPT and full fine-tuning on a ViT.
+"""Training-step cost of linear probing, VPT-shallow, VPT-deep, VAPT and full fine-tuning on a ViT
+(and with ``--families`` on an Eva and a Swin: one row set per backbone family).
 
 Ratios per method, all measured in one run with all variants interleaved:
 
@@ -41,7 +42,7 @@ from torch import nn
 
 from _common import (Column, Row, available_cores, base_parser, interleaved_timings, markdown_table, paired_ratios,
                      quartiles, setup, write_outputs)
-from vprompt.backbones import BackboneSpec
+from vprompt.backbones import BackboneSpec, create_backbone
 from vprompt.model import PromptedModel, create_model
 from vprompt.train import TrainConfig, make_optimizer
 
@@ -66,6 +67,18 @@ FULL_SIZES = (
 )
 # Opt-in (--with-base): the width VPT is usually run at; slow on a CPU.
 BASE_SIZE = Size("vit_base_patch16_224", "vit_base_patch16_224", batch=16)
+# --families: VPT-deep beside the other methods on one Eva (DINOv3, rotary embeddings, 4 registers)
+# and one Swin (window attention; VAPT does not run on it).
+FAMILY_SIZES = (
+    Size("dinov3-S/16 (Eva)", "vit_small_patch16_dinov3", batch=16),
+    Size("swin-T (Swin)", "swin_tiny_patch4_window7_224", batch=16),
+)
+QUICK_FAMILY_SIZES = (
+    Size("dinov3-q64-d6-w192 (Eva)", "vit_small_patch16_dinov3", batch=16,
+         kwargs=dict(img_size=64, patch_size=8, depth=6, embed_dim=192, num_heads=3)),
+    Size("swin-q64 (Swin)", "swin_tiny_patch4_window7_224", batch=16,
+         kwargs=dict(img_size=64, patch_size=2, window_size=4, embed_dim=48, depths=(2, 2, 2), num_heads=(2, 4, 8))),
+)
 # Quick: tiny's and small's widths at 64×64 pixels in 8×8 patches (64 patch tokens), 6 blocks.
 QUICK_SIZES = (
     Size("vit-q64-d6-w192", "vit_tiny_patch16_224", batch=16,
@@ -104,9 +117,12 @@ class Bench:
             (loss_of or self.loss)(self.images.detach().requires_grad_(True)).backward()
 
     def tokens(self) -> int:
-        vit = self.model.backbone
-        prompt = self.model.token_prompt
-        return vit.patch_embed.num_patches + vit.num_prefix_tokens + (prompt.num_tokens if prompt else 0)
+        """Tokens per attention: the whole sequence, or for Swin one window (its prompts included)."""
+        backbone, prompt = self.model.backbone, self.model.token_prompt
+        prompts = prompt.num_tokens if prompt else 0
+        if hasattr(backbone, "layers"):  # Swin: window attention
+            return backbone.layers[0].blocks[0].window_area + prompts
+        return backbone.patch_embed.num_patches + backbone.num_prefix_tokens + prompts
 
 
 @contextlib.contextmanager
@@ -187,7 +203,7 @@ def cuda_peak_memory(bench: Bench, reference: bool) -> int:
 
 def measure_size(size: Size, args: argparse.Namespace, device: torch.device) -> list[Row]:
     """Time all methods and their references for one backbone size in interleaved rounds."""
-    benches = {m: build(size, m, args.prompt_len, device, args.amp, args.seed) for m in METHODS}
+    benches = {m: build(size, m, args.prompt_len, device, args.amp, args.seed) for m in supported_methods(size)}
     steps: dict[str, Callable[[], None]] = {m: b.train_step for m, b in benches.items()}
     steps |= {f"ref:{m}": b.reference_step for m, b in benches.items()}
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -246,6 +262,14 @@ def measure_size(size: Size, args: argparse.Namespace, device: torch.device) -> 
     return rows
 
 
+def supported_methods(size: Size) -> tuple[str, ...]:
+    """Every method of the table that runs on this backbone's family (VAPT does not run on Swin)."""
+    from vprompt.families import find_family
+
+    family = find_family(create_backbone(BackboneSpec(size.timm_name, kwargs=size.kwargs)))
+    return tuple(m for m in METHODS if m != "vapt" or family is not None and family.vapt is None)
+
+
 def forward_flops(bench: Bench) -> int:
     """FLOPs of one forward pass as torch's FlopCounterMode counts them (matmuls, convolutions, attention)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -295,7 +319,8 @@ def table(rows: list[Row]) -> str:
         f"÷ full FT, the least any method that backpropagates through the frozen backbone can cost "
         f"(no weight gradients, no optimizer step; at full FT's token count, p below the prompted ones): {floors}. Memory: {first['memory_source']}. "
         f"1-minute load average after each model: {', '.join(map(str, loads.values()))} on "
-        f"{first['cores']} cores, about {first['threads']} of it this run's own."
+        f"{first['cores']} cores, about {first['threads']} of it this run's own. Tokens: per attention, "
+        f"the whole sequence, or for Swin one window with its prompts."
     )
     return caption + "\n\n" + markdown_table(rows, columns)
 
@@ -308,11 +333,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=8, help="timed rounds (default: 8)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--with-base", action="store_true", help="also ViT-B/16 (batch 16) in the full run")
+    parser.add_argument("--families", action="store_true",
+                        help="instead of the ViT sizes: DINOv3-S/16 (Eva) and Swin-T at 224², batch 16")
     args = parser.parse_args(argv)
     setup(args)
     device = torch.device(args.device)
     rows: list[Row] = []
-    sizes = QUICK_SIZES if args.quick else FULL_SIZES + ((BASE_SIZE,) if args.with_base else ())
+    if args.families:
+        sizes = QUICK_FAMILY_SIZES if args.quick else FAMILY_SIZES
+    else:
+        sizes = QUICK_SIZES if args.quick else FULL_SIZES + ((BASE_SIZE,) if args.with_base else ())
     for size in sizes:
         rows += measure_size(size, args, device)
         print(f"[step_cost] {size.label} done, load average {rows[-1]['load_avg_1m']}", file=sys.stderr)

@@ -28,7 +28,8 @@ from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
 from _common import Row, base_parser, markdown_table, setup, write_outputs
-from vprompt.backbones import BackboneSpec, create_backbone, is_vision_transformer, zoo_twin
+from vprompt.backbones import BackboneSpec, create_backbone, zoo_twin
+from vprompt.families import find_family
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
 from vprompt.model import PromptedModel, create_model
 from vprompt.recipes.run import train_on_task
@@ -129,7 +130,7 @@ def main() -> None:
     task_dirs = write_synthetic_suite(args.work / "data", seed=args.seed, tasks=args.tasks, progress=False)
     rows: list[Row] = []
     for name, weights, spec in backbones(args.models):
-        vit = is_vision_transformer(create_backbone(spec))
+        vit = find_family(create_backbone(spec)) is not None
         for method in args.methods:
             if method == "vpt-deep" and not vit or method != "probe" and weights == "random" and args.no_twins:
                 continue

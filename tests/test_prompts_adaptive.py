@@ -99,10 +99,20 @@ def test_vapt_refuses_what_it_cannot_do(vit_spec):
         create_model(vit_spec, "vapt", 3, kernel=5)
     with pytest.raises(ConfigError, match="projector must be shared, per-layer or none, not 'both'"):
         create_model(vit_spec, "vapt", 3, projector="both")
-    with pytest.raises(ConfigError, match="needs a timm VisionTransformer"):
+    with pytest.raises(ConfigError, match="not a supported family"):
         from vprompt.backbones import BackboneSpec
 
         create_model(BackboneSpec("resnet18"), "vapt", 3)
+
+
+
+def test_vapt_on_a_dynamic_size_vit_needs_images_at_its_grid(images):
+    """DINOv3 and other dynamic-size ViTs build their grid from the image: VAPT runs at the model's
+    input size (the PromptedModel's contract) and says so for any other size."""
+    model = create_model(tiny_vit_spec(dynamic_img_size=True), "vapt", 3, prompt_len=2)
+    assert model(images).shape == (4, 3)
+    with pytest.raises(ConfigError, match="built for a 4×4 patch grid, and 36 patch tokens arrived"):
+        model.backbone.forward_features(torch.rand(1, 3, 24, 24))
 
 
 @pytest.mark.parametrize("conv", [True, False])

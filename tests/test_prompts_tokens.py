@@ -132,7 +132,7 @@ def test_prompt_dropout_is_active_only_in_training(vit_spec, images):
 
 
 def test_token_prompts_refuse_a_cnn():
-    with pytest.raises(ConfigError, match="needs a timm VisionTransformer"):
+    with pytest.raises(ConfigError, match="not a supported family"):
         create_model(BackboneSpec("resnet18"), "vpt-deep", 3, prompt_len=2)
 
 

@@ -199,12 +199,6 @@ def feature_dim(model: nn.Module) -> int:
     return int(model.num_features)
 
 
-def is_vision_transformer(model: nn.Module) -> bool:
-    from timm.models.vision_transformer import VisionTransformer
-
-    return isinstance(model, VisionTransformer)
-
-
 def fingerprint(model: nn.Module) -> str:
     """A short hash of the frozen weights, to refuse prompts trained on another network."""
     digest = hashlib.sha256()

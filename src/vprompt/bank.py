@@ -123,7 +123,8 @@ def source_prompts(entries: list[BankEntry], model: PromptedModel) -> torch.Tens
     """The entries' prompts stacked as (K, *S), each checked against ``model``'s prompt."""
     prompt = getattr(model.token_prompt, "prompts", None)
     if prompt is None or not hasattr(model.token_prompt, "per_sample"):
-        raise CheckpointError(f"multi-source transfer needs a VPT prompt (vpt-shallow or vpt-deep), not {model.method.name}")
+        raise CheckpointError(f"multi-source transfer needs a VPT prompt (vpt-shallow or vpt-deep) of one token "
+                              f"width, not {model.method.name} on {type(model.backbone).__name__}")
     stacked = []
     for entry in entries:
         meta = entry.metadata()

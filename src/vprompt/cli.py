@@ -202,6 +202,45 @@ class Params:
 
 
 @dataclass
+class Models:
+    """The compatibility matrix: timm model families, example names, the methods that run on each."""
+
+    json: bool = False
+    """Print the matrix as JSON."""
+    markdown: bool = False
+    """Print the markdown table the README carries."""
+    check: bool = False
+    """Also run every method on a tiny random-init build of each family (offline, about a minute)."""
+
+    def run(self) -> None:
+        from vprompt.families.matrix import ROWS, check, markdown, matrix
+
+        rows = matrix()
+        if self.check:
+            rows = [row | {"check": check(spec, row["methods"])} for spec, row in
+                    zip(ROWS, progress_over(rows, "checking families"))]
+        if self.json:
+            print(json.dumps(rows, indent=2))
+        elif self.markdown:
+            print(markdown(rows))
+        else:
+            width = max(len(row["family"]) for row in rows)
+            for row in rows:
+                print(f"{row['family']:{width}}  {row['timm_class']:26} {', '.join(row['methods'])}")
+                print(f"{'':{width}}  e.g. {', '.join(row['examples'])}" + (f"; {row['notes']}" if row["notes"] else ""))
+        failures = [f"{row['family']}: {method} {result}" for row in rows
+                    for method, result in row.get("check", {}).items() if result.startswith("MISMATCH")]
+        if failures:
+            raise ConfigError(f"{len(failures)} methods behave unlike the matrix says, first: {failures[0]}")
+
+
+def progress_over(items: list, description: str):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=description, file=sys.stderr)
+
+
+@dataclass
 class Synth:
     """Write the offline synthetic suite in the VTAB-1k file-list layout."""
 
@@ -567,6 +606,7 @@ Command = Union[
     Annotated[Eval, subcommand("eval")],
     Annotated[Attack, subcommand("attack")],
     Annotated[Params, subcommand("params")],
+    Annotated[Models, subcommand("models")],
     Annotated[Data, subcommand("data")],
     Annotated[Sweep, subcommand("sweep")],
     Annotated[Transfer, subcommand("transfer")],

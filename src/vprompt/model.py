@@ -19,6 +19,7 @@ from torch import nn
 
 from vprompt.backbones import BackboneSpec, DataConfig, create_backbone, data_config, fingerprint
 from vprompt.errors import CheckpointError, ConfigError
+from vprompt.families import source_classifier
 from vprompt.heads import LinearHead, source_head
 from vprompt.methods import LinearHeadConfig, MethodConfig, get_method, make_config
 
@@ -53,7 +54,7 @@ class PromptedModel(nn.Module):
             raise CheckpointError(f"{len(self.class_names)} class names for {num_classes} classes")
         self.register_buffer("mean", torch.tensor(self.data_config.mean).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(self.data_config.std).view(1, 3, 1, 1), False)
-        source_classifier, num_source = backbone.get_classifier(), int(getattr(backbone, "num_classes", 0))
+        source, num_source = source_classifier(backbone), int(getattr(backbone, "num_classes", 0))
         backbone.reset_classifier(0)  # the head below replaces (or wraps a frozen copy of) the source classifier
         self.backbone = backbone
         build_input = self.method.build_input_prompt
@@ -64,12 +65,15 @@ class PromptedModel(nn.Module):
         for param in backbone.parameters():
             param.requires_grad_(self.method.trains_backbone)
         self.head: nn.Module
+        self.source_tokens: int | None = None
+        """Label mapping on a distilled DeiT: its two heads read the first two output tokens."""
         if self.method.head == "label-map":
             if num_source < 1:
                 raise ConfigError(f"method {method} reads the source classifier through a label mapping, "
                                       f"but backbone '{backbone_spec.name}' has no classifier (num_classes=0)")
-            self.head = source_head(source_classifier, num_source, num_classes,
+            self.head = source_head(source.module, num_source, num_classes,
                                     method_config.label_mapping(num_source, num_classes))
+            self.source_tokens = source.token_features
         else:
             standardize = isinstance(method_config, LinearHeadConfig) and method_config.head_norm
             self.head = LinearHead(int(backbone.num_features), num_classes, standardize)
@@ -96,6 +100,8 @@ class PromptedModel(nn.Module):
             images = self.input_prompt(images)
         x = (images - self.mean) / self.std
         tokens = self.backbone.forward_features(x)
+        if self.source_tokens:
+            return tokens[:, :self.source_tokens].flatten(1)
         return self.backbone.forward_head(tokens, pre_logits=True)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""VAPT (Le et al. 2025): prompts that are functions of the input, on any timm ViT.
+"""VAPT (Le et al. 2025): prompts that are functions of the input, on any transformer family with
+one patch grid (ViT, EVA, BEiT; not Swin, whose stages merge patches).
 
 Re-implemented from the specification (METHODS.md §4), not from the official code. Block 0 gets
 VPT-style static prompts. Every later block ``l`` gets ``p`` prompts generated from what enters
@@ -25,7 +26,8 @@ from torch import nn
 
 from vprompt.errors import ConfigError
 from vprompt.methods import LinearHeadConfig, Method, MethodConfig, register_method
-from vprompt.prompts.tokens import TokenPrompt, require_vit, vpt_init_bound
+from vprompt.families import TokenLayout, token_family
+from vprompt.prompts.tokens import TokenPrompt, vpt_init_bound
 
 
 @dataclass
@@ -110,16 +112,14 @@ class PromptGenerator(nn.Module):
 class VAPTPrompt(TokenPrompt):
     """Static prompts at block 0, input-generated prompts at blocks 1..L-1."""
 
-    def __init__(self, vit: nn.Module, config: VAPTConfig) -> None:
-        super().__init__(config.prompt_len, vit.embed_dim, len(vit.blocks), vit.num_prefix_tokens)
-        grid = tuple(vit.patch_embed.grid_size)
+    def __init__(self, layout: TokenLayout, config: VAPTConfig) -> None:
+        super().__init__(config.prompt_len, layout)
+        grid, self.embed_dim = layout.patch_grid, layout.block_dims[0]
         if config.conv and min(grid) < config.kernel:
             raise ConfigError(f"VAPT kernel {config.kernel} is larger than the {grid[0]}×{grid[1]} patch grid")
-        if getattr(vit, "dynamic_img_size", False):
-            raise ConfigError("VAPT needs a fixed patch grid; this ViT was built with dynamic_img_size")
         self.num_patches = grid[0] * grid[1]
         self.residual = config.residual
-        bound = vpt_init_bound(tuple(vit.patch_embed.patch_size), self.embed_dim)
+        bound = vpt_init_bound(layout.patch_size, self.embed_dim)
         self.static = nn.Parameter(torch.empty(self.num_tokens, self.embed_dim).uniform_(-bound, bound))
         self.static_dropout = nn.Dropout(config.prompt_dropout)
         self.generators = nn.ModuleList(PromptGenerator(self.embed_dim, grid, config) for _ in range(self.depth - 1))
@@ -131,8 +131,10 @@ class VAPTPrompt(TokenPrompt):
     def initial_prompts(self, batch_size: int) -> torch.Tensor:
         return self.static_dropout(self.static).expand(batch_size, -1, -1)
 
-    def block_prompts(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
-        patches = hidden[:, -self.num_patches:]  # prefix and previous prompt tokens dropped
+    def block_prompts(self, index: int, patches: torch.Tensor) -> torch.Tensor:
+        if patches.shape[1] != self.num_patches:
+            raise ConfigError(f"VAPT was built for a {self.layout.patch_grid[0]}×{self.layout.patch_grid[1]} patch "
+                              f"grid, and {patches.shape[1]} patch tokens arrived: feed images at the model's input size")
         generated = self.generators[index - 1](patches)
         if not self.projectors:
             return generated
@@ -142,9 +144,11 @@ class VAPTPrompt(TokenPrompt):
 
 
 def _build(config: MethodConfig, backbone: nn.Module) -> VAPTPrompt:
-    require_vit("vapt", backbone)
+    family = token_family(backbone, "vapt")
+    if family.vapt:
+        raise ConfigError(f"method 'vapt' does not run on {family.name}: {family.vapt}")
     assert isinstance(config, VAPTConfig)
-    return VAPTPrompt(backbone, config)
+    return VAPTPrompt(family.layout(backbone), config)
 
 
 register_method(Method("vapt", VAPTConfig, _build,

@@ -1,14 +1,10 @@
-"""Token prompts for timm VisionTransformers: the shared injection machinery and VPT.
+"""Token prompts: the shared base of every prompt that lives in a transformer's tokens, and VPT.
 
-Prompts enter a timm ``VisionTransformer`` through forward hooks on its public stages, never a
-forked ViT:
-
-* after ``norm_pre`` (patch embedding + position embedding done), ``p`` prompt tokens are
-  inserted right after the prefix tokens (CLS and any register tokens), so they carry no
-  position embedding: ``[prefix, P, patches]``;
-* before each block ``i >= 1``, a subclass may replace the prompt slice (VPT-deep, VAPT);
-* before the final ``norm`` the prompt tokens are removed again, so timm's own pooling
-  (cls token, average, attention pool) never sees them.
+A :class:`TokenPrompt` only says which prompt tokens enter block 0 and which replace those
+entering a later block (:class:`vprompt.families.PromptSource`). Where they go, and what the
+backbone's attention needs for them, is the job of the backbone family's adapter
+(:mod:`vprompt.families`): in every family the prompts carry no position embedding and timm's
+own pooling never sees them.
 """
 
 from __future__ import annotations
@@ -16,77 +12,61 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Iterator
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
-from vprompt.backbones import is_vision_transformer
 from vprompt.errors import ConfigError
+from vprompt.families import TokenLayout, token_family
+from vprompt.families.base import Handle
 from vprompt.methods import LinearHeadConfig, Method, MethodConfig, register_method
 
 
 class TokenPrompt(nn.Module):
-    """Base class of prompts that live in a ViT's token sequence.
+    """Base class of prompts that live in a transformer's token sequence.
 
     Subclasses implement :meth:`initial_prompts` (layer 0) and may override
     :meth:`block_prompts` to replace the prompt tokens entering later blocks.
     """
 
-    def __init__(self, num_tokens: int, embed_dim: int, depth: int, num_prefix_tokens: int) -> None:
+    def __init__(self, num_tokens: int, layout: TokenLayout) -> None:
         super().__init__()
         if num_tokens < 1:
             raise ConfigError(f"prompt length must be at least 1, got {num_tokens}")
         self.num_tokens = num_tokens
-        self.embed_dim = embed_dim
-        self.depth = depth
-        self.num_prefix_tokens = num_prefix_tokens
-        self._handles: list[RemovableHandle] = []
+        self.layout = layout
+        self._handles: list[Handle] = []
+
+    @property
+    def depth(self) -> int:
+        return self.layout.depth
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self.layout.num_prefix_tokens
 
     def initial_prompts(self, batch_size: int) -> torch.Tensor:
         """Prompt tokens inserted before block 0, shape (B, p, d)."""
         raise NotImplementedError
 
-    def block_prompts(self, index: int, hidden: torch.Tensor) -> torch.Tensor | None:
-        """Replacement prompt tokens for block ``index`` >= 1, or None to keep the previous output."""
+    def block_prompts(self, index: int, patches: torch.Tensor) -> torch.Tensor | None:
+        """Replacement prompt tokens for block ``index`` >= 1 given the (B, N, d) patch tokens
+        entering it, or None to keep the previous block's prompt outputs."""
         return None
 
-    @property
-    def prompt_slice(self) -> slice:
-        return slice(self.num_prefix_tokens, self.num_prefix_tokens + self.num_tokens)
-
-    def attach(self, vit: nn.Module) -> None:
-        """Register the injection hooks on ``vit``; call once, the PromptedModel does."""
+    def attach(self, backbone: nn.Module) -> None:
+        """Make the backbone carry these prompts; call once, the PromptedModel does."""
         if self._handles:
             raise RuntimeError("prompt is already attached to a backbone")
-        self._handles.append(vit.norm_pre.register_forward_hook(self._insert))
-        for index, block in enumerate(vit.blocks):
-            if index > 0:
-                self._handles.append(block.register_forward_pre_hook(self._replace_hook(index)))
-        self._handles.append(vit.norm.register_forward_pre_hook(self._remove))
+        self._handles = token_family(backbone, "token prompts").attach(backbone, self)
 
-    def _insert(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        prompts = self.initial_prompts(output.shape[0]).to(output.dtype)
-        prefix = self.num_prefix_tokens
-        return torch.cat([output[:, :prefix], prompts, output[:, prefix:]], dim=1)
-
-    def _replace_hook(self, index: int):
-        def replace(module: nn.Module, inputs: tuple) -> tuple:
-            hidden = inputs[0]
-            prompts = self.block_prompts(index, hidden)
-            if prompts is None:
-                return inputs
-            prefix, end = self.num_prefix_tokens, self.num_prefix_tokens + self.num_tokens
-            hidden = torch.cat([hidden[:, :prefix], prompts.to(hidden.dtype), hidden[:, end:]], 1)
-            return (hidden, *inputs[1:])
-
-        return replace
-
-    def _remove(self, module: nn.Module, inputs: tuple) -> tuple:
-        hidden = inputs[0]
-        prefix, end = self.num_prefix_tokens, self.num_prefix_tokens + self.num_tokens
-        return (torch.cat([hidden[:, :prefix], hidden[:, end:]], dim=1), *inputs[1:])
+    def detach(self) -> None:
+        """Take the prompts out again: the backbone computes exactly what it did before."""
+        for handle in reversed(self._handles):
+            handle.remove()
+        self._handles = []
 
 
 def vpt_init_bound(patch_size: tuple[int, int], embed_dim: int) -> float:
@@ -103,15 +83,31 @@ class VPTConfig(LinearHeadConfig):
 class VPTPrompt(TokenPrompt):
     """VPT (Jia et al. 2022): free prompt tokens at layer 0 (shallow) or at every block (deep).
 
-    Deep: block i gets its own P_i; the prompt outputs of block i-1 are dropped and replaced.
+    Deep: block i gets its own P_i; the prompt outputs of block i-1 are dropped and replaced. On a
+    backbone whose width changes by stage (Swin), each stage's prompts have that stage's width,
+    held as one tensor per stage (``stage_prompts``); otherwise all layers are one (layers, p, d)
+    tensor, ``prompts``. Every layer draws from VPT's bound for block 0's width, as VPT's Swin does.
     """
 
-    def __init__(self, vit: nn.Module, config: VPTConfig, deep: bool) -> None:
-        super().__init__(config.prompt_len, vit.embed_dim, len(vit.blocks), vit.num_prefix_tokens)
-        layers = self.depth if deep else 1
-        bound = vpt_init_bound(tuple(vit.patch_embed.patch_size), self.embed_dim)
-        self.prompts = nn.Parameter(torch.empty(layers, self.num_tokens, self.embed_dim))
-        nn.init.uniform_(self.prompts, -bound, bound)
+    prompts: nn.Parameter | None
+    stage_prompts: nn.ParameterList | None
+
+    def __init__(self, layout: TokenLayout, config: VPTConfig, deep: bool) -> None:
+        super().__init__(config.prompt_len, layout)
+        dims = layout.block_dims if deep else layout.block_dims[:1]
+        self.num_layers = len(dims)
+        bound = vpt_init_bound(layout.patch_size, dims[0])
+        self.prompts = self.stage_prompts = None
+        self._rows: list[tuple[int, int]] = []
+        if len(set(dims)) == 1:
+            self.prompts = nn.Parameter(torch.empty(len(dims), self.num_tokens, dims[0]))
+            nn.init.uniform_(self.prompts, -bound, bound)
+        else:
+            stages = [(width, len(list(run))) for width, run in groupby(dims)]
+            self.stage_prompts = nn.ParameterList(
+                nn.Parameter(torch.empty(count, self.num_tokens, width).uniform_(-bound, bound)) for width, count in stages
+            )
+            self._rows = [(stage, row) for stage, (_, count) in enumerate(stages) for row in range(count)]
         self.dropout = nn.Dropout(config.prompt_dropout)
         self._per_sample: torch.Tensor | None = None
 
@@ -120,6 +116,9 @@ class VPTPrompt(TokenPrompt):
         """Inside the block, sample i is prompted with ``prompts[i]`` (B, layers, p, d) instead of
         the shared parameter. Given a leaf tensor, one backward pass yields every sample's own prompt
         gradient (what multi-source transfer needs); the batch must have B samples."""
+        if self.prompts is None:
+            raise ConfigError("per-sample prompts need one token width in every layer; this backbone's "
+                              "stages have different widths")
         if tuple(prompts.shape[1:]) != tuple(self.prompts.shape):
             raise ConfigError(f"per-sample prompts of shape {tuple(prompts.shape[1:])} for a prompt of shape "
                               f"{tuple(self.prompts.shape)}")
@@ -129,33 +128,32 @@ class VPTPrompt(TokenPrompt):
         finally:
             self._per_sample = None
 
+    def layer_prompt(self, index: int) -> torch.Tensor:
+        """The (p, d) parameter of layer ``index``."""
+        if self.prompts is not None:
+            return self.prompts[index]
+        stage, row = self._rows[index]
+        return self.stage_prompts[stage][row]
+
     def _layer(self, index: int, batch_size: int) -> torch.Tensor:
         if self._per_sample is not None:
             return self._per_sample[:, index]
-        return self.dropout(self.prompts[index]).expand(batch_size, -1, -1)
+        return self.dropout(self.layer_prompt(index)).expand(batch_size, -1, -1)
 
     def initial_prompts(self, batch_size: int) -> torch.Tensor:
         return self._layer(0, batch_size)
 
-    def block_prompts(self, index: int, hidden: torch.Tensor) -> torch.Tensor | None:
-        if index >= self.prompts.shape[0]:
+    def block_prompts(self, index: int, patches: torch.Tensor) -> torch.Tensor | None:
+        if index >= self.num_layers:
             return None
-        return self._layer(index, hidden.shape[0])
-
-
-def require_vit(method: str, backbone: nn.Module) -> None:
-    if not is_vision_transformer(backbone):
-        raise ConfigError(
-            f"method '{method}' needs a timm VisionTransformer backbone, "
-            f"not {type(backbone).__name__}"
-        )
+        return self._layer(index, patches.shape[0])
 
 
 def _vpt_builder(deep: bool, name: str):
     def build(config: MethodConfig, backbone: nn.Module) -> VPTPrompt:
-        require_vit(name, backbone)
+        layout = token_family(backbone, name).layout(backbone)
         assert isinstance(config, VPTConfig)
-        return VPTPrompt(backbone, config, deep=deep)
+        return VPTPrompt(layout, config, deep=deep)
 
     return build
 

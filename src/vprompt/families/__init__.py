@@ -1,0 +1,38 @@
+"""Backbone families: which timm transformers token prompts attach to, and how.
+
+:func:`token_family` finds the adapter of a model; a model of no supported family gets one line
+naming the supported ones. Adding a family is one adapter module and one entry in
+:data:`FAMILIES`; the prompt methods never change.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from vprompt.errors import ConfigError
+from vprompt.families.base import PromptSource, TokenFamily, TokenLayout
+from vprompt.families.beit import BeitFamily
+from vprompt.families.classifiers import SourceClassifier, source_classifier
+from vprompt.families.eva import EvaFamily
+from vprompt.families.swin import SwinFamily
+from vprompt.families.vit import VisionTransformerFamily
+
+FAMILIES: tuple[TokenFamily, ...] = (VisionTransformerFamily(), EvaFamily(), BeitFamily(), SwinFamily())
+
+__all__ = ["FAMILIES", "PromptSource", "SourceClassifier", "TokenFamily", "TokenLayout", "find_family",
+           "source_classifier", "token_family"]
+
+
+def find_family(model: nn.Module) -> TokenFamily | None:
+    return next((family for family in FAMILIES if family.matches(model)), None)
+
+
+def token_family(model: nn.Module, method: str) -> TokenFamily:
+    """The adapter through which ``method`` puts prompt tokens into ``model``."""
+    family = find_family(model)
+    if family is None:
+        raise ConfigError(
+            f"method '{method}' puts prompt tokens into a transformer, and {type(model).__name__} is not "
+            f"a supported family (supported: {', '.join(f.name for f in FAMILIES)}; see `vprompt models`)"
+        )
+    return family

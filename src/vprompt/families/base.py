@@ -1,0 +1,162 @@
+"""The contract between token prompts and one timm model family.
+
+Token prompts (VPT, VAPT, the per-sample prompts of multi-source transfer) are written once,
+against :class:`PromptSource`: a prompt says what enters block 0 and what replaces the prompt
+tokens entering a later block. A :class:`TokenFamily` adapter knows everything that depends on
+the family: the width, prefix tokens and patch grid (:class:`TokenLayout`), where the tokens
+enter and leave, and what each block's attention needs so that the extra tokens are handled
+correctly (no rotary embedding, zero relative-position bias, a padded shift mask). Adapters work
+on unmodified timm models through hooks on their public modules; where an attention adds a bias
+of fixed size, the adapter shadows that one method on the instance, and removing the handles
+restores timm's own behaviour bit for bit.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+
+class PromptSource(Protocol):
+    """What a family adapter asks of a token prompt."""
+
+    num_tokens: int
+
+    def initial_prompts(self, batch_size: int) -> torch.Tensor:
+        """The (B, p, d_0) prompt tokens that enter block 0."""
+
+    def block_prompts(self, index: int, patches: torch.Tensor) -> torch.Tensor | None:
+        """The (B, p, d_index) prompts that replace those entering block ``index`` >= 1, or None to
+        keep the previous block's prompt outputs. ``patches`` are the (B, N, d) patch tokens that
+        enter the block (prefix and prompt tokens left out)."""
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """The token geometry of a backbone, as token prompts need it."""
+
+    block_dims: tuple[int, ...]
+    """The width of the tokens entering each block (Swin's widen stage by stage)."""
+    num_prefix_tokens: int
+    """CLS, register and distillation tokens before the prompts (0 for Swin)."""
+    patch_grid: tuple[int, int]
+    """The patch grid entering block 0."""
+    patch_size: tuple[int, int]
+    """Pixels per patch (VPT's init bound reads it)."""
+    fixed_grid: bool = True
+    """Every block sees the same patch grid (False when stages merge patches)."""
+
+    @property
+    def depth(self) -> int:
+        return len(self.block_dims)
+
+    @property
+    def uniform_width(self) -> bool:
+        return len(set(self.block_dims)) == 1
+
+
+class Handle(Protocol):
+    def remove(self) -> None: ...
+
+
+class MethodOverride:
+    """Shadows one method of one module instance (its class is untouched); :meth:`remove` restores
+    the class's own method. Used where timm adds a bias of fixed size inside an attention."""
+
+    def __init__(self, module: nn.Module, name: str, function: Callable[..., Any]) -> None:
+        if name in module.__dict__:
+            raise RuntimeError(f"{type(module).__name__}.{name} is already overridden (prompt attached twice?)")
+        self.module, self.name = module, name
+        object.__setattr__(module, name, function)
+
+    def remove(self) -> None:
+        self.module.__dict__.pop(self.name, None)
+
+
+def pad_bias(bias: torch.Tensor, start: int, count: int) -> torch.Tensor:
+    """An attention bias over N tokens (last two dims) extended to N + ``count`` tokens inserted at
+    position ``start``, with zero bias in their rows and columns."""
+    *lead, rows, cols = bias.shape
+    bias = torch.cat([bias[..., :start, :], bias.new_zeros(*lead, count, cols), bias[..., start:, :]], dim=-2)
+    return torch.cat([bias[..., :start], bias.new_zeros(*lead, rows + count, count), bias[..., start:]], dim=-1)
+
+
+class TokenFamily(ABC):
+    """One timm model family's adapter for token prompts."""
+
+    name: ClassVar[str]
+    """The timm class the adapter serves (subclasses of it are served too)."""
+    module_path: ClassVar[str]
+    """Where timm defines that class."""
+    vapt: ClassVar[str | None] = None
+    """Why VAPT cannot run on this family, or None when it can."""
+
+    def matches(self, model: nn.Module) -> bool:
+        import importlib
+
+        cls = getattr(importlib.import_module(self.module_path), self.name)
+        return isinstance(model, cls)
+
+    @abstractmethod
+    def layout(self, model: nn.Module) -> TokenLayout:
+        """The model's token geometry."""
+
+    @abstractmethod
+    def attach(self, model: nn.Module, source: PromptSource) -> list[Handle]:
+        """Make every forward of ``model`` carry ``source``'s prompts; the handles undo it."""
+
+
+class SequenceFamily(TokenFamily):
+    """Families whose blocks pass one token sequence ``[prefix, patches]`` (ViT, EVA, BEiT).
+
+    Prompts are inserted after the prefix tokens at the input of block 0 (after every embedding,
+    so they carry no position embedding), their slice is replaced at later blocks when the prompt
+    says so, and they are removed before the final norm, so the family's own pooling never sees
+    them. Subclasses add what their attention needs.
+    """
+
+    def layout(self, model: nn.Module) -> TokenLayout:
+        return TokenLayout(
+            block_dims=(int(model.embed_dim),) * len(model.blocks),
+            num_prefix_tokens=int(model.num_prefix_tokens),
+            patch_grid=tuple(model.patch_embed.grid_size),
+            patch_size=tuple(model.patch_embed.patch_size),
+        )
+
+    def block_kwargs(self, kwargs: dict[str, Any], num_tokens: int) -> dict[str, Any]:
+        """A block's keyword arguments adapted to the prompt tokens in its sequence."""
+        return kwargs
+
+    def attention_handles(self, model: nn.Module, num_tokens: int) -> list[Handle]:
+        """Changes to the attention that the extra tokens need, beyond a block's arguments."""
+        return []
+
+    def attach(self, model: nn.Module, source: PromptSource) -> list[Handle]:
+        prefix, count = self.layout(model).num_prefix_tokens, source.num_tokens
+
+        def enter_block(index: int):
+            def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+                hidden = args[0]
+                if index == 0:
+                    prompts = source.initial_prompts(hidden.shape[0]).to(hidden.dtype)
+                    hidden = torch.cat([hidden[:, :prefix], prompts, hidden[:, prefix:]], dim=1)
+                else:
+                    prompts = source.block_prompts(index, hidden[:, prefix + count:])
+                    if prompts is not None:
+                        hidden = torch.cat([hidden[:, :prefix], prompts.to(hidden.dtype), hidden[:, prefix + count:]], 1)
+                return (hidden, *args[1:]), self.block_kwargs(kwargs, count)
+
+            return hook
+
+        def leave(module: nn.Module, args: tuple) -> tuple:
+            hidden = args[0]
+            return (torch.cat([hidden[:, :prefix], hidden[:, prefix + count:]], dim=1), *args[1:])
+
+        handles: list[Handle] = [block.register_forward_pre_hook(enter_block(index), with_kwargs=True)
+                                 for index, block in enumerate(model.blocks)]
+        handles.append(model.norm.register_forward_pre_hook(leave))
+        return handles + self.attention_handles(model, count)

@@ -1,0 +1,121 @@
+"""The compatibility matrix: which timm families each method runs on, as data.
+
+`vprompt models` prints it and the README's table is generated from it (a test keeps the two
+equal). Supported methods are not typed by hand: they come from the family adapters, read off a
+tiny random-init build of each row's first example, and ``check`` runs every listed method on
+that build (what the tests do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from vprompt.errors import ConfigError
+
+TINY_SEQUENCE = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+TINY_SWIN = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(1, 2))
+TOKEN_METHODS = ("vpt-shallow", "vpt-deep", "vapt")
+
+
+@dataclass(frozen=True)
+class FamilyRow:
+    """One row: a model family as users know it, the timm names that build it, and our notes."""
+
+    family: str
+    examples: tuple[str, ...]
+    notes: str = ""
+    tiny: dict[str, Any] = field(default_factory=lambda: dict(TINY_SEQUENCE))
+    """Constructor arguments that shrink the first example to a test-sized random-init network."""
+
+
+ROWS: tuple[FamilyRow, ...] = (
+    FamilyRow("ViT (AugReg, original)", ("vit_base_patch16_224", "vit_small_patch16_384", "vit_large_patch16_224")),
+    FamilyRow("DeiT", ("deit_small_patch16_224", "deit_base_patch16_224")),
+    FamilyRow("DeiT distilled", ("deit_small_distilled_patch16_224", "deit_base_distilled_patch16_224"),
+              "2 prefix tokens (class, distillation); vp reads both heads and averages them, as timm does at eval"),
+    FamilyRow("DeiT-3", ("deit3_small_patch16_224", "deit3_base_patch16_224"), "layer scale"),
+    FamilyRow("CLIP ViT", ("vit_base_patch16_clip_224", "vit_large_patch14_clip_224"),
+              "pre-norm before block 0: prompts enter after it"),
+    FamilyRow("SigLIP / SigLIP 2", ("vit_base_patch16_siglip_224", "vit_base_patch16_siglip_256"),
+              "no class token; attention-pool head; timm weights have no classifier (vp needs one)"),
+    FamilyRow("DINOv2", ("vit_small_patch14_dinov2", "vit_small_patch14_reg4_dinov2"),
+              "with or without 4 register tokens; prompts follow the registers; no classifier (vp needs one)"),
+    FamilyRow("FlexiViT", ("flexivit_small", "flexivit_base")),
+    FamilyRow("EVA-02", ("eva02_tiny_patch14_224", "eva02_base_patch14_448"),
+              "rotary embedding: prompts get none, patch tokens keep theirs; no classifier (vp needs one)"),
+    FamilyRow("DINOv3", ("vit_small_patch16_dinov3", "vit_base_patch16_dinov3"),
+              "timm's Eva with 1 CLS + 4 register tokens and rotary embedding; prompts get none; no classifier (vp needs one)"),
+    FamilyRow("Perception Encoder (PE-Core)", ("vit_pe_core_tiny_patch16_384", "vit_pe_core_base_patch16_224"),
+              "rotary embedding and attention pool; prompting PE is vprompt's choice (no paper prompts it)"),
+    FamilyRow("RoPE ViT", ("vit_small_patch16_rope_224", "vit_base_patch16_rope_mixed_224"),
+              "axial or mixed (per-block) rotary embedding; prompts get none"),
+    FamilyRow("BEiT", ("beit_base_patch16_224", "beit_large_patch16_224"),
+              "relative position bias padded with zero bias for the prompts (vprompt's choice, no paper)"),
+    FamilyRow("BEiT v2", ("beitv2_base_patch16_224",), "as BEiT"),
+    FamilyRow("Swin", ("swin_tiny_patch4_window7_224", "swin_base_patch4_window7_224"),
+              "VPT's Swin variant: per-stage prompts in every window, zero bias and padded shift mask, "
+              "merged with the patches; no VAPT", dict(TINY_SWIN)),
+    FamilyRow("Swin V2", ("swinv2_tiny_window8_256",), "token prompts not supported yet", dict(TINY_SWIN)),
+    FamilyRow("ResNet", ("resnet18", "resnet50"), "a CNN: no tokens to prompt", {}),
+    FamilyRow("ConvNeXt", ("convnext_atto", "convnext_tiny"), "a CNN: no tokens to prompt", {}),
+)
+
+
+def tiny_spec(row: FamilyRow, num_classes: int | None = None):
+    """The row's first example shrunk to a tiny random-init network (32×32 pixels)."""
+    from vprompt.backbones import BackboneSpec
+
+    kwargs = dict(row.tiny) | ({"num_classes": num_classes} if num_classes is not None else {})
+    return BackboneSpec(row.examples[0], kwargs=kwargs, input_size=None if row.tiny else [32, 32])
+
+
+def describe(row: FamilyRow) -> dict[str, Any]:
+    """The row with its timm class and the methods that run on it, read off a tiny build."""
+    from vprompt.backbones import create_backbone
+    from vprompt.families import find_family
+
+    backbone = create_backbone(tiny_spec(row))
+    family = find_family(backbone)
+    methods = ["linear", "full"]
+    if family is not None:
+        methods += [m for m in TOKEN_METHODS if m != "vapt" or family.vapt is None]
+    methods.append("vp")
+    if family is not None and family.layout(backbone).uniform_width:
+        methods.append("transfer")
+    return {"family": row.family, "timm_class": type(backbone).__name__,
+            "adapter": family.name if family else None, "examples": list(row.examples),
+            "methods": methods, "notes": row.notes}
+
+
+def matrix() -> list[dict[str, Any]]:
+    return [describe(row) for row in ROWS]
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| family | timm class | examples | methods | notes |", "|---|---|---|---|---|"]
+    for row in rows:
+        examples = ", ".join(f"`{name}`" for name in row["examples"])
+        lines.append(f"| {row['family']} | `{row['timm_class']}` | {examples} | {', '.join(row['methods'])} | {row['notes']} |")
+    return "\n".join(lines)
+
+
+def check(row: FamilyRow, methods: list[str]) -> dict[str, str]:
+    """Run each method (train mode, forward and backward) on the row's tiny build: 'ok', or the
+    error. Methods the row does not list must be refused with a ConfigError ('refused: ...')."""
+    from vprompt.model import create_model
+
+    outcome = {}
+    for method in ("linear", "full", *TOKEN_METHODS, "vp"):
+        options = {"prompt_len": 2} if method in TOKEN_METHODS else {}
+        try:
+            model = create_model(tiny_spec(row, num_classes=10), method, 3, **options).train()
+            model(torch.rand(2, 3, *model.image_size)).logsumexp(1).sum().backward()
+            outcome[method] = "ok"
+        except ConfigError as exc:
+            outcome[method] = f"refused: {exc}"
+        if (method in methods) != (outcome[method] == "ok"):
+            outcome[method] = f"MISMATCH ({'listed' if method in methods else 'not listed'}): {outcome[method]}"
+    return outcome
