@@ -12,6 +12,7 @@ from vprompt.backbones import BackboneSpec
 from vprompt.errors import VpromptError
 from vprompt.methods import method_names
 from vprompt.model import PromptedModel, create_model, load_prompt, parameter_report, save_prompt
+from vprompt.predict import predict
 from vprompt.train import TrainConfig, train
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "load_prompt",
     "method_names",
     "parameter_report",
+    "predict",
     "save_prompt",
     "train",
 ]

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from vprompt.backbones import BackboneSpec
 from vprompt.errors import CheckpointError
+from vprompt.hub import hub_name, is_hub_reference
 from vprompt.model import META_FILE, WEIGHTS_FILE, PromptedModel, read_metadata, write_atomic
 from vprompt.train import resolve_prompt_dir
 
@@ -61,7 +62,7 @@ def add_to_bank(bank: Path | str, prompt: Path | str, name: str | None = None, t
     """
     source = resolve_prompt_dir(prompt)
     meta = read_metadata(source)
-    name = name or task or Path(prompt).resolve().name
+    name = name or task or (hub_name(prompt) if is_hub_reference(prompt) else Path(prompt).resolve().name)
     if "/" in name or name.startswith("."):
         raise CheckpointError(f"bank entry name '{name}' must be a plain folder name")
     target = Path(bank) / name

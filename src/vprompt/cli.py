@@ -123,8 +123,8 @@ class Train:
 class Eval:
     """Accuracy of a saved prompt on one split of a task folder; with --attack, robust accuracy too."""
 
-    prompt: Path
-    """A prompt checkpoint folder, or a run folder from `vprompt train`."""
+    prompt: str
+    """A prompt checkpoint folder, a run folder from `vprompt train`, or hf://ORG/NAME[@REVISION]."""
     data: str
     """Task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT."""
     split: str = "test"
@@ -145,12 +145,65 @@ class Eval:
 
 
 @dataclass
+class Predict:
+    """Top-k classes of a trained prompt for your own images (files, folders, globs) or a task split."""
+
+    prompt: str
+    """A prompt checkpoint folder, a run folder from `vprompt train`, or hf://ORG/NAME[@REVISION]."""
+    images: Positional[list[str]] = field(default_factory=list)
+    """Image files, folders (searched recursively for image files) or glob patterns."""
+    data: str | None = None
+    """Instead of IMAGES: a task (any --data spec) whose --split is predicted."""
+    split: str = "test"
+    """The split of --data to predict."""
+    top_k: int = 5
+    """Classes per image, most probable first."""
+    out: Path | None = None
+    """Write the rows to a .csv or .json file (default: a line per image on stdout)."""
+    batch_size: int = 64
+    device: str = "cpu"
+    """cpu, cuda, cuda:N, or auto (cuda when available)."""
+    strict: bool = False
+    """Stop at the first unreadable file (exit 2) instead of giving it an error row."""
+    progress: bool = True
+    """Show a progress bar (--no-progress for logs)."""
+
+    def run(self) -> None:
+        from vprompt.recipes.predict import predict_to
+
+        predict_to(self.prompt, self.images, self.data, self.split, self.top_k, self.out, self.batch_size,
+                   self.device, self.strict, self.progress)
+
+
+@dataclass
+class Export:
+    """A trained prompt as one standalone file (TorchScript or ONNX): [0, 1] images in, logits out,
+    without vprompt or timm; a JSON sidecar holds class names, input size and fingerprints."""
+
+    prompt: str
+    """A prompt checkpoint folder, a run folder from `vprompt train`, or hf://ORG/NAME[@REVISION]."""
+    out: Path
+    """The file to write (e.g. model.onnx or model.pt); the sidecar is OUT.json."""
+    format: Literal["onnx", "torchscript"] = "onnx"
+    """onnx (runs with onnxruntime; needs the export extra) or torchscript (runs with torch.jit.load)."""
+
+    def run(self) -> None:
+        from vprompt.export import export_model
+        from vprompt.model import load_prompt
+        from vprompt.train import resolve_prompt_dir
+
+        prompt_dir = resolve_prompt_dir(self.prompt)
+        sidecar = export_model(load_prompt(prompt_dir), self.out, self.format, prompt_dir)
+        print(f"exported {self.out} ({self.format}, checked against the PromptedModel) and {sidecar}")
+
+
+@dataclass
 class Attack:
     """Clean, PGD and AutoAttack accuracy of a saved prompt; the adversary perturbs the target image
     before it is prompted."""
 
-    prompt: Path
-    """A prompt checkpoint folder, or a run folder from `vprompt train`."""
+    prompt: str
+    """A prompt checkpoint folder, a run folder from `vprompt train`, or hf://ORG/NAME[@REVISION]."""
     data: str
     """Task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT."""
     split: str = "test"
@@ -483,8 +536,8 @@ class BankAdd:
 
     bank: Positional[Path]
     """Prompt bank folder (created when new)."""
-    prompt: Positional[Path]
-    """A prompt checkpoint folder, or the folder of a `vprompt train` run."""
+    prompt: Positional[str]
+    """A prompt checkpoint folder, the folder of a `vprompt train` run, or hf://ORG/NAME[@REVISION]."""
     name: str | None = None
     """Entry name (default: the task, else the name of the folder given)."""
     task: str | None = None
@@ -605,6 +658,8 @@ Command = Union[
     Annotated[Train, subcommand("train")],
     Annotated[Eval, subcommand("eval")],
     Annotated[Attack, subcommand("attack")],
+    Annotated[Predict, subcommand("predict")],
+    Annotated[Export, subcommand("export")],
     Annotated[Params, subcommand("params")],
     Annotated[Models, subcommand("models")],
     Annotated[Data, subcommand("data")],

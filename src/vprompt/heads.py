@@ -129,7 +129,7 @@ class LabelMappedHead(SourceHead):
         self.register_buffer("mapping", first_n_mapping(num_classes, mapping.k))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        picked = self.source_logits(features)[:, self.mapping].view(len(features), self.out_features, self.scheme.k)
+        picked = self.source_logits(features)[:, self.mapping].unflatten(1, (self.out_features, self.scheme.k))
         return picked.mean(2) if self.scheme.reduce == "mean" else picked.amax(2)  # exact when k = 1
 
     def set_mapping(self, mapping: torch.Tensor) -> None:

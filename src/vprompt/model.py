@@ -18,9 +18,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vprompt.backbones import BackboneSpec, DataConfig, create_backbone, data_config, fingerprint
+from vprompt.card import CARD_FILE, model_card
 from vprompt.errors import CheckpointError, ConfigError
 from vprompt.families import source_classifier
 from vprompt.heads import LinearHead, source_head
+from vprompt.hub import is_hub_reference, resolve_hub_prompt
 from vprompt.methods import LinearHeadConfig, MethodConfig, get_method, make_config
 
 CHECKPOINT_FORMAT = 1
@@ -107,6 +109,17 @@ class PromptedModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
 
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (B, C) of images in [0, 1], computed in eval mode (the training
+        mode is restored afterwards)."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self(images).float().softmax(dim=1)
+        finally:
+            self.train(was_training)
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Exactly the tensors a prompt checkpoint stores: every trainable parameter, the persistent
         buffers of prompts and head (a label mapping), and when the backbone trains, its buffers too
@@ -178,15 +191,18 @@ def parameter_report(model: PromptedModel) -> ParameterReport:
     )
 
 
-def save_prompt(model: PromptedModel, directory: Path | str) -> Path:
-    """Write the prompt-only checkpoint (trainable tensors + metadata) into ``directory``."""
+def save_prompt(model: PromptedModel, directory: Path | str, training: dict[str, Any] | None = None) -> Path:
+    """Write the prompt-only checkpoint (trainable tensors + metadata) and its model card
+    (README.md; ``training``: what the run knows, see :func:`vprompt.card.model_card`) into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.float() if v.is_floating_point() else v).contiguous().cpu()
                for k, v in model.trainable_state().items()}
     write_atomic(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
-    meta = json.dumps(model.metadata(), indent=2)
-    write_atomic(directory / META_FILE, lambda tmp: tmp.write_text(meta))
+    meta = model.metadata()
+    write_atomic(directory / META_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    card = model_card(meta, training)
+    write_atomic(directory / CARD_FILE, lambda tmp: tmp.write_text(card))
     return directory
 
 
@@ -212,7 +228,10 @@ def read_metadata(directory: Path | str) -> dict[str, Any]:
 
 def load_prompt(directory: Path | str, backbone: BackboneSpec | None = None) -> PromptedModel:
     """Rebuild a PromptedModel from a prompt checkpoint (optionally on an explicitly given backbone),
-    in eval mode: the head's feature statistics are the saved ones, not those of the next batch."""
+    in eval mode: the head's feature statistics are the saved ones, not those of the next batch.
+    ``directory`` may be a Hub reference, ``hf://ORG/NAME[@REVISION]``."""
+    if is_hub_reference(directory):
+        directory = resolve_hub_prompt(directory)
     meta = read_metadata(directory)
     spec = backbone or BackboneSpec.from_dict(meta["backbone"])
     model = create_model(

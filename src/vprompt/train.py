@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from vprompt.errors import ConfigError, NonFiniteLossError
 from vprompt.evaluate import evaluate
 from vprompt.heads import update_label_mapping
+from vprompt.hub import is_hub_reference, resolve_hub_prompt
 from vprompt.model import META_FILE, PromptedModel, load_prompt_into, save_prompt, write_atomic
 from vprompt.robust.adversarial import AdversarialConfig, adversarial_examples
 
@@ -197,7 +198,11 @@ def train(
         accelerator.wait_for_everyone()
     final_dir = out_dir / FINAL
     if accelerator.is_main_process:
-        save_prompt(accelerator.unwrap_model(prepared_model), final_dir)
+        task = getattr(getattr(train_set, "task", None), "name", None)
+        save_prompt(accelerator.unwrap_model(prepared_model), final_dir,
+                    training={"config": asdict(config), "metrics": history[-1] if history else {}, "task": task,
+                              "eval_split": getattr(eval_set, "split", None),
+                              "adversarial": adversarial.describe() if adversarial else None})
     return TrainResult(history, final_dir)
 
 
@@ -275,8 +280,9 @@ def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 def resolve_prompt_dir(path: Path | str) -> Path:
-    """Accept a checkpoint folder or a training run's folder (whose final prompt is in ``prompt/``)."""
-    path = Path(path)
+    """Accept a checkpoint folder, a training run's folder (whose final prompt is in ``prompt/``) or
+    a Hub reference ``hf://ORG/NAME[@REVISION]``."""
+    path = resolve_hub_prompt(path) if is_hub_reference(path) else Path(path)
     if (path / META_FILE).is_file() or not (path / FINAL / META_FILE).is_file():
         return path
     return path / FINAL

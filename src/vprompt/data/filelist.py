@@ -283,9 +283,7 @@ class FileListDataset(TaskDataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         image = read_rgb(path, f"{self._split_path.name}:{self._lines[index]}")
-        if image.size != (self.width, self.height):
-            image = image.resize((self.width, self.height), Image.Resampling.BILINEAR)
-        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255).contiguous()
+        pixels = to_pixels(image, (self.height, self.width))
         if self.train_augment and torch.rand(()) < 0.5:
             pixels = pixels.flip(-1)
         return pixels, label
@@ -298,6 +296,15 @@ class FileListDataset(TaskDataset):
             more = f" (and {len(missing) - 1} more listed images are missing)" if len(missing) > 1 else ""
             path = self.samples[first][0]
             raise DataError(image_error(path, f"{self._split_path.name}:{self._lines[first]}", "no such file" + more))
+
+
+def to_pixels(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """An RGB image as a (3, H, W) float tensor in [0, 1] at ``size`` (bilinear, antialiased resize):
+    the one conversion that evaluation and prediction share."""
+    height, width = size
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255).contiguous()
 
 
 def _size_pair(image_size: int | tuple[int, int]) -> tuple[int, int]:

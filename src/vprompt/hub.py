@@ -1,0 +1,53 @@
+"""Prompts shared on the Hugging Face Hub: ``hf://ORG/NAME[@REVISION]`` resolved to a local folder
+through ``huggingface_hub`` (its cache when offline), so every command that takes a prompt folder
+takes a Hub reference too."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vprompt.errors import CheckpointError, ConfigError
+
+HUB_PREFIX = "hf://"
+PROMPT_FILES = ["prompt.json", "prompt.safetensors", "README.md"]
+
+
+def is_hub_reference(reference: str | Path) -> bool:
+    return isinstance(reference, str) and reference.startswith(HUB_PREFIX)
+
+
+def hub_name(reference: str) -> str:
+    """NAME of ``hf://ORG/NAME[@REVISION]``."""
+    return reference[len(HUB_PREFIX):].partition("@")[0].rpartition("/")[2]
+
+
+def resolve_hub_prompt(reference: str) -> Path:
+    """The local snapshot folder of a Hub prompt: downloaded when the Hub is reachable, else read
+    from the cache (``HF_HUB_CACHE``; ``HF_HUB_OFFLINE=1`` never tries the network)."""
+    repo, _, revision = reference[len(HUB_PREFIX):].partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise ConfigError(f"a Hub prompt is hf://ORG/NAME[@REVISION], got {reference!r}")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:
+        raise ConfigError("hf:// prompts need huggingface_hub: pip install huggingface_hub") from exc
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    options = dict(repo_id=repo, revision=revision or None, allow_patterns=PROMPT_FILES,
+                   cache_dir=os.environ.get("HF_HUB_CACHE") or None)
+    try:
+        return Path(snapshot_download(**options, local_files_only=offline))
+    except Exception as first:  # network trouble: the cache may still hold it
+        if offline:
+            raise CheckpointError(f"{reference} is not in the Hugging Face cache and HF_HUB_OFFLINE is set "
+                                  f"({one_line(first)})") from first
+        try:
+            return Path(snapshot_download(**options, local_files_only=True))
+        except Exception:
+            raise CheckpointError(f"cannot fetch {reference}: {one_line(first)}; offline, it must be in the "
+                                  "Hugging Face cache (HF_HUB_CACHE)") from first
+
+
+def one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:200] + "…") if len(text) > 200 else text or type(exc).__name__
