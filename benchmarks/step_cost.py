@@ -42,7 +42,7 @@ from torch import nn
 
 from _common import (Column, Row, available_cores, base_parser, interleaved_timings, markdown_table, paired_ratios,
                      quartiles, setup, write_outputs)
-from vprompt.backbones import BackboneSpec, create_backbone
+from vprompt.backbones import BackboneSpec
 from vprompt.model import PromptedModel, create_model
 from vprompt.train import TrainConfig, make_optimizer
 
@@ -203,7 +203,10 @@ def cuda_peak_memory(bench: Bench, reference: bool) -> int:
 
 def measure_size(size: Size, args: argparse.Namespace, device: torch.device) -> list[Row]:
     """Time all methods and their references for one backbone size in interleaved rounds."""
-    benches = {m: build(size, m, args.prompt_len, device, args.amp, args.seed) for m in supported_methods(size)}
+    benches: dict[str, Bench] = {}
+    for method in METHODS:  # linear first: its backbone says whether VAPT runs on this family
+        if method != "vapt" or runs_vapt(benches["linear"].model.backbone):
+            benches[method] = build(size, method, args.prompt_len, device, args.amp, args.seed)
     steps: dict[str, Callable[[], None]] = {m: b.train_step for m, b in benches.items()}
     steps |= {f"ref:{m}": b.reference_step for m, b in benches.items()}
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -262,12 +265,12 @@ def measure_size(size: Size, args: argparse.Namespace, device: torch.device) -> 
     return rows
 
 
-def supported_methods(size: Size) -> tuple[str, ...]:
-    """Every method of the table that runs on this backbone's family (VAPT does not run on Swin)."""
+def runs_vapt(backbone: nn.Module) -> bool:
+    """VAPT runs on every token-prompt family but Swin's."""
     from vprompt.families import find_family
 
-    family = find_family(create_backbone(BackboneSpec(size.timm_name, kwargs=size.kwargs)))
-    return tuple(m for m in METHODS if m != "vapt" or family is not None and family.vapt is None)
+    family = find_family(backbone)
+    return family is not None and family.vapt is None
 
 
 def forward_flops(bench: Bench) -> int:

@@ -12,20 +12,10 @@ from PIL import Image
 
 import vprompt
 from conftest import tiny_vit_spec
-from vprompt.cli import main
+from test_cli import run_cli
 from vprompt.data import FileListDataset, write_synthetic_suite
 from vprompt.model import create_model, save_prompt
 from vprompt.recipes.run import evaluate_on_task
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -160,7 +160,7 @@ class RowWriter:
     """Rows to a .csv or .json file as they come (nothing held in memory), or to a text stream."""
 
     def __init__(self, stream: TextIO, fmt: str, top_k: int, with_label: bool) -> None:
-        self.stream, self.fmt, self.count = stream, fmt, 0
+        self.stream, self.fmt, self.top_k, self.count = stream, fmt, top_k, 0
         ranks = [f"{kind}_{rank}" for rank in range(1, top_k + 1) for kind in ("class", "prob")]
         self.fields = ["path", *(["label"] if with_label else []), *ranks, "error"]
         if fmt == "csv":
@@ -175,7 +175,8 @@ class RowWriter:
         elif self.fmt == "json":
             self.stream.write(("," if self.count else "") + "\n  " + json.dumps(row))
         else:
-            ranked = ", ".join(f"{row[f'class_{r}']} {row[f'prob_{r}']:.3f}" for r in range(1, 99) if f"class_{r}" in row)
+            ranked = ", ".join(f"{row[f'class_{r}']} {row[f'prob_{r}']:.3f}" for r in range(1, self.top_k + 1)
+                               if f"class_{r}" in row)
             self.stream.write(f"{row['path']}: {ranked or 'error: ' + row['error']}\n")
         self.count += 1
 

@@ -50,7 +50,7 @@ class SwinFamily(TokenFamily):
         handles: list[Handle] = []
         blocks = [block for stage in model.layers for block in stage.blocks]
         for stage in model.layers:
-            if isinstance(stage.downsample, nn.Module) and hasattr(stage.downsample, "reduction"):
+            if hasattr(stage.downsample, "reduction"):  # PatchMerging (stage 0 has an Identity)
                 handles.append(stage.downsample.register_forward_hook(stream.merge))
         for index, block in enumerate(blocks):
             handles += stream.hooks(block, index, last=index == len(blocks) - 1)
