@@ -31,7 +31,7 @@ from vprompt.data.filelist import task_info
 from vprompt.export import export_model, run_onnx
 from vprompt.model import create_model, save_prompt
 from vprompt.recipes.predict import predict_to
-from vprompt.recipes.run import evaluate_on_task
+from vprompt.runs import evaluate_on_task
 
 FULL = dict(model="vit_tiny_patch16_224", kwargs={}, images=1000, image_size=224, rounds=3)
 QUICK = dict(model="vit_tiny_patch16_224", kwargs=dict(img_size=32, patch_size=8, depth=4), images=200,
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = QUICK if args.quick else FULL
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        task = write_synthetic_suite(work / "suite", tasks=["digits"], image_size=cfg["image_size"],
+        task = write_synthetic_suite(work / "suite", tasks=["objects"], image_size=cfg["image_size"],
                                      test_size=cfg["images"], progress=False)[0]
         info = task_info(task)
         model = create_model(BackboneSpec(cfg["model"], kwargs=cfg["kwargs"]), "vpt-deep", info.num_classes,

@@ -32,7 +32,7 @@ from vprompt.backbones import BackboneSpec, create_backbone, zoo_twin
 from vprompt.families import find_family
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
 from vprompt.model import PromptedModel, create_model
-from vprompt.recipes.run import train_on_task
+from vprompt.runs import train_on_task
 from vprompt.train import TrainConfig
 from vprompt.zoo import find_card, list_cards
 

@@ -14,7 +14,7 @@ from vprompt.data import check_dataset, write_synthetic_suite
 from vprompt.data.registry import open_task
 from vprompt.data.vtab import VTAB_TASKS, vtab_task
 from vprompt.errors import DataError
-from vprompt.recipes.run import evaluate_on_task, train_on_task
+from vprompt.runs import evaluate_on_task, train_on_task
 from vprompt.train import TrainConfig
 
 from conftest import tiny_vit_spec

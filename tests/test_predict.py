@@ -15,7 +15,7 @@ from conftest import tiny_vit_spec
 from test_cli import run_cli
 from vprompt.data import FileListDataset, write_synthetic_suite
 from vprompt.model import create_model, save_prompt
-from vprompt.recipes.run import evaluate_on_task
+from vprompt.runs import evaluate_on_task
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,7 @@ def test_ablation_options_change_the_parameter_count_as_designed(vit_spec):
 def test_vapt_refuses_what_it_cannot_do(vit_spec):
     with pytest.raises(ConfigError, match="kernel 5 is larger than the 4×4 patch grid"):
         create_model(vit_spec, "vapt", 3, kernel=5)
-    with pytest.raises(ConfigError, match="projector must be shared, per-layer or none, not 'both'"):
+    with pytest.raises(ConfigError, match="projector must be one of shared, per-layer, none, got 'both'"):
         create_model(vit_spec, "vapt", 3, projector="both")
     with pytest.raises(ConfigError, match="not a supported family"):
         from vprompt.backbones import BackboneSpec

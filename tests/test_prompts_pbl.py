@@ -99,9 +99,9 @@ def test_ilm_remaps_only_every_n_epochs():
 def test_bad_mapping_and_pbl_settings_are_clear_errors():
     with pytest.raises(ConfigError, match="sets mapping_k itself"):
         vp(pbl="output", pbl_strength=0.5, mapping_k=2)
-    with pytest.raises(ConfigError, match="strength >= 0"):
+    with pytest.raises(ConfigError, match="pbl_strength must be a number ≥ 0, got -1.0"):
         vp(pbl="value", pbl_strength=-1.0)
-    with pytest.raises(ConfigError, match="'mean' or 'max'"):
+    with pytest.raises(ConfigError, match="mapping_reduce must be one of mean, max, got 'median'"):
         vp(mapping_k=2, mapping_reduce="median")
     with pytest.raises(ConfigError, match="3000 distinct source classes"):
         vp(mapping_k=1000)

@@ -101,7 +101,7 @@ def test_bad_vp_settings_are_clear_errors():
         create_model(tiny_vit_spec(num_classes=0), "vp", 3)
     with pytest.raises(ConfigError, match="leaves no prompt"):
         create_model(CANVAS_SPEC, "vp", 3, image_size=32)
-    with pytest.raises(ConfigError, match="label mapping"):
+    with pytest.raises(ConfigError, match="mapping must be one of flm, ilm, rlm, first-n, linear, got .nearest."):
         create_model(CANVAS_SPEC, "vp", 3, mapping="nearest")
 
 

@@ -63,6 +63,7 @@ def test_unknown_method_is_refused(tmp_path):
 
 
 def test_sources_default_to_the_zoo_and_take_local_weights(tmp_path):
+    (tmp_path / "resnet50_linf_eps4.0.ckpt").touch()  # read when the backbone is built, not here
     config = PBLReproduction(out=tmp_path, robust="resnet50", robust_weights=tmp_path / "resnet50_linf_eps4.0.ckpt")
     sources = config.sources()
     assert sources["standard"].name == "zoo:fractal-resnet" and sources["standard"].checkpoint is None

@@ -73,7 +73,7 @@ def test_fast_adversarial_training_buys_robustness():
 def test_bad_config_is_a_config_error():
     with pytest.raises(ConfigError, match="method"):
         AdversarialConfig(THREAT, method="trades")
-    with pytest.raises(ConfigError, match="step size"):
+    with pytest.raises(ConfigError, match="step_size must be a number > 0, got 0.0"):
         AdversarialConfig(THREAT, step_size=0.0)
     with pytest.raises(ConfigError, match="ramp_steps"):
         AdversarialConfig(THREAT, ramp_steps=-1)

@@ -18,7 +18,7 @@ from vprompt.data import write_synthetic_suite
 from vprompt.errors import CheckpointError, ConfigError
 from vprompt.model import create_model, save_prompt
 from vprompt.prompts.ensemble import ensemble_prompt, h_score
-from vprompt.recipes.run import train_on_task
+from vprompt.runs import train_on_task
 from vprompt.train import TrainConfig
 from vprompt.transfer import (TRANSFER_METHODS, SearchConfig, TargetTransfer, TransferConfig, prompt_features,
                               run_transfer, search_weights)

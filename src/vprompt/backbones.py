@@ -6,6 +6,7 @@ exactly which frozen network it was trained on, and rebuild it offline.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import asdict, dataclass, field, replace
@@ -18,6 +19,7 @@ from torch import nn
 
 from vprompt import zoo
 from vprompt.errors import CheckpointError, ConfigError
+from vprompt.hub import cache_only_when_unreachable
 
 
 @dataclass
@@ -74,13 +76,21 @@ def create_backbone(spec: BackboneSpec) -> nn.Module:
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.init_seed)
-            model = timm.create_model(spec.name, pretrained=spec.pretrained, **spec.kwargs)
+            with cache_only_when_unreachable() if spec.pretrained else contextlib.nullcontext():
+                model = timm.create_model(spec.name, pretrained=spec.pretrained, **spec.kwargs)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise ConfigError(f"unknown timm model '{spec.name}' (see timm.list_models())") from exc
         raise
     except TypeError as exc:
         raise ConfigError(f"bad model arguments for '{spec.name}': {exc}") from exc
+    except Exception as exc:
+        if spec.pretrained and type(exc).__module__.startswith("huggingface_hub"):
+            raise ConfigError(f"--pretrained needs timm's weights for {spec.name} from the Hugging Face Hub, which "
+                              "is not reachable and whose cache does not hold them: fill the cache on a machine with "
+                              "the network (HF_HOME or HF_HUB_CACHE point at it), or pass the weights with --weights "
+                              "FILE") from exc
+        raise
     if spec.checkpoint:
         load_weights(model, Path(spec.checkpoint))
     if spec.input_size is not None:
@@ -98,6 +108,17 @@ def card_architecture(card: dict[str, Any], init_seed: int = 0) -> BackboneSpec:
     """A zoo card's timm architecture, source head and input size, without its weights."""
     return BackboneSpec(card["arch"], kwargs={**card["kwargs"], "num_classes": card["num_classes"]},
                         init_seed=init_seed, input_size=card.get("input_size"))
+
+
+def check_model_name(name: str) -> None:
+    """Refuse an unknown backbone name before any work starts (a run would otherwise fail only
+    when it builds the model, after writing its data)."""
+    if name.startswith(ROBUSTBENCH_PREFIX):
+        return
+    if zoo.is_zoo_name(name):
+        zoo.find_card(name)
+    elif not timm.is_model(name):
+        raise ConfigError(f"unknown timm model '{name}' (see timm.list_models())")
 
 
 def load_weights(model: nn.Module, path: Path | str) -> None:
@@ -167,7 +188,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any parse failure is the file's fault, not ours
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        kind = "a safetensors file" if path.suffix == ".safetensors" else "a PyTorch file of tensors (read without pickle)"
+        raise CheckpointError(f"cannot read checkpoint {path}: it is not {kind}") from exc
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

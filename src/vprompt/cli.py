@@ -6,40 +6,57 @@ exit with status 2; an interrupted run says how to resume.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
+import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import tyro
+from tqdm import tqdm
 from tyro.conf import Positional, subcommand
 
-from vprompt.backbones import BackboneSpec
-from vprompt.errors import ConfigError, VpromptError
+from vprompt.backbones import BackboneSpec, check_model_name
+from vprompt.errors import ConfigError, VpromptWarning
+from vprompt.data.synthetic import synthetic_task_names
+from vprompt.failures import BUG_REPORT, parse_error_line, user_message
+from vprompt.methods import make_config
 from vprompt.recipes.demo import DemoConfig
 from vprompt.recipes.hgprompt import HGPromptReproduction
 from vprompt.recipes.pbl import PBLReproduction
 from vprompt.recipes.vapt import VAPTReproduction
 from vprompt.robust.adversarial import AdversarialConfig
-from vprompt.robust.attacks import ThreatModel
-from vprompt.robust.evaluation import AttackConfig, parse_eps
+from vprompt.robust.evaluation import AttackConfig, attack_threat
 from vprompt.train import TrainConfig
-from vprompt.transfer import TransferConfig
+from vprompt.transfer import TRANSFER_METHODS, TransferConfig
+from vprompt.validation import (Existing, NonEmpty, Validated, Writable, above, at_least, at_most, below,
+                                check_members)
 
 
 @dataclass
-class BackboneArgs:
+class BackboneArgs(Validated):
     model: str
     """timm model name, e.g. vit_base_patch16_224."""
     model_arg: list[str] = field(default_factory=list)
     """Extra timm constructor arguments as KEY=VALUE (VALUE parsed as JSON when it can be), e.g. img_size=32."""
     pretrained: bool = False
     """Load timm's pretrained weights (needs the network or a filled cache)."""
-    weights: Path | None = None
+    weights: Annotated[Path, Existing()] | None = None
     """Local backbone weights: .safetensors, or .pt read with weights_only=True."""
-    init_seed: int = 0
+    init_seed: Annotated[int, at_least(0)] = 0
     """Seed of the random init when neither --pretrained nor --weights is given."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_key_values(self.model_arg)
+        if self.model is not None:
+            check_model_name(self.model)
+        elif self.model_arg or self.weights or self.pretrained:
+            raise ConfigError("--model-arg, --weights and --pretrained describe a backbone: name it with --model")
 
     def spec(self) -> BackboneSpec:
         return BackboneSpec(self.model, self.pretrained, str(self.weights) if self.weights else None,
@@ -47,17 +64,21 @@ class BackboneArgs:
 
 
 @dataclass
-class MethodArgs:
+class MethodArgs(Validated):
     method: str = "vpt-deep"
     """Method: linear, full, vpt-shallow, vpt-deep, vapt, vp."""
-    prompt_len: int | None = None
+    prompt_len: Annotated[int, at_least(1)] | None = None
     """Prompt tokens per layer (token-prompt methods; default 10)."""
-    prompt_dropout: float | None = None
+    prompt_dropout: Annotated[float, at_least(0), below(1)] | None = None
     """Dropout on prompt tokens (token-prompt methods; default 0.0)."""
     method_arg: list[str] = field(default_factory=list)
     """Other method options as KEY=VALUE, e.g. for vapt: kernel=3 projector=per-layer residual=false; for vp:
     template=expansive|pad|patch|full mapping=flm|ilm|rlm|first-n|linear mapping_k=2 pbl=output pbl_strength=0.1;
     head_norm=false for a plain linear head."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        make_config(self.method, **self.options())  # the method's own types and bounds, before anything is built
 
     def options(self) -> dict[str, Any]:
         given = {"prompt_len": self.prompt_len, "prompt_dropout": self.prompt_dropout}
@@ -65,31 +86,35 @@ class MethodArgs:
 
 
 @dataclass
-class AdversarialArgs:
+class AdversarialArgs(Validated):
     adv_train: Literal["none", "fgsm-rs", "pgd"] = "none"
     """Train the prompt on adversarial examples: fgsm-rs (fast AT) or pgd (Madry); none: clean training."""
     adv_norm: Literal["linf", "l2"] = "linf"
     adv_eps: str = "8/255"
     """Training eps in [0, 1] pixel units (a number or a fraction like 8/255)."""
-    adv_steps: int = 7
+    adv_steps: Annotated[int, at_least(1)] = 7
     """PGD steps per training example (pgd only)."""
-    adv_ramp_steps: int = 0
+    adv_ramp_steps: Annotated[int, at_least(0)] = 0
     """Ramp eps up linearly from 0 over this many optimizer steps."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        attack_threat(self.adv_norm, self.adv_eps)
 
     def config(self) -> AdversarialConfig | None:
         if self.adv_train == "none":
             return None
-        threat = ThreatModel(self.adv_norm, parse_eps(self.adv_eps))
+        threat = attack_threat(self.adv_norm, self.adv_eps)
         return AdversarialConfig(threat, self.adv_train, pgd_steps=self.adv_steps, ramp_steps=self.adv_ramp_steps)
 
 
 @dataclass
-class Train:
+class Train(Validated):
     """Train one method on one task and save its prompt."""
 
     data: str
     """Task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT."""
-    out: Path
+    out: Annotated[Path, Writable()]
     """Run folder: checkpoints every epoch, metrics.json/csv, and the final prompt in OUT/prompt."""
     backbone: BackboneArgs
     method: MethodArgs = field(default_factory=MethodArgs)
@@ -110,7 +135,7 @@ class Train:
     def run(self) -> None:
         from accelerate import PartialState
 
-        from vprompt.recipes.run import train_on_task
+        from vprompt.runs import train_on_task
 
         row = train_on_task(self.data, self.backbone.spec(), self.method.method, self.method.options(),
                             self.train, self.out, self.train_split, self.eval_split, self.resume, self.progress,
@@ -120,7 +145,7 @@ class Train:
 
 
 @dataclass
-class Eval:
+class Eval(Validated):
     """Accuracy of a saved prompt on one split of a task folder; with --attack, robust accuracy too."""
 
     prompt: str
@@ -134,7 +159,7 @@ class Eval:
     """Print the result as JSON."""
 
     def run(self) -> None:
-        from vprompt.recipes.run import evaluate_on_task
+        from vprompt.runs import evaluate_on_task
 
         row = evaluate_on_task(self.prompt, self.data, self.split, self.attack.batch_size, progress=not self.json,
                                attack=self.attack)
@@ -145,7 +170,7 @@ class Eval:
 
 
 @dataclass
-class Predict:
+class Predict(Validated):
     """Top-k classes of a trained prompt for your own images (files, folders, globs) or a task split."""
 
     prompt: str
@@ -156,11 +181,11 @@ class Predict:
     """Instead of IMAGES: a task (any --data spec) whose --split is predicted."""
     split: str = "test"
     """The split of --data to predict."""
-    top_k: int = 5
+    top_k: Annotated[int, at_least(1)] = 5
     """Classes per image, most probable first."""
-    out: Path | None = None
+    out: Annotated[Path, Writable()] | None = None
     """Write the rows to a .csv or .json file (default: a line per image on stdout)."""
-    batch_size: int = 64
+    batch_size: Annotated[int, at_least(1)] = 64
     device: str = "cpu"
     """cpu, cuda, cuda:N, or auto (cuda when available)."""
     strict: bool = False
@@ -176,13 +201,13 @@ class Predict:
 
 
 @dataclass
-class Export:
+class Export(Validated):
     """A trained prompt as one standalone file (TorchScript or ONNX): [0, 1] images in, logits out,
     without vprompt or timm; a JSON sidecar holds class names, input size and fingerprints."""
 
     prompt: str
     """A prompt checkpoint folder, a run folder from `vprompt train`, or hf://ORG/NAME[@REVISION]."""
-    out: Path
+    out: Annotated[Path, Writable()]
     """The file to write (e.g. model.onnx or model.pt); the sidecar is OUT.json."""
     format: Literal["onnx", "torchscript"] = "onnx"
     """onnx (runs with onnxruntime; needs the export extra) or torchscript (runs with torch.jit.load)."""
@@ -198,7 +223,7 @@ class Export:
 
 
 @dataclass
-class Attack:
+class Attack(Validated):
     """Clean, PGD and AutoAttack accuracy of a saved prompt; the adversary perturbs the target image
     before it is prompted."""
 
@@ -212,7 +237,7 @@ class Attack:
     """Print the result as JSON."""
 
     def run(self) -> None:
-        from vprompt.recipes.run import attack_on_task
+        from vprompt.runs import attack_on_task
 
         row = attack_on_task(self.prompt, self.data, self.split, self.attack, progress=not self.json)
         if self.json:
@@ -231,12 +256,12 @@ def print_attack_report(task: str, split: str, report: dict[str, Any], eps_text:
 
 
 @dataclass
-class Params:
+class Params(Validated):
     """Trainable parameters of a model × method: prompt, head and total."""
 
     backbone: BackboneArgs
     method: MethodArgs = field(default_factory=MethodArgs)
-    num_classes: int = 100
+    num_classes: Annotated[int, at_least(1)] = 100
     """Target classes (sets the head size)."""
     json: bool = False
 
@@ -294,19 +319,23 @@ def progress_over(items: list, description: str):
 
 
 @dataclass
-class Synth:
+class Synth(Validated):
     """Write the offline synthetic suite in the VTAB-1k file-list layout."""
 
-    out: Positional[Path]
+    out: Positional[Annotated[Path, Writable()]]
     """Folder for the suite: one task folder each, plus suite.json."""
-    seed: int = 0
+    seed: Annotated[int, at_least(0)] = 0
     """Same seed, same files."""
-    image_size: int = 32
+    image_size: Annotated[int, at_least(16)] = 32
     """Side of the square images, in pixels (at least 16)."""
-    test_size: int = 500
+    test_size: Annotated[int, at_least(1)] = 500
     """Images in each test split (train800 / val200 are fixed by the layout)."""
-    tasks: list[str] | None = None
+    tasks: Annotated[list[str], NonEmpty()] | None = None
     """Tasks to write (default: all): objects textures digits cells sprites_location sprites_orientation count."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        synthetic_task_names(self.tasks)
 
     def run(self) -> None:
         from vprompt.data import write_synthetic_suite
@@ -317,10 +346,10 @@ class Synth:
 
 
 @dataclass
-class Check:
+class Check(Validated):
     """Verify a task folder or a folder of tasks, and say precisely what is wrong."""
 
-    path: Positional[Path]
+    path: Positional[Annotated[Path, Existing()]]
     """A task folder (with the split files) or a folder of task folders."""
 
     def run(self) -> None:
@@ -401,33 +430,43 @@ class ReproducePBL:
 
 
 @dataclass
-class Sweep:
+class Sweep(Validated):
     """The tuning protocol over tasks × methods: grid (base_lr × weight decay × prompt length) on the
     tuning split, pick on validation, retrain × seeds, last-epoch test mean ± std; locally or on Ray.
     Resumable: rerun the same command after a crash and finished runs are read back."""
 
-    data: list[str]
+    data: Annotated[list[str], NonEmpty()]
     """Tasks: VTAB-layout task folders (or a folder of them), fgvc:[NAME:]PATH, torchvision:NAME:ROOT."""
-    out: Path
+    out: Annotated[Path, Writable()]
     """Sweep folder: runs/TASK/METHOD/{grid/POINT,seedS}, results.json, results.md."""
     backbone: BackboneArgs
-    methods: list[str] = field(default_factory=lambda: ["vpt-deep"])
+    methods: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: ["vpt-deep"])
     method_arg: list[str] = field(default_factory=list)
     """Options for every method as KEY=VALUE (e.g. prompt_dropout=0.1)."""
-    base_lrs: list[float] = field(default_factory=lambda: [50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05])
-    weight_decays: list[float] = field(default_factory=lambda: [0.01, 1e-3, 1e-4, 0.0])
-    prompt_lens: list[int] = field(default_factory=list)
+    base_lrs: Annotated[list[Annotated[float, above(0)]], NonEmpty()] = field(
+        default_factory=lambda: [50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05])
+    weight_decays: Annotated[list[Annotated[float, at_least(0)]], NonEmpty()] = field(
+        default_factory=lambda: [0.01, 1e-3, 1e-4, 0.0])
+    prompt_lens: list[Annotated[int, at_least(1)]] = field(default_factory=list)
     """Prompt lengths searched for prompted methods (VPT: 1 5 10 50 100 200); empty: the method default."""
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    seeds: Annotated[list[Annotated[int, at_least(0)]], NonEmpty()] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=100, batch_size=64, warmup_epochs=10))
     """Shared training settings (base_lr, weight_decay and seed come from the grid)."""
     ray: str = "local"
     """none: in this process; local: a Ray instance on this machine; auto or HOST:PORT: a Ray cluster."""
-    cpus_per_run: float = 1.0
-    gpus_per_run: float = 0.0
+    ray_timeout: Annotated[float, above(0)] = 30.0
+    """Seconds to wait for a Ray cluster to answer before giving up."""
+    cpus_per_run: Annotated[float, above(0)] = 1.0
+    gpus_per_run: Annotated[float, at_least(0)] = 0.0
     """GPUs each run reserves on Ray (e.g. 1, or 0.5 to share)."""
     download: bool = False
     """Fetch torchvision sets that are not on disk (once, before the runs start)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        options = parse_key_values(self.method_arg)
+        for method in self.methods:
+            make_config(method, **options)
 
     def run(self) -> None:
         from vprompt.sweep import Protocol, make_executor, run_sweep
@@ -435,7 +474,7 @@ class Sweep:
         refuse_single_seed(self.train)
         protocol = Protocol(self.base_lrs, self.weight_decays, self.prompt_lens or None, self.seeds, self.train)
         options = parse_key_values(self.method_arg)
-        executor = make_executor(self.ray, self.cpus_per_run, self.gpus_per_run)
+        executor = make_executor(self.ray, self.cpus_per_run, self.gpus_per_run, ray_timeout=self.ray_timeout)
         run_sweep(self.data, {m: dict(options) for m in self.methods}, self.backbone.spec(), protocol, self.out,
                   executor, download=self.download)
         print((self.out / "results.md").read_text())
@@ -443,12 +482,12 @@ class Sweep:
 
 
 @dataclass
-class Report:
+class Report(Validated):
     """Our results beside the papers' numbers (both averaging conventions, seed spread), with a plot."""
 
-    results: Positional[list[Path]] = field(default_factory=list)
+    results: Positional[list[Annotated[Path, Existing()]]] = field(default_factory=list)
     """Results folders (or results.json files) of sweeps and reproductions."""
-    out: Path | None = None
+    out: Annotated[Path, Writable()] | None = None
     """Where report.md, report.json and report.png go (default: the first results folder)."""
     papers: bool = False
     """Print the quoted paper numbers (the data vprompt compares with) and stop."""
@@ -492,26 +531,30 @@ class ReproduceHGPrompt:
 
 
 @dataclass
-class Transfer:
+class Transfer(Validated):
     """Multi-source prompt transfer: tune a target task from the bank's prompts (HGPrompt and baselines).
     Resumable: rerun the same command and finished runs are read back."""
 
-    bank: Path
+    bank: Annotated[Path, Existing()]
     """Prompt bank folder (`vprompt bank add`); its prompts are the sources and fix the backbone."""
     target: str
     """Target task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH or torchvision:NAME:ROOT."""
-    out: Path
+    out: Annotated[Path, Writable()]
     """Folder for source_scores.json, METHOD/seedS runs and results.json."""
-    methods: list[str] = field(default_factory=lambda: ["hgprompt"])
+    methods: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: ["hgprompt"])
     """Any of: scratch uniform best-hscore oracle similarity hgprompt-no-gar hgprompt."""
     sources: list[str] = field(default_factory=list)
     """Bank entries to use (default: all); entries trained on the target task itself are always left out."""
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: Annotated[list[Annotated[int, at_least(0)]], NonEmpty()] = field(default_factory=lambda: [0])
     """Seeds of the target runs (--seed does not apply here)."""
     config: TransferConfig = field(default_factory=TransferConfig)
     rank_only: bool = False
     """Only rank the sources by H-score on the target training set (K forward passes) and stop."""
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_members("methods", self.methods, TRANSFER_METHODS)
 
     def run(self) -> None:
         from vprompt.bank import list_bank, select_entries
@@ -531,18 +574,18 @@ class Transfer:
 
 
 @dataclass
-class BankAdd:
+class BankAdd(Validated):
     """File a trained prompt (a checkpoint folder or a training run's folder) in a prompt bank."""
 
-    bank: Positional[Path]
+    bank: Positional[Annotated[Path, Writable()]]
     """Prompt bank folder (created when new)."""
     prompt: Positional[str]
     """A prompt checkpoint folder, the folder of a `vprompt train` run, or hf://ORG/NAME[@REVISION]."""
-    name: str | None = None
+    name: Annotated[str, NonEmpty()] | None = None
     """Entry name (default: the task, else the name of the folder given)."""
-    task: str | None = None
+    task: Annotated[str, NonEmpty()] | None = None
     """The task the prompt was trained on (default: the entry name)."""
-    accuracy: float | None = None
+    accuracy: Annotated[float, at_least(0), at_most(1)] | None = None
     """Its accuracy on that task (default: the run's last evaluated accuracy)."""
     replace: bool = False
     """Overwrite an entry of the same name."""
@@ -555,10 +598,10 @@ class BankAdd:
 
 
 @dataclass
-class BankList:
+class BankList(Validated):
     """Print the cards of a prompt bank."""
 
-    bank: Positional[Path]
+    bank: Positional[Annotated[Path, Existing()]]
     """Prompt bank folder."""
     json: bool = False
     """Print the cards as JSON."""
@@ -601,14 +644,14 @@ class Reproduce(Group):
 
 
 @dataclass
-class ZooBuild:
+class ZooBuild(Validated):
     """Pretrain zoo models on the fractal source task (standard, then its adversarially trained twin)."""
 
     names: Positional[list[str]] = field(default_factory=list)
     """Recipes to build, in order (default: all): fractal-resnet fractal-resnet-robust fractal-vit fractal-vit-robust."""
-    out: Path | None = None
+    out: Annotated[Path, Writable()] | None = None
     """Folder for weights and cards (default: the package's zoo folder, so they ship)."""
-    work: Path = Path("zoo-build")
+    work: Annotated[Path, Writable()] = Path("zoo-build")
     """Training checkpoints: an interrupted build continues from here."""
     tiny: bool = False
     """Shrink every recipe to seconds (for trying the pipeline, not for use)."""
@@ -694,26 +737,54 @@ def parse_key_values(items: list[str]) -> dict[str, Any]:
     return parsed
 
 
-def one_line(exc: VpromptError) -> str:
-    """The user's message, also when a DataLoader worker wrapped it in a traceback text."""
-    last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    return last.split(f"{type(exc).__module__}.{type(exc).__name__}: ", 1)[-1]
+def parse(argv: list[str] | None) -> Any:
+    """The command the arguments describe. tyro's boxed parse errors are caught and re-raised as
+    one line; --help still prints to stdout and exits 0."""
+    rendered = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(rendered):
+            command = tyro.cli(
+                Command, args=argv, prog="vprompt",
+                description="vprompt: visual prompting for frozen vision models.",
+                config=(tyro.conf.OmitSubcommandPrefixes, tyro.conf.OmitArgPrefixes, tyro.conf.FlagCreatePairsOff),
+            )
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise ConfigError(parse_error_line(rendered.getvalue())) from None
+        sys.stderr.write(rendered.getvalue())
+        raise
+    except BaseException:
+        sys.stderr.write(rendered.getvalue())  # warnings printed while the config was built
+        raise
+    sys.stderr.write(rendered.getvalue())
+    return command
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our warnings as one ``warning:`` line; everyone else's as Python prints them."""
+    if issubclass(category, VpromptWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def main(argv: list[str] | None = None) -> None:
-    command = tyro.cli(
-        Command, args=argv, prog="vprompt",
-        description="vprompt: visual prompting for frozen vision models.",
-        config=(tyro.conf.OmitSubcommandPrefixes, tyro.conf.OmitArgPrefixes, tyro.conf.FlagCreatePairsOff),
-    )
+    """Parse, run, and turn every failure the user can fix into one ``error:`` line and exit 2
+    (see :mod:`vprompt.failures`); anything else is a bug and keeps its traceback."""
+    warnings.showwarning = show_warning
     try:
-        command.run()
-    except VpromptError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
+        parse(argv).run()
     except KeyboardInterrupt:
         print("\ninterrupted; a training run continues from its last checkpoint with --resume", file=sys.stderr)
         raise SystemExit(130) from None
+    except Exception as exc:  # noqa: BLE001  (the one place that decides what the user reads)
+        message = user_message(exc)
+        if message is None:
+            traceback.print_exc()
+            print(f"\n{BUG_REPORT}", file=sys.stderr)
+            raise SystemExit(1) from None
+        tqdm.write(f"error: {message}", file=sys.stderr)  # on a line of its own, below any progress bar
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

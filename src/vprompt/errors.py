@@ -24,3 +24,7 @@ class ConfigError(VpromptError):
 
 class NonFiniteLossError(VpromptError):
     """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class VpromptWarning(UserWarning):
+    """A setting that is allowed but probably not meant (the CLI prints it as one ``warning:`` line)."""

@@ -16,11 +16,13 @@ from typing import Any, Callable, Literal
 from torch import nn
 
 from vprompt.errors import ConfigError
+from vprompt.validation import Validated
 
 
 @dataclass
-class MethodConfig:
-    """Options shared by every method; subclasses add their own typed fields."""
+class MethodConfig(Validated):
+    """Options shared by every method; subclasses add their own typed fields, which are checked
+    against their types and bounds when the config is built (see :mod:`vprompt.validation`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,7 +87,10 @@ def make_config(name: str, **options: Any) -> MethodConfig:
     if unknown:
         takes = ", ".join(sorted(known)) or "no options"
         raise ConfigError(f"method '{name}' does not take {', '.join(unknown)} (it takes: {takes})")
-    return method.config_cls(**options)
+    try:
+        return method.config_cls(**options)
+    except ConfigError as exc:
+        raise ConfigError(f"method '{name}': {exc}") from None
 
 
 def no_prompt(config: MethodConfig, backbone: nn.Module) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as serialize_tensors
 from torch import nn
 
 from vprompt.backbones import BackboneSpec, DataConfig, create_backbone, data_config, fingerprint
@@ -193,12 +194,15 @@ def parameter_report(model: PromptedModel) -> ParameterReport:
 
 def save_prompt(model: PromptedModel, directory: Path | str, training: dict[str, Any] | None = None) -> Path:
     """Write the prompt-only checkpoint (trainable tensors + metadata) and its model card
-    (README.md; ``training``: what the run knows, see :func:`vprompt.card.model_card`) into ``directory``."""
+    (README.md; ``training``: what the run knows, see :func:`vprompt.card.model_card`) into ``directory``.
+    The tensors are serialised in memory and written like every other file, so a full disk raises
+    an OSError naming the file (safetensors' own file writer raises a SafetensorError instead)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.float() if v.is_floating_point() else v).contiguous().cpu()
                for k, v in model.trainable_state().items()}
-    write_atomic(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
+    weights = serialize_tensors(tensors)
+    write_atomic(directory / WEIGHTS_FILE, lambda tmp: tmp.write_bytes(weights))
     meta = model.metadata()
     write_atomic(directory / META_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
     card = model_card(meta, training)
@@ -207,10 +211,17 @@ def save_prompt(model: PromptedModel, directory: Path | str, training: dict[str,
 
 
 def write_atomic(path: Path, write) -> None:
-    """Write via a temporary sibling and rename, so a crash never leaves a half-written file."""
+    """Write via a temporary sibling and rename, so a crash never leaves a half-written file; a
+    failed write (a full disk) leaves no temporary behind either, and its OSError names ``path``
+    (the OS reports a failing write() without a file name)."""
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.replace(path)
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    finally:
+        tmp.unlink(missing_ok=True)  # already renamed away unless the write failed
 
 
 def read_metadata(directory: Path | str) -> dict[str, Any]:

@@ -12,11 +12,14 @@ tasks and methods are independent and go out at once; then all seed runs.
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import statistics
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from tqdm.auto import tqdm
 
@@ -24,20 +27,22 @@ from vprompt.backbones import BackboneSpec
 from vprompt.data.registry import open_task
 from vprompt.errors import ConfigError
 from vprompt.report import markdown_table, mean_of_group_means, mean_std
+from vprompt.runs import train_on_task
 from vprompt.train import FINAL, TrainConfig, latest_checkpoint
+from vprompt.validation import NonEmpty, Validated, above, at_least
 
 PROMPTED = ("vpt-shallow", "vpt-deep", "vapt")  # methods that take a prompt length
 
 
 @dataclass
-class Protocol:
+class Protocol(Validated):
     """The grid, the seeds and the fixed training settings (defaults: the VTAB-1k protocol)."""
 
-    base_lrs: list[float] = field(default_factory=lambda: [50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05])
-    weight_decays: list[float] = field(default_factory=lambda: [0.01, 1e-3, 1e-4, 0.0])
-    prompt_lens: list[int] | None = None
+    base_lrs: Annotated[list[Annotated[float, above(0)]], NonEmpty()] = field(default_factory=lambda: [50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05])
+    weight_decays: Annotated[list[Annotated[float, at_least(0)]], NonEmpty()] = field(default_factory=lambda: [0.01, 1e-3, 1e-4, 0.0])
+    prompt_lens: Annotated[list[Annotated[int, at_least(1)]], NonEmpty()] | None = None
     """Prompt lengths to search for prompted methods (None: the method's own option)."""
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    seeds: Annotated[list[Annotated[int, at_least(0)]], NonEmpty()] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     train: TrainConfig = field(default_factory=TrainConfig)
     """Settings shared by every run; base_lr, weight_decay and seed are set by the protocol."""
 
@@ -66,8 +71,6 @@ def finished_accuracy(run: Run) -> float | None:
 
 def execute(run: Run) -> float:
     """Train ``run`` (resuming a broken one) and return its last-epoch accuracy on ``eval_split``."""
-    from vprompt.recipes.run import train_on_task
-
     done = finished_accuracy(run)
     if done is not None:
         return done
@@ -89,15 +92,14 @@ class RayExecutor:
     the cluster at ``address`` (``auto`` for the one ``ray start`` made here)."""
 
     def __init__(self, address: str = "local", cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
-                 num_cpus: int | None = None) -> None:
+                 num_cpus: int | None = None, timeout: float = 30.0) -> None:
         import ray
 
         if not ray.is_initialized():
             if address == "local":
-                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
+                start_local_ray(ray, num_cpus)
             else:
-                ray.init(address=address, log_to_driver=False, configure_logging=False)
+                connect_ray(ray, address, timeout)
         self.ray = ray
         self.remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1)(_execute_on_worker)
         self.threads = max(1, int(cpus_per_run))
@@ -113,6 +115,87 @@ class RayExecutor:
         return results
 
 
+NO_CLUSTER_HINT = ("is 'ray start --head' running there? --ray local starts one on this machine, "
+                   "--ray none runs without Ray")
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line: Ray's messages run over several."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def start_local_ray(ray: Any, num_cpus: int | None) -> None:
+    """A Ray instance on this machine; whatever stops it from starting becomes one line."""
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except Exception as exc:
+        raise ConfigError(f"could not start a local Ray instance: {first_line(exc)}; "
+                          "pass --ray none to run without Ray") from exc
+
+
+def host_port(address: str) -> tuple[str, int] | None:
+    """HOST and PORT of ``[SCHEME://]HOST:PORT`` (None for ``auto`` and other non-network addresses)."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def connect_ray(ray: Any, address: str, timeout: float) -> None:
+    """Join the Ray cluster at ``address`` or fail in one line within about ``timeout`` seconds:
+    left alone, ray.init keeps retrying an address where no cluster answers for minutes."""
+    target = host_port(address)
+    if target is not None:
+        try:
+            socket.create_connection(target, timeout=timeout).close()
+        except TimeoutError:
+            raise no_cluster(address, f" within {timeout:g} s") from None
+        except OSError as exc:
+            raise no_cluster(address, f": {exc.strerror or first_line(exc)}") from None
+    worker_log = logging.getLogger("ray._private.worker")
+    worker_log.addFilter(not_in_main_thread_warning)  # the price of the thread below, not news to the user
+    try:
+        finished = call_within(lambda: ray.init(address=address, log_to_driver=False, configure_logging=False),
+                               timeout)
+    except Exception as exc:
+        raise ConfigError(f"could not connect to the Ray cluster at {address}: {first_line(exc)} "
+                          f"({NO_CLUSTER_HINT})") from exc
+    finally:
+        worker_log.removeFilter(not_in_main_thread_warning)
+    if not finished:
+        raise no_cluster(address, f" within {timeout:g} s")
+
+
+def no_cluster(address: str, why: str) -> ConfigError:
+    """The one line for an address where no cluster answered, with what to try instead."""
+    return ConfigError(f"no Ray cluster answered at {address}{why} ({NO_CLUSTER_HINT})")
+
+
+def not_in_main_thread_warning(record: logging.LogRecord) -> bool:
+    """False for ray.init's warning that, off the main thread, it sets no SIGTERM handler."""
+    return "SIGTERM handler is not set" not in record.getMessage()
+
+
+def call_within(call: Callable[[], Any], timeout: float) -> bool:
+    """Run ``call`` in a daemon thread, re-raising what it raises; False if it has not returned
+    after ``timeout`` seconds (it is left behind: a blocked ray.init cannot be cancelled)."""
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the caller's thread
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, name="ray-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if raised:
+        raise raised[0]
+    return not thread.is_alive()
+
+
 def _execute_on_worker(run: Run, threads: int) -> float:
     """A Ray task: as many torch threads as CPUs reserved for it, then the run."""
     import torch
@@ -122,15 +205,16 @@ def _execute_on_worker(run: Run, threads: int) -> float:
 
 
 def make_executor(ray: str, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
-                  num_cpus: int | None = None) -> LocalExecutor | RayExecutor:
-    """``none``: in this process; ``local``: a Ray instance on this machine; else a Ray address."""
+                  num_cpus: int | None = None, ray_timeout: float = 30.0) -> LocalExecutor | RayExecutor:
+    """``none``: in this process; ``local``: a Ray instance on this machine; else a Ray address,
+    given up on after ``ray_timeout`` seconds without an answer."""
     if ray == "none":
         return LocalExecutor()
     try:
         import ray as _  # noqa: F401
     except ImportError:
         raise ConfigError("Ray is not installed: pip install 'vprompt[ray]', or pass --ray none") from None
-    return RayExecutor(ray, cpus_per_run, gpus_per_run, num_cpus)
+    return RayExecutor(ray, cpus_per_run, gpus_per_run, num_cpus, ray_timeout)
 
 
 def grid_points(method: str, options: dict[str, Any],

@@ -15,21 +15,23 @@ import math
 import shutil
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Annotated, Any, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from vprompt.errors import ConfigError, NonFiniteLossError
+from vprompt.errors import CheckpointError, ConfigError, NonFiniteLossError
 from vprompt.evaluate import evaluate
 from vprompt.heads import update_label_mapping
 from vprompt.hub import is_hub_reference, resolve_hub_prompt
 from vprompt.model import META_FILE, PromptedModel, load_prompt_into, save_prompt, write_atomic
 from vprompt.robust.adversarial import AdversarialConfig, adversarial_examples
+from vprompt.validation import Validated, above, at_least, at_most
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -38,28 +40,28 @@ FINAL = "prompt"
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Validated):
     """Optimisation settings; defaults follow VPT's VTAB-1k recipe where it has one."""
 
-    epochs: int = 100
-    batch_size: int = 64
+    epochs: Annotated[int, at_least(1)] = 100
+    batch_size: Annotated[int, at_least(1)] = 64
     """Images per step and process."""
     optimizer: Literal["sgd", "adamw"] = "sgd"
     """SGD with momentum (VPT's choice) or AdamW."""
-    base_lr: float = 0.1
+    base_lr: Annotated[float, at_least(0)] = 0.1
     """Learning rate for a batch of 256; the applied rate is base_lr × global batch / 256."""
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
+    weight_decay: Annotated[float, at_least(0)] = 1e-4
+    momentum: Annotated[float, at_least(0), at_most(1)] = 0.9
     """SGD momentum (ignored by AdamW)."""
-    warmup_epochs: int = 10
+    warmup_epochs: Annotated[int, at_least(0)] = 10
     """Linear warm-up before the cosine decay."""
-    seed: int = 0
+    seed: Annotated[int, at_least(0)] = 0
     """Seeds the prompt/head init, the shuffling order and dropout."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     """auto: bf16 on a GPU that supports it, full precision on the CPU."""
-    workers: int = 0
+    workers: Annotated[int, at_least(0)] = 0
     """DataLoader worker processes (0 loads in the main process)."""
-    grad_clip: float | None = None
+    grad_clip: Annotated[float, above(0)] | None = None
     """Clip the gradient norm to this value (off by default)."""
 
     def peak_lr(self, processes: int = 1) -> float:
@@ -199,10 +201,11 @@ def train(
     final_dir = out_dir / FINAL
     if accelerator.is_main_process:
         task = getattr(getattr(train_set, "task", None), "name", None)
-        save_prompt(accelerator.unwrap_model(prepared_model), final_dir,
-                    training={"config": asdict(config), "metrics": history[-1] if history else {}, "task": task,
-                              "eval_split": getattr(eval_set, "split", None),
-                              "adversarial": adversarial.describe() if adversarial else None})
+        with saving(out_dir, final_dir):
+            save_prompt(accelerator.unwrap_model(prepared_model), final_dir,
+                        training={"config": asdict(config), "metrics": history[-1] if history else {}, "task": task,
+                                  "eval_split": getattr(eval_set, "split", None),
+                                  "adversarial": adversarial.describe() if adversarial else None})
     return TrainResult(history, final_dir)
 
 
@@ -232,20 +235,46 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 def save_checkpoint(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Path, epoch: int,
                     history: list[dict[str, Any]], config: TrainConfig,
                     adversarial: AdversarialConfig | None = None) -> None:
-    """Write epoch ``epoch`` in full, then switch the ``latest`` pointer to it atomically."""
+    """Write epoch ``epoch`` in full and the metrics, then switch the ``latest`` pointer to it
+    atomically: the pointer is the last write, so any failed write (a full disk) leaves the previous
+    checkpoint in charge; metrics already written for this epoch are rewritten when a resume redoes it."""
     root = out_dir / CHECKPOINTS
     name = f"epoch-{epoch:04d}"
     previous = latest_checkpoint(out_dir)
-    target = save_prompt(model, root / name)
+    target = root / name
     state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "history": history, "config": asdict(config),
              "adversarial": adversarial_settings(adversarial)}
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    write_atomic(target / TRAIN_STATE, lambda tmp: tmp.write_bytes(buffer.getvalue()))
-    write_atomic(root / LATEST, lambda tmp: tmp.write_text(name))
+    with saving(out_dir, target):
+        save_prompt(model, target)
+        write_atomic(target / TRAIN_STATE, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+        write_metrics(out_dir, history)
+        write_atomic(root / LATEST, lambda tmp: tmp.write_text(name))
     if previous is not None and previous != target:
         shutil.rmtree(previous, ignore_errors=True)
-    write_metrics(out_dir, history)
+
+
+@contextmanager
+def saving(out_dir: Path, folder: Path) -> Iterator[None]:
+    """Writing ``folder`` of the run in ``out_dir``: an OSError (a full disk, an I/O error) removes
+    the half-written folder and becomes one line saying which checkpoint survived and how to go on."""
+    try:
+        yield
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise CheckpointError(write_failure(exc, out_dir)) from exc
+
+
+def write_failure(exc: OSError, out_dir: Path) -> str:
+    """Which file could not be written and why, and what a ``--resume`` continues from."""
+    latest = latest_checkpoint(out_dir)
+    if latest is None:
+        kept = "no checkpoint was saved yet; free some space and start the run again"
+    else:
+        kept = (f"the last complete checkpoint, epoch {int(latest.name.removeprefix('epoch-'))} ({latest}), "
+                "is intact; free some space and rerun with --resume to continue from it")
+    return f"could not write {exc.filename or out_dir}: {exc.strerror or exc}; {kept}"
 
 
 def adversarial_settings(adversarial: AdversarialConfig | None) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,7 @@ from vprompt.model import WEIGHTS_FILE, PromptedModel, create_model, write_atomi
 from vprompt.prompts.ensemble import (ensemble_prompt, gradient_alignment, h_score, similarity_weights,
                                       simplex_weights, source_gradients)
 from vprompt.train import FINAL, TrainConfig, latest_checkpoint, train
+from vprompt.validation import Validated, above, at_least
 
 TRANSFER_METHODS = ("scratch", "uniform", "best-hscore", "oracle", "similarity", "hgprompt-no-gar", "hgprompt")
 SCORES_FILE = "source_scores.json"
@@ -52,35 +53,35 @@ START_FILE = "start.json"
 
 
 @dataclass
-class SearchConfig:
+class SearchConfig(Validated):
     """HGPrompt's search for the ensemble weights (every choice of the reconstruction is here)."""
 
-    search_epochs: int = 3
-    search_batch_size: int = 128
+    search_epochs: Annotated[int, at_least(1)] = 3
+    search_batch_size: Annotated[int, at_least(2)] = 128
     """Samples per H-score estimate: fewer than the feature width over-fits it towards C − 1."""
-    search_lr: float = 0.05
+    search_lr: Annotated[float, above(0)] = 0.05
     """Adam learning rate of the weight logits α."""
-    head_lr: float = 0.01
+    head_lr: Annotated[float, above(0)] = 0.01
     """Adam learning rate of the search head, a linear classifier on standardised features whose
     per-sample losses drive the gradient-alignment term."""
-    gar_weight: float = 1.0
+    gar_weight: Annotated[float, at_least(0)] = 1.0
     """β: weight of the gradient-alignment regulariser (0 turns it off)."""
-    conflict_weight: float = 0.0
+    conflict_weight: Annotated[float, at_least(0)] = 0.0
     """Weight of GAR's pairwise gradient-conflict term (0: Fisher variance matching only)."""
-    h_ridge: float = 0.1
+    h_ridge: Annotated[float, above(0)] = 0.1
     """H-score ridge, relative to the mean feature variance: a shrinkage covariance, because batch
     estimates with few samples per feature saturate the score."""
-    weight_temperature: float = 1.0
+    weight_temperature: Annotated[float, above(0)] = 1.0
     """Softmax temperature of the weights."""
 
 
 @dataclass
-class TransferConfig:
+class TransferConfig(Validated):
     tune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, optimizer="adamw", base_lr=0.02,
                                                                   warmup_epochs=1))
     """Target tuning from the initial prompt (the same for every method)."""
     search: SearchConfig = field(default_factory=SearchConfig)
-    similarity_temperature: float = 0.1
+    similarity_temperature: Annotated[float, above(0)] = 0.1
     """Softmax temperature on the prompt cosines of the similarity baseline."""
 
 

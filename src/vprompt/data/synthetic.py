@@ -421,7 +421,7 @@ def write_synthetic_suite(
     ``out`` must be empty, new, or an earlier synthetic suite, whose task folders are replaced (so
     a folder never mixes two settings). Nothing else in ``out`` is touched.
     """
-    names = _task_names(tasks)
+    names = synthetic_task_names(tasks)
     if not (isinstance(seed, int) and seed >= 0):
         raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
     if not (isinstance(image_size, int) and image_size >= MIN_IMAGE_SIZE):
@@ -440,7 +440,7 @@ def write_synthetic_suite(
         return [_write_task(out / name, name, settings, counts, bar) for name in names]
 
 
-def _task_names(tasks: Sequence[str] | None) -> list[str]:
+def synthetic_task_names(tasks: Sequence[str] | None) -> list[str]:
     """The requested task names (all by default), checked against the registry."""
     names = list(TASKS) if tasks is None else list(tasks)
     unknown = [n for n in names if n not in TASKS]

@@ -18,13 +18,14 @@ Every design choice is an option, for ablations.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vprompt.errors import ConfigError
+from vprompt.validation import at_least, below
 from vprompt.methods import LinearHeadConfig, Method, MethodConfig, register_method
 from vprompt.families import TokenLayout, token_family
 from vprompt.prompts.tokens import TokenPrompt, vpt_init_bound
@@ -32,28 +33,22 @@ from vprompt.prompts.tokens import TokenPrompt, vpt_init_bound
 
 @dataclass
 class VAPTConfig(LinearHeadConfig):
-    prompt_len: int = 10
-    prompt_dropout: float = 0.0
+    prompt_len: Annotated[int, at_least(1)] = 10
+    prompt_dropout: Annotated[float, at_least(0), below(1)] = 0.0
     """Dropout on the static block-0 prompts only."""
-    kernel: int = 2
+    kernel: Annotated[int, at_least(1)] = 2
     """Side K of the channel-wise convolution (no padding: (Hp-K+1)×(Wp-K+1) positions)."""
     conv: bool = True
     """Off: the token projector reads the patch grid directly."""
-    conv_dropout: float = 0.1
+    conv_dropout: Annotated[float, at_least(0), below(1)] = 0.1
     """Dropout2d after the convolution."""
-    projector_width: int = 8
+    projector_width: Annotated[int, at_least(1)] = 8
     """Width r of the feature projector."""
-    projector_dropout: float = 0.1
+    projector_dropout: Annotated[float, at_least(0), below(1)] = 0.1
     projector: Literal["shared", "per-layer", "none"] = "shared"
     """One feature projector for all layers (the paper), one per layer, or none."""
     residual: bool = True
     """P = G + projector(G) (on) or P = projector(G) (off)."""
-
-    def __post_init__(self) -> None:
-        if self.projector not in ("shared", "per-layer", "none"):
-            raise ConfigError(f"VAPT projector must be shared, per-layer or none, not '{self.projector}'")
-        if self.kernel < 1 or self.projector_width < 1:
-            raise ConfigError("VAPT kernel and projector_width must be at least 1")
 
 
 class FeatureProjector(nn.Module):

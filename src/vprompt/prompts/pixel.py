@@ -33,52 +33,48 @@ the threat model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vprompt.errors import ConfigError
+from vprompt.validation import at_least
 from vprompt.heads import LabelMapping
 from vprompt.methods import Method, MethodConfig, no_prompt, register_method
 
+Template = Literal["expansive", "pad", "patch", "full"]
+MappingRule = Literal["flm", "ilm", "rlm", "first-n", "linear"]
 BAHNG_PAD_FRACTION = 30 / 224  # Bahng et al.'s pad width (and fixed patch side) at 224 pixels
-TEMPLATES = ("expansive", "pad", "patch", "full")
 
 
 @dataclass
 class VPConfig(MethodConfig):
-    template: Literal["expansive", "pad", "patch", "full"] = "expansive"
-    image_size: int = 0
+    template: Template = "expansive"
+    image_size: Annotated[int, at_least(0)] = 0
     """expansive: side of the target image in the canvas (0: half the canvas, as 32 in 64)."""
-    pad_width: int = 0
+    pad_width: Annotated[int, at_least(0)] = 0
     """pad: border width in canvas pixels (0: Bahng's 30/224 of the canvas)."""
-    patch_size: int = 0
+    patch_size: Annotated[int, at_least(0)] = 0
     """patch: side of the corner square in canvas pixels (0: Bahng's 30/224 of the canvas)."""
-    mapping: Literal["flm", "ilm", "rlm", "first-n", "linear"] = "flm"
+    mapping: MappingRule = "flm"
     """How target classes pick source classes, or a linear head on the source logits; see :mod:`vprompt.heads`."""
-    mapping_k: int = 1
+    mapping_k: Annotated[int, at_least(1)] = 1
     """Source classes per target class (many-to-one when > 1)."""
     mapping_reduce: Literal["mean", "max"] = "mean"
     """How a many-to-one mapping combines a target class's source logits."""
-    remap_every: int = 1
+    remap_every: Annotated[int, at_least(1)] = 1
     """ILM: recompute the mapping every this many epochs."""
     pbl: Literal["value", "spatial", "output"] = "output"
     """Which prompt boundary PBL loosens (a reconstruction; see the module docstring). The default is the
     one that raised clean accuracy on the robust zoo CNN without lowering robust accuracy
     (docs/results/pbl)."""
-    pbl_strength: float = 0.0
+    pbl_strength: Annotated[float, at_least(0)] = 0.0
     """PBL's λ; 0 is plain VP."""
 
     def __post_init__(self) -> None:
-        if self.template not in TEMPLATES:
-            raise ConfigError(f"VP template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
-        if min(self.image_size, self.pad_width, self.patch_size) < 0:
-            raise ConfigError("image_size, pad_width and patch_size must be positive (or 0 for the default)")
-        if self.pbl not in ("value", "spatial", "output") or self.pbl_strength < 0:
-            raise ConfigError(f"PBL loosens the 'value', 'spatial' or 'output' boundary by a strength >= 0, "
-                              f"got {self.pbl!r} with {self.pbl_strength}")
+        super().__post_init__()
         if self.loosens("spatial") and self.template == "full":
             raise ConfigError("PBL's spatial boundary lets the prompt into the image; the full template already is")
         if self.loosens("output") and (self.mapping_k != 1 or self.mapping == "linear"):

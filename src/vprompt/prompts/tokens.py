@@ -13,12 +13,13 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import torch
 from torch import nn
 
 from vprompt.errors import ConfigError
+from vprompt.validation import at_least, below
 from vprompt.families import TokenLayout, token_family
 from vprompt.families.base import Handle
 from vprompt.methods import LinearHeadConfig, Method, MethodConfig, register_method
@@ -76,8 +77,8 @@ def vpt_init_bound(patch_size: tuple[int, int], embed_dim: int) -> float:
 
 @dataclass
 class VPTConfig(LinearHeadConfig):
-    prompt_len: int = 10
-    prompt_dropout: float = 0.0
+    prompt_len: Annotated[int, at_least(1)] = 10
+    prompt_dropout: Annotated[float, at_least(0), below(1)] = 0.0
 
 
 class VPTPrompt(TokenPrompt):

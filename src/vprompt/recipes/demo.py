@@ -9,15 +9,18 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from tqdm.auto import tqdm
 
 from vprompt.backbones import BackboneSpec
 from vprompt.data import write_synthetic_suite
-from vprompt.recipes.run import train_on_task
+from vprompt.data.synthetic import synthetic_task_names
+from vprompt.methods import get_method
 from vprompt.report import markdown_table, pivot, write_rows
+from vprompt.runs import train_on_task
 from vprompt.train import TrainConfig
+from vprompt.validation import NonEmpty, Validated, Writable, at_least
 
 DEMO_BACKBONE = BackboneSpec("zoo:fractal-vit")
 DEMO_METHODS: dict[str, dict[str, Any]] = {
@@ -28,15 +31,21 @@ DEMO_METHODS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class DemoConfig:
-    out: Path = Path("vprompt-demo")
+class DemoConfig(Validated):
+    out: Annotated[Path, Writable()] = Path("vprompt-demo")
     """Folder for the suite (OUT/data), the runs (OUT/runs) and results.json / results.md."""
-    epochs: int = 10
-    seed: int = 0
-    tasks: list[str] | None = None
+    epochs: Annotated[int, at_least(1)] = 10
+    seed: Annotated[int, at_least(0)] = 0
+    tasks: Annotated[list[str], NonEmpty()] | None = None
     """Synthetic tasks to run (default: all)."""
-    methods: list[str] = field(default_factory=lambda: list(DEMO_METHODS))
+    methods: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: list(DEMO_METHODS))
     """Methods to compare."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        synthetic_task_names(self.tasks)
+        for method in self.methods:
+            get_method(method)
 
 
 def run_demo(config: DemoConfig, progress: bool = True) -> list[dict[str, Any]]:

@@ -17,43 +17,51 @@ import math
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from tqdm.auto import tqdm
 
 from vprompt.backbones import BackboneSpec
 from vprompt.bank import CARD_FILE, add_to_bank, list_bank, select_entries
 from vprompt.data.registry import open_task
+from vprompt.data.synthetic import synthetic_task_names
 from vprompt.recipes.demo import DEMO_BACKBONE
 from vprompt.recipes.run import task_dirs
 from vprompt.report import markdown_table, new_figure, save_figure, write_rows
 from vprompt.sweep import Run, execute, protocol_table, summarise
 from vprompt.train import TrainConfig
 from vprompt.transfer import SCORES_FILE, TRANSFER_METHODS, SearchConfig, TransferConfig, run_transfer
+from vprompt.validation import Existing, NonEmpty, Validated, Writable, above, at_least, check_members
 
 
 @dataclass
-class HGPromptReproduction:
-    out: Path = Path("reproduce-hgprompt")
-    data: Path | None = None
+class HGPromptReproduction(Validated):
+    out: Annotated[Path, Writable()] = Path("reproduce-hgprompt")
+    data: Annotated[Path, Existing()] | None = None
     """Folder of VTAB-1k task folders; default: the offline synthetic suite."""
-    tasks: list[str] | None = None
+    tasks: Annotated[list[str], NonEmpty()] | None = None
     """Tasks to use, as targets and as each other's sources (default: all found)."""
-    methods: list[str] = field(default_factory=lambda: list(TRANSFER_METHODS))
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    methods: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: list(TRANSFER_METHODS))
+    seeds: Annotated[list[Annotated[int, at_least(0)]], NonEmpty()] = field(default_factory=lambda: [0, 1, 2])
     source_method: Literal["vpt-deep", "vpt-shallow"] = "vpt-deep"
-    prompt_len: int = 10
-    source_epochs: int = 10
+    prompt_len: Annotated[int, at_least(1)] = 10
+    source_epochs: Annotated[int, at_least(1)] = 10
     """Training of each source prompt (seed 0)."""
-    tune_epochs: int = 5
+    tune_epochs: Annotated[int, at_least(1)] = 5
     """Target tuning from the initial prompt: a short budget, where the initial prompt matters most
     (and what 2 CPU cores afford)."""
-    base_lr: float = 0.02
+    base_lr: Annotated[float, above(0)] = 0.02
     """Base learning rate of sources and targets (AdamW, batch 64, weight decay 1e-4, one warm-up
     epoch: the setting of the offline VAPT table, where VPT-deep learns)."""
     search: SearchConfig = field(default_factory=SearchConfig)
     quick: bool = False
     """Smoke run: three tasks, two seeds, one epoch everywhere."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.data is None:
+            synthetic_task_names(self.tasks)
+        check_members("methods", self.methods, TRANSFER_METHODS)
 
     def resolved(self) -> HGPromptReproduction:
         """This config, or its quick variant."""

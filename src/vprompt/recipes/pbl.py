@@ -19,19 +19,22 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from tqdm.auto import tqdm
 
-from vprompt.backbones import BackboneSpec
+from vprompt.backbones import BackboneSpec, check_model_name
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
+from vprompt.data.synthetic import synthetic_task_names
 from vprompt.errors import ConfigError
 from vprompt.model import load_prompt, write_atomic
+from vprompt.prompts.pixel import MappingRule, Template
 from vprompt.recipes.pbl_report import results_markdown, write_prompt_images, write_tradeoff_plot
 from vprompt.report import write_rows
+from vprompt.robust.evaluation import AttackConfig, attack_report, attack_threat
 from vprompt.sweep import Run, execute
-from vprompt.robust.evaluation import AttackConfig, attack_report
 from vprompt.train import FINAL, TrainConfig
+from vprompt.validation import Existing, NonEmpty, Validated, Writable, at_least, check_members
 
 METHODS = ("vp", "vp+pbl-value", "vp+pbl-spatial", "vp+pbl-output")
 SOURCES = {"standard": "zoo:fractal-resnet", "robust": "zoo:fractal-resnet-robust"}
@@ -40,43 +43,45 @@ RUN_FILE = "run.json"
 
 
 @dataclass
-class PBLReproduction:
-    out: Path = Path("reproduce-pbl")
+class PBLReproduction(Validated):
+    out: Annotated[Path, Writable()] = Path("reproduce-pbl")
     """Folder for the data, one folder per run, results.json / results.md, the plot and prompt images."""
-    tasks: list[str] = field(default_factory=lambda: ["objects", "digits"])
+    tasks: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: ["objects", "digits"])
     """Synthetic tasks to prompt for."""
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    seeds: Annotated[list[Annotated[int, at_least(0)]], NonEmpty()] = field(default_factory=lambda: [0, 1, 2])
+    methods: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: list(METHODS))
     """Which of vp, vp+pbl-value, vp+pbl-spatial, vp+pbl-output to run."""
-    epochs: int = 10
-    template: str = "expansive"
+    epochs: Annotated[int, at_least(1)] = 10
+    template: Template = "expansive"
     """VP template (expansive: the 32-pixel image in the centre of the 64-pixel source canvas)."""
-    mapping: str = "flm"
-    value_strength: float = 0.5
+    mapping: MappingRule = "flm"
+    value_strength: Annotated[float, at_least(0)] = 0.5
     """λ of PBL's value boundary."""
-    spatial_strength: float = 0.1
+    spatial_strength: Annotated[float, at_least(0)] = 0.1
     """λ of PBL's spatial boundary."""
-    output_strength: float = 0.1
+    output_strength: Annotated[float, at_least(0)] = 0.1
     """λ of PBL's output boundary (0.1 gives 2 source classes per class for a 10-class task)."""
-    attack_images: int = 100
+    attack_images: Annotated[int, at_least(1)] = 100
     """First test images attacked by PGD and AutoAttack (AutoAttack is the slow part)."""
     eps: str = "8/255"
-    pgd_steps: int = 20
+    pgd_steps: Annotated[int, at_least(1)] = 20
     quick: bool = False
     """One task, one seed, three epochs, 50 attacked images: minutes, not hours."""
     standard: str = SOURCES["standard"]
     """The standard source: zoo:NAME, robustbench:NAME, or a timm name (with --standard-weights)."""
-    standard_weights: Path | None = None
+    standard_weights: Annotated[Path, Existing()] | None = None
     """Local weights for the standard source (.safetensors, or .pt read without pickle execution)."""
     robust: str = SOURCES["robust"]
     """The robust source, named like --standard (e.g. resnet50 with Salman et al.'s checkpoint)."""
-    robust_weights: Path | None = None
+    robust_weights: Annotated[Path, Existing()] | None = None
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if unknown or not self.methods or not self.seeds or not self.tasks:
-            raise ConfigError(f"need at least one task, seed and method, methods from {', '.join(METHODS)}"
-                              + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+        super().__post_init__()
+        check_members("methods", self.methods, METHODS)
+        attack_threat("linf", self.eps)
+        synthetic_task_names(self.tasks)
+        check_model_name(self.standard)
+        check_model_name(self.robust)
 
     def reduced(self) -> PBLReproduction:
         """--quick: the first task and seed, three epochs, 50 attacked images."""

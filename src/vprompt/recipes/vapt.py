@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from vprompt.backbones import BackboneSpec
+from vprompt.data.synthetic import synthetic_task_names
 from vprompt.recipes.demo import DEMO_BACKBONE
 from vprompt.recipes.run import task_dirs
 from vprompt.report import write_rows
 from vprompt.sweep import PROMPTED, LocalExecutor, Protocol, RayExecutor, protocol_header, protocol_table, run_protocol, summarise
 from vprompt.train import TrainConfig
+from vprompt.validation import Existing, NonEmpty, Validated, Writable, above, at_least
 
 METHODS = ("vapt", "vpt-deep", "vpt-shallow", "linear")
 
@@ -31,23 +33,28 @@ def offline_protocol(quick: bool) -> Protocol:
 
 
 @dataclass
-class VAPTReproduction:
-    out: Path = Path("reproduce-vapt")
-    data: Path | None = None
+class VAPTReproduction(Validated):
+    out: Annotated[Path, Writable()] = Path("reproduce-vapt")
+    data: Annotated[Path, Existing()] | None = None
     """Folder of VTAB-1k task folders (the paper's protocol); default: the offline synthetic suite."""
-    tasks: list[str] | None = None
+    tasks: Annotated[list[str], NonEmpty()] | None = None
     """Task folder names to run (default: all found)."""
-    prompt_len: int = 10
+    prompt_len: Annotated[int, at_least(1)] = 10
     quick: bool = False
     """Offline only: one grid point, two seeds, three epochs."""
-    base_lrs: list[float] | None = None
+    base_lrs: Annotated[list[Annotated[float, above(0)]], NonEmpty()] | None = None
     """Override the protocol's base_lr grid (one value: no tuning runs)."""
-    weight_decays: list[float] | None = None
+    weight_decays: Annotated[list[Annotated[float, at_least(0)]], NonEmpty()] | None = None
     """Override the protocol's weight-decay grid."""
-    seeds: list[int] | None = None
+    seeds: Annotated[list[Annotated[int, at_least(0)]], NonEmpty()] | None = None
     """Override the protocol's seeds."""
-    epochs: int | None = None
+    epochs: Annotated[int, at_least(1)] | None = None
     """Override the protocol's epochs."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.data is None:
+            synthetic_task_names(self.tasks)
 
     def protocol(self) -> Protocol:
         """The offline or the paper's protocol, with this config's overrides."""

@@ -16,22 +16,21 @@ changes the mode, so there is nothing to restore; for eval-mode attacks use
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
-from vprompt.errors import ConfigError
 from vprompt.robust.attacks import ThreatModel, perturb
+from vprompt.validation import Validated, above, at_least
 
 Method = Literal["fgsm-rs", "pgd"]
-METHODS: tuple[Method, ...] = ("fgsm-rs", "pgd")
 FGSM_STEP = 1.25  # α / eps for FGSM-RS (Wong et al.)
 PGD_STEP = 2.5  # α · k / eps for PGD-k (Madry et al.)
 
 
 @dataclass(frozen=True)
-class AdversarialConfig:
+class AdversarialConfig(Validated):
     """How training examples are attacked.
 
     ``step_size`` is in pixel units at the full eps (e.g. 10/255 for eps 8/255); while eps ramps up
@@ -41,18 +40,9 @@ class AdversarialConfig:
 
     threat: ThreatModel = field(default_factory=ThreatModel)
     method: Method = "fgsm-rs"
-    step_size: float | None = None
-    pgd_steps: int = 7
-    ramp_steps: int = 0
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            choices = ", ".join(METHODS)
-            raise ConfigError(f"unknown adversarial training method {self.method!r}; choose one of {choices}")
-        if self.step_size is not None and self.step_size <= 0:
-            raise ConfigError(f"adversarial step size must be > 0, got {self.step_size}")
-        if self.pgd_steps < 1 or self.ramp_steps < 0:
-            raise ConfigError(f"need pgd_steps >= 1 and ramp_steps >= 0, got {self.pgd_steps} and {self.ramp_steps}")
+    step_size: Annotated[float, above(0)] | None = None
+    pgd_steps: Annotated[int, at_least(1)] = 7
+    ramp_steps: Annotated[int, at_least(0)] = 0
 
     def describe(self) -> str:
         steps = "" if self.method == "fgsm-rs" else f"-{self.pgd_steps}"

@@ -4,60 +4,74 @@ with everything needed to read them: eps, norm, attack settings and image count 
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from vprompt.errors import ConfigError
-from vprompt.robust.attacks import NORMS, Norm, ThreatModel, eval_mode, model_device, robust_accuracy
+from vprompt.errors import ConfigError, VpromptWarning
+from vprompt.robust.attacks import Norm, ThreatModel, eval_mode, model_device, robust_accuracy
 from vprompt.robust.autoattack import autoattack
+from vprompt.validation import Validated, at_least
 
 Attack = Literal["none", "pgd", "autoattack", "both"]
-ATTACKS: tuple[Attack, ...] = ("none", "pgd", "autoattack", "both")
+
+
+LARGE_EPS = {"linf": 16 / 255, "l2": 4.0}
+"""Budgets above these are unusual in the robustness literature (8/255 and 0.5 are the usual ones)."""
 
 
 def parse_eps(text: str | float) -> float:
     """eps as a number or a fraction such as ``8/255`` (pixel units in [0, 1])."""
     try:
         return float(Fraction(str(text).strip()))
-    except (ValueError, ZeroDivisionError) as exc:
-        raise ConfigError(f"eps must be a number or a fraction like 8/255, got {text!r}") from exc
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"eps must be a number or a fraction like 8/255, got {text!r}") from None
+
+
+def attack_threat(norm: Norm, eps_text: str | float) -> ThreatModel:
+    """The threat a user asked for: eps in (0, 1] pixel units for ℓ∞ (any ℓ2 radius above 0),
+    with a warning when it is far beyond the usual budgets, which is mostly a unit mistake (8 for 8/255)."""
+    eps = parse_eps(eps_text)
+    if not eps > 0 or (norm == "linf" and eps > 1):
+        limit = "(0, 1] pixel units" if norm == "linf" else "above 0"
+        raise ConfigError(f"{norm} eps must lie in {limit}, got {eps_text!r}; images are in [0, 1], so write 8/255, not 8")
+    if eps > LARGE_EPS.get(norm, math.inf):
+        warnings.warn(f"{norm} eps {eps_text} is unusually large (above {LARGE_EPS[norm]:.4g}); eps is in [0, 1] "
+                      "pixel units", VpromptWarning, stacklevel=2)
+    return ThreatModel(norm, eps)
 
 
 @dataclass
-class AttackConfig:
+class AttackConfig(Validated):
     """What the adversary may do and how hard it tries."""
 
     attack: Attack = "both"
     """pgd, autoattack (standard), both on the same images, or none (clean accuracy only)."""
     norm: Norm = "linf"
     eps: str = "8/255"
-    """Perturbation budget in [0, 1] pixel units: a number or a fraction such as 8/255."""
-    steps: int = 20
+    """Perturbation budget in (0, 1] pixel units: a number or a fraction such as 8/255."""
+    steps: Annotated[int, at_least(1)] = 20
     """PGD steps."""
-    restarts: int = 1
+    restarts: Annotated[int, at_least(1)] = 1
     """PGD random restarts (the worst case per image is kept)."""
-    images: int = 500
+    images: Annotated[int, at_least(0)] = 500
     """Attack the first this many images of the split (0: all)."""
-    seed: int = 0
+    seed: Annotated[int, at_least(0)] = 0
     """Seeds PGD's random starts and AutoAttack."""
-    batch_size: int = 128
+    batch_size: Annotated[int, at_least(1)] = 128
 
     def __post_init__(self) -> None:
-        if self.attack not in ATTACKS:
-            raise ConfigError(f"attack must be one of {', '.join(ATTACKS)}, got {self.attack!r}")
-        if self.norm not in NORMS:
-            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if self.images < 0 or self.batch_size < 1:
-            raise ConfigError("images must be >= 0 and batch_size >= 1")
+        super().__post_init__()
         self.threat()  # checks eps
 
     def threat(self) -> ThreatModel:
-        return ThreatModel(self.norm, parse_eps(self.eps))
+        return attack_threat(self.norm, self.eps)
 
 
 def first_images(dataset: Dataset, count: int, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,72 @@
+"""Connecting to Ray never hangs: a cluster address that does not answer fails in one line, in time."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vprompt.errors import ConfigError
+from vprompt.sweep import make_executor
+
+pytest.importorskip("ray")
+
+# Run in a child process: the ray.init left blocked behind the timeout would otherwise hold this
+# process's Ray state while later tests start a local instance.
+CONNECT = """
+import sys, time
+from vprompt.errors import ConfigError
+from vprompt.sweep import make_executor
+started = time.perf_counter()
+try:
+    make_executor(sys.argv[1], ray_timeout=float(sys.argv[2]))
+except ConfigError as exc:
+    print(f"{time.perf_counter() - started:.2f} {exc}")
+    sys.exit(2)
+"""
+
+
+def free_port() -> int:
+    """A port on which nothing listens: bound, read, closed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_address_where_nothing_listens_fails_at_once_naming_it():
+    address = f"127.0.0.1:{free_port()}"
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=f"no Ray cluster answered at {address}: .*'ray start --head'") as caught:
+        make_executor(address, ray_timeout=30)
+    assert time.perf_counter() - started < 5
+    assert "\n" not in str(caught.value)
+
+
+def test_a_server_that_accepts_but_never_speaks_ray_is_given_up_on_after_the_timeout():
+    with socket.socket() as silent:  # the kernel completes the handshake; nobody ever answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        child = subprocess.run([sys.executable, "-c", CONNECT, address, "2"], capture_output=True, text=True,
+                               timeout=120)
+    assert child.returncode == 2, child.stderr
+    seconds, message = child.stdout.strip().split(" ", 1)
+    assert 2 <= float(seconds) < 2 + 3
+    assert message.startswith(f"no Ray cluster answered at {address} within 2 s (")
+    assert "SIGTERM" not in child.stderr
+
+
+def test_a_local_ray_that_cannot_start_says_why_in_one_line(monkeypatch):
+    import ray
+
+    def refuse(**_):
+        raise RuntimeError("Failed to start the GCS server.\nSee the raylet logs for details.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(ConfigError, match="^could not start a local Ray instance: Failed to start the GCS server.; "
+                                          "pass --ray none to run without Ray$"):
+        make_executor("local")
