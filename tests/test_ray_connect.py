@@ -67,6 +67,7 @@ def test_a_local_ray_that_cannot_start_says_why_in_one_line(monkeypatch):
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", refuse)
-    with pytest.raises(ConfigError, match="^could not start a local Ray instance: Failed to start the GCS server.; "
-                                          "pass --ray none to run without Ray$"):
+    expected = ("^could not start a local Ray instance: Failed to start the GCS server. See the raylet logs for "
+                "details.; pass --ray none to run without Ray$")
+    with pytest.raises(ConfigError, match=expected):
         make_executor("local")

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from vprompt.backbones import BackboneSpec
 from vprompt.data.registry import open_task
 from vprompt.errors import ConfigError
+from vprompt.failures import one_line
 from vprompt.report import markdown_table, mean_of_group_means, mean_std
 from vprompt.runs import train_on_task
 from vprompt.train import FINAL, TrainConfig, latest_checkpoint
@@ -38,8 +39,10 @@ PROMPTED = ("vpt-shallow", "vpt-deep", "vapt")  # methods that take a prompt len
 class Protocol(Validated):
     """The grid, the seeds and the fixed training settings (defaults: the VTAB-1k protocol)."""
 
-    base_lrs: Annotated[list[Annotated[float, above(0)]], NonEmpty()] = field(default_factory=lambda: [50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05])
-    weight_decays: Annotated[list[Annotated[float, at_least(0)]], NonEmpty()] = field(default_factory=lambda: [0.01, 1e-3, 1e-4, 0.0])
+    base_lrs: Annotated[list[Annotated[float, above(0)]], NonEmpty()] = field(
+        default_factory=lambda: [50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05])
+    weight_decays: Annotated[list[Annotated[float, at_least(0)]], NonEmpty()] = field(
+        default_factory=lambda: [0.01, 1e-3, 1e-4, 0.0])
     prompt_lens: Annotated[list[Annotated[int, at_least(1)]], NonEmpty()] | None = None
     """Prompt lengths to search for prompted methods (None: the method's own option)."""
     seeds: Annotated[list[Annotated[int, at_least(0)]], NonEmpty()] = field(default_factory=lambda: [0, 1, 2, 3, 4])
@@ -119,18 +122,12 @@ NO_CLUSTER_HINT = ("is 'ray start --head' running there? --ray local starts one 
                    "--ray none runs without Ray")
 
 
-def first_line(exc: BaseException) -> str:
-    """An exception as one line: Ray's messages run over several."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def start_local_ray(ray: Any, num_cpus: int | None) -> None:
     """A Ray instance on this machine; whatever stops it from starting becomes one line."""
     try:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except Exception as exc:
-        raise ConfigError(f"could not start a local Ray instance: {first_line(exc)}; "
+        raise ConfigError(f"could not start a local Ray instance: {one_line(exc)}; "
                           "pass --ray none to run without Ray") from exc
 
 
@@ -152,14 +149,14 @@ def connect_ray(ray: Any, address: str, timeout: float) -> None:
         except TimeoutError:
             raise no_cluster(address, f" within {timeout:g} s") from None
         except OSError as exc:
-            raise no_cluster(address, f": {exc.strerror or first_line(exc)}") from None
+            raise no_cluster(address, f": {exc.strerror or one_line(exc)}") from None
     worker_log = logging.getLogger("ray._private.worker")
     worker_log.addFilter(not_in_main_thread_warning)  # the price of the thread below, not news to the user
     try:
         finished = call_within(lambda: ray.init(address=address, log_to_driver=False, configure_logging=False),
                                timeout)
     except Exception as exc:
-        raise ConfigError(f"could not connect to the Ray cluster at {address}: {first_line(exc)} "
+        raise ConfigError(f"could not connect to the Ray cluster at {address}: {one_line(exc)} "
                           f"({NO_CLUSTER_HINT})") from exc
     finally:
         worker_log.removeFilter(not_in_main_thread_warning)
