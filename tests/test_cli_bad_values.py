@@ -241,3 +241,16 @@ def test_a_parse_error_in_a_terminal_encoding_is_one_line_too():
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "error: vprompt train needs --data, --model (see vprompt train --help)"]
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    """`vprompt models --json | head -1`: the closed pipe ends the command quietly."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-m", "vprompt.cli", "models", "--json"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    child.stdout.close()  # before the child writes: its first write meets a closed pipe
+    stderr = child.stderr.read()
+    child.wait(timeout=60)
+    assert "error" not in stderr and "Traceback" not in stderr, stderr

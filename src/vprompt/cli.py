@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 import traceback
 import warnings
@@ -777,6 +778,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("\ninterrupted; a training run continues from its last checkpoint with --resume", file=sys.stderr)
         raise SystemExit(130) from None
+    except BrokenPipeError:  # `vprompt ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        raise SystemExit(1) from None
     except Exception as exc:  # noqa: BLE001  (the one place that decides what the user reads)
         message = user_message(exc)
         if message is None:
