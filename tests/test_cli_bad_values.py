@@ -196,6 +196,9 @@ def test_a_bad_value_is_one_error_line_and_writes_nothing(sub, option, bad, work
 
 
 def test_an_unusually_large_eps_is_one_warning_line_and_the_attack_runs(workspace, capsys, monkeypatch):
+    from vprompt.robust.evaluation import warn_large_eps
+
+    warn_large_eps.cache_clear()  # warned once per process: an earlier test may have used the same setting
     monkeypatch.chdir(workspace["root"])
     main(["attack", "--prompt", workspace["prompt"], "--data", workspace["task"], "--attack", "pgd", "--eps", "20/255",
           "--steps", "1", "--images", "4"])
@@ -254,3 +257,15 @@ def test_a_reader_that_stops_early_is_not_an_error():
     stderr = child.stderr.read()
     child.wait(timeout=60)
     assert "error" not in stderr and "Traceback" not in stderr, stderr
+
+
+def test_timm_hub_and_folder_names_pass_the_early_name_check():
+    """timm reads an hf-hub: or local-dir: model's config only when it builds it, so the parse-time
+    check must let those through, and still refuse an unknown prefix."""
+    from vprompt.backbones import check_model_name
+    from vprompt.errors import ConfigError
+
+    check_model_name("hf-hub:timm/vit_tiny_patch16_224.augreg_in21k")
+    check_model_name("local-dir:/some/folder")
+    with pytest.raises(ConfigError, match="unknown timm model 'foo:bar'"):
+        check_model_name("foo:bar")

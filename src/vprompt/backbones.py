@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+from timm.models import parse_model_name
 import torch
 from torch import nn
 
@@ -80,7 +81,7 @@ def create_backbone(spec: BackboneSpec) -> nn.Module:
                 model = timm.create_model(spec.name, pretrained=spec.pretrained, **spec.kwargs)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
-            raise ConfigError(f"unknown timm model '{spec.name}' (see timm.list_models())") from exc
+            raise unknown_model(spec.name) from exc
         raise
     except TypeError as exc:
         raise ConfigError(f"bad model arguments for '{spec.name}': {exc}") from exc
@@ -112,13 +113,23 @@ def card_architecture(card: dict[str, Any], init_seed: int = 0) -> BackboneSpec:
 
 def check_model_name(name: str) -> None:
     """Refuse an unknown backbone name before any work starts (a run would otherwise fail only
-    when it builds the model, after writing its data)."""
-    if name.startswith(ROBUSTBENCH_PREFIX):
-        return
+    when it builds the model, after writing its data). timm's ``hf-hub:`` and ``local-dir:`` names
+    are only known once their config is read, so they pass."""
     if zoo.is_zoo_name(name):
         zoo.find_card(name)
-    elif not timm.is_model(name):
-        raise ConfigError(f"unknown timm model '{name}' (see timm.list_models())")
+        return
+    if name.startswith(ROBUSTBENCH_PREFIX):
+        return
+    try:
+        source = parse_model_name(name)[0]
+    except ValueError as exc:  # an unknown NAME: prefix, or a path where a model name belongs
+        raise unknown_model(name) from exc
+    if source is None and not timm.is_model(name):
+        raise unknown_model(name)
+
+
+def unknown_model(name: str) -> ConfigError:
+    return ConfigError(f"unknown timm model '{name}' (see timm.list_models())")
 
 
 def load_weights(model: nn.Module, path: Path | str) -> None:
@@ -188,7 +199,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any parse failure is the file's fault, not ours
-        kind = "a safetensors file" if path.suffix == ".safetensors" else "a PyTorch file of tensors (read without pickle)"
+        kind = ("a safetensors file" if path.suffix == ".safetensors"
+                else "a PyTorch file of tensors (read without pickle)")
         raise CheckpointError(f"cannot read checkpoint {path}: it is not {kind}") from exc
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

@@ -20,7 +20,7 @@ BUG_REPORT = ("this is a bug in vprompt, not in your input: please report it wit
 def user_message(exc: BaseException) -> str | None:
     """The one-line message for a failure the user can act on, or None for a bug."""
     if isinstance(exc, VpromptError):
-        return last_line(exc)
+        return message_line(exc)
     module = type(exc).__module__.split(".")[0]
     if module == "huggingface_hub":
         return (f"the Hugging Face Hub could not provide a file ({one_line(exc)}); without the network, fill the "
@@ -37,7 +37,7 @@ def user_message(exc: BaseException) -> str | None:
     return None
 
 
-def last_line(exc: BaseException) -> str:
+def message_line(exc: BaseException) -> str:
     """The message in one line; from a DataLoader worker, which re-raises an error of its process
     as traceback text, only the last line, without its ``module.Class:`` prefix."""
     text = str(exc).strip()
@@ -54,7 +54,7 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
 
 def os_error_message(exc: OSError) -> str:
     """Disk full, permissions, a missing folder: the OS's words and the path they concern."""
-    reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or last_line(exc)).lower()
+    reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or message_line(exc)).lower()
     return f"{reason}: {exc.filename}" if exc.filename else reason
 
 

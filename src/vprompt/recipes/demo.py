@@ -16,11 +16,11 @@ from tqdm.auto import tqdm
 from vprompt.backbones import BackboneSpec
 from vprompt.data import write_synthetic_suite
 from vprompt.data.synthetic import synthetic_task_names
-from vprompt.methods import get_method
+from vprompt.methods import method_names
 from vprompt.report import markdown_table, pivot, write_rows
 from vprompt.runs import train_on_task
 from vprompt.train import TrainConfig
-from vprompt.validation import NonEmpty, Validated, Writable, at_least
+from vprompt.validation import NonEmpty, Validated, Writable, at_least, check_members
 
 DEMO_BACKBONE = BackboneSpec("zoo:fractal-vit")
 DEMO_METHODS: dict[str, dict[str, Any]] = {
@@ -44,8 +44,7 @@ class DemoConfig(Validated):
     def __post_init__(self) -> None:
         super().__post_init__()
         synthetic_task_names(self.tasks)
-        for method in self.methods:
-            get_method(method)
+        check_members("methods", self.methods, method_names())
 
 
 def run_demo(config: DemoConfig, progress: bool = True) -> list[dict[str, Any]]:

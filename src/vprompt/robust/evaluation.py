@@ -8,6 +8,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import torch
@@ -42,9 +43,16 @@ def attack_threat(norm: Norm, eps_text: str | float) -> ThreatModel:
         limit = "(0, 1] pixel units" if norm == "linf" else "above 0"
         raise ConfigError(f"{norm} eps must lie in {limit}, got {eps_text!r}; images are in [0, 1], so write 8/255, not 8")
     if eps > LARGE_EPS.get(norm, math.inf):
-        warnings.warn(f"{norm} eps {eps_text} is unusually large (above {LARGE_EPS[norm]:.4g}); eps is in [0, 1] "
-                      "pixel units", VpromptWarning, stacklevel=2)
+        warn_large_eps(norm, str(eps_text))
     return ThreatModel(norm, eps)
+
+
+@lru_cache(maxsize=None)
+def warn_large_eps(norm: Norm, eps_text: str) -> None:
+    """Once per setting: several configs check the same eps (the CLI's arguments, then the attack's
+    own), and warnings' own once-per-place memory is reset whenever a library changes the filters."""
+    warnings.warn(f"{norm} eps {eps_text} is unusually large (above {LARGE_EPS[norm]:.4g}); eps is in [0, 1] "
+                  "pixel units", VpromptWarning, stacklevel=3)  # at the caller of attack_threat
 
 
 @dataclass
