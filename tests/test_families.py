@@ -4,7 +4,6 @@ gradients, parameter formulas, checkpoints, and the compatibility matrix."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -266,14 +265,6 @@ def test_matrix_covers_the_families_and_every_listed_method_runs():
     for spec, row in zip(ROWS, rows):
         outcome = check(spec, row["methods"])
         assert not [m for m, result in outcome.items() if result.startswith("MISMATCH")], (row["family"], outcome)
-
-
-def test_readme_table_is_the_generated_one():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    begin, end = "<!-- models-table:begin -->\n", "\n<!-- models-table:end -->"
-    assert begin in readme and end in readme
-    table = readme.split(begin, 1)[1].split(end, 1)[0]
-    assert table == markdown(matrix()), "regenerate it with `vprompt models --markdown`"
 
 
 def test_unsupported_family_gets_one_line_naming_the_supported_ones():

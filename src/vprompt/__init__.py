@@ -1,11 +1,13 @@
 """vprompt: visual prompting for frozen vision models.
 
-The public API in one import::
+The public API in one import:
 
-    import vprompt
-    model = vprompt.create_model("vit_base_patch16_224", "vpt-deep", num_classes=10, prompt_len=10)
-    vprompt.save_prompt(model, "my-prompt")
-    model = vprompt.load_prompt("my-prompt")
+```python
+import vprompt
+model = vprompt.create_model("vit_base_patch16_224", "vpt-deep", num_classes=10, prompt_len=10)
+vprompt.save_prompt(model, "my-prompt")
+model = vprompt.load_prompt("my-prompt")
+```
 """
 
 from vprompt.backbones import BackboneSpec

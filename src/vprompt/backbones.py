@@ -1,6 +1,6 @@
 """Frozen timm backbones: loading, freezing, data config and a weight fingerprint.
 
-A backbone is always described by a :class:`BackboneSpec` so that a prompt checkpoint can say
+A backbone is always described by a [`BackboneSpec`][vprompt.BackboneSpec] so that a prompt checkpoint can say
 exactly which frozen network it was trained on, and rebuild it offline.
 """
 
@@ -27,21 +27,27 @@ from vprompt.hub import cache_only_when_unreachable
 class BackboneSpec:
     """How to build a backbone: a timm name plus where its weights come from.
 
-    ``pretrained`` downloads through timm (needs the network or a filled cache); ``checkpoint``
-    loads a local safetensors or ``.pt`` file; with neither, weights are random, drawn from
-    ``init_seed`` so that the same spec always rebuilds the same network. ``input_size`` (height,
-    width) overrides timm's default for networks without a fixed size (CNNs); a ViT's size comes
-    from its ``img_size``.
+    A prompt checkpoint records only this spec, so the same spec must always rebuild the same
+    frozen network, offline: with neither ``pretrained`` nor ``checkpoint``, the weights are random
+    but drawn from ``init_seed``.
     """
 
     name: str
+    """A timm model name, ``zoo:NAME`` (the offline zoo) or ``robustbench:[THREAT/]NAME``."""
     pretrained: bool = False
+    """Download timm's pretrained weights (needs the network or a filled Hugging Face cache)."""
     checkpoint: str | None = None
+    """A local safetensors or ``.pt`` file of weights, read without executing pickled code."""
     kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra timm constructor arguments, e.g. ``img_size`` or ``num_classes``."""
     init_seed: int = 0
+    """Seeds the random init when no weights are given."""
     input_size: list[int] | None = None
+    """(height, width) overriding timm's default, for networks without a fixed size (CNNs); a
+    ViT's size comes from its ``img_size``."""
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready data, as ``prompt.json`` records it."""
         return asdict(self)
 
     def describe(self) -> str:
@@ -52,6 +58,7 @@ class BackboneSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackboneSpec:
+        """The spec that [`to_dict`][vprompt.BackboneSpec.to_dict] wrote."""
         return cls(**data)
 
 

@@ -115,7 +115,7 @@ def select_entries(entries: list[BankEntry], names: list[str] | None = None) -> 
 
 def bank_backbone(entries: list[BankEntry]) -> tuple[BackboneSpec, str, dict[str, Any]]:
     """The backbone, method and method options the sources were trained with (those of the first
-    entry; :func:`source_prompts` refuses any entry that differs)."""
+    entry; ``source_prompts`` refuses any entry that differs)."""
     meta = entries[0].metadata()
     return BackboneSpec.from_dict(meta["backbone"]), meta["method"], {"prompt_len": meta["method_config"]["prompt_len"]}
 

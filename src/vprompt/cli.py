@@ -1,6 +1,6 @@
 """The `vprompt` command line: each subcommand is a typed dataclass that calls one library function.
 
-Errors meant for the user (:class:`~vprompt.errors.VpromptError`) are printed as one line and
+Errors meant for the user ([`VpromptError`][vprompt.VpromptError]) are printed as one line and
 exit with status 2; an interrupted run says how to resume.
 """
 
@@ -771,7 +771,7 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 
 def main(argv: list[str] | None = None) -> None:
     """Parse, run, and turn every failure the user can fix into one ``error:`` line and exit 2
-    (see :mod:`vprompt.failures`); anything else is a bug and keeps its traceback."""
+    (see ``vprompt.failures``); anything else is a bug and keeps its traceback."""
     warnings.showwarning = show_warning
     try:
         parse(argv).run()

@@ -1,8 +1,8 @@
 """User-facing errors.
 
-Anything raised as a :class:`VpromptError` is a problem with the user's input (a file, a flag, a
-checkpoint), not a bug: the CLI prints its message as one line and exits with status 2 instead of
-showing a traceback.
+Anything raised as a [`VpromptError`][vprompt.VpromptError] is a problem with the user's input (a
+file, a flag, a checkpoint), not a bug: the CLI prints its message as one line and exits with
+status 2 instead of showing a traceback.
 """
 
 

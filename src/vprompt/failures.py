@@ -1,6 +1,6 @@
 """The one place where a failure becomes what the user reads.
 
-Our own errors (:class:`~vprompt.errors.VpromptError`) and the failures of the outside world that
+Our own errors ([`VpromptError`][vprompt.VpromptError]) and the failures of the outside world that
 a user can fix (the Hub not reachable, a full disk, no GPU, too little memory, a command line tyro
 could not parse) become one ``error:`` line; the CLI exits with status 2. Anything else is a bug
 in vprompt, and says so.

@@ -1,6 +1,6 @@
 """The method registry: one typed config and one builder per prompting method.
 
-A method decides what a :class:`~vprompt.model.PromptedModel` learns: which prompt modules (if
+A method decides what a [`PromptedModel`][vprompt.PromptedModel] learns: which prompt modules (if
 any) act on the input pixels and inside the frozen backbone, which head reads the features (a new
 linear head, or the source classifier through a label mapping), and whether the backbone itself is
 trained. Method
@@ -22,9 +22,10 @@ from vprompt.validation import Validated
 @dataclass
 class MethodConfig(Validated):
     """Options shared by every method; subclasses add their own typed fields, which are checked
-    against their types and bounds when the config is built (see :mod:`vprompt.validation`)."""
+    against their types and bounds when the config is built (see ``vprompt.validation``)."""
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as JSON-ready data, as a checkpoint records them."""
         return asdict(self)
 
 
@@ -75,6 +76,11 @@ def get_method(name: str) -> Method:
 
 
 def method_names() -> list[str]:
+    """Every registered method, for choosing one by name.
+
+    Returns:
+        The names, in registration order (``linear``, ``full``, then the prompt methods).
+    """
     _ensure_builtin_methods()
     return list(_REGISTRY)
 

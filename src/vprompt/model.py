@@ -24,7 +24,7 @@ from vprompt.errors import CheckpointError, ConfigError
 from vprompt.families import source_classifier
 from vprompt.heads import LinearHead, source_head
 from vprompt.hub import is_hub_reference, resolve_hub_prompt
-from vprompt.methods import LinearHeadConfig, MethodConfig, get_method, make_config
+from vprompt.methods import LinearHeadConfig, Method, MethodConfig, get_method, make_config
 
 CHECKPOINT_FORMAT = 1
 WEIGHTS_FILE = "prompt.safetensors"
@@ -34,8 +34,42 @@ META_FILE = "prompt.json"
 class PromptedModel(nn.Module):
     """A frozen backbone adapted by a method's prompts and a head.
 
-    Images enter at :attr:`image_size` (the input size, or an expansive prompt's inner size).
+    The one module every trainer, evaluator and attack sees: images in [0, 1] in, logits out. Most
+    code builds it with [`create_model`][vprompt.create_model] or
+    [`load_prompt`][vprompt.load_prompt]. Images enter at
+    [`image_size`][vprompt.PromptedModel.image_size] (the input size, or an expansive prompt's
+    inner size).
+
+    Args:
+        backbone: The timm model built from ``backbone_spec``; its classifier is replaced by
+            the head (a label-mapping head keeps reading it).
+        backbone_spec: How ``backbone`` was built, recorded in every checkpoint.
+        method: A registered method name (see [`method_names`][vprompt.method_names]).
+        method_config: That method's config.
+        num_classes: Classes of the target task.
+        class_names: Their names, saved with the prompt (default ``"0"``, ``"1"``, ...).
     """
+
+    method: Method
+    """The registered method: what it trains and how it builds prompts and head."""
+    method_config: MethodConfig
+    """The method's options, saved with the prompt."""
+    backbone_spec: BackboneSpec
+    """How the backbone was built, saved with the prompt."""
+    backbone_fingerprint: str
+    """A hash of the frozen weights, so a checkpoint refuses to load on another network."""
+    data_config: DataConfig
+    """The backbone's input size and normalisation (applied inside the model)."""
+    class_names: list[str]
+    """One name per class, in label order."""
+    backbone: nn.Module
+    """The frozen timm model, its classifier reset."""
+    input_prompt: nn.Module | None
+    """The pixel-space prompt applied to images before normalisation, if the method has one."""
+    token_prompt: nn.Module | None
+    """The prompt attached to the backbone's tokens, if the method has one."""
+    head: nn.Module
+    """A new linear head, or the source classifier read through a label mapping."""
 
     def __init__(
         self,
@@ -51,7 +85,7 @@ class PromptedModel(nn.Module):
         self.method_config = method_config
         self.backbone_spec = backbone_spec
         self.backbone_fingerprint = fingerprint(backbone)
-        self.data_config: DataConfig = data_config(backbone)
+        self.data_config = data_config(backbone)
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         if len(self.class_names) != num_classes:
             raise CheckpointError(f"{len(self.class_names)} class names for {num_classes} classes")
@@ -67,7 +101,6 @@ class PromptedModel(nn.Module):
             self.token_prompt.attach(backbone)
         for param in backbone.parameters():
             param.requires_grad_(self.method.trains_backbone)
-        self.head: nn.Module
         self.source_tokens: int | None = None
         """Label mapping on a distilled DeiT: its two heads read the first two output tokens."""
         if self.method.head == "label-map":
@@ -83,6 +116,7 @@ class PromptedModel(nn.Module):
 
     @property
     def num_classes(self) -> int:
+        """Classes the head predicts."""
         return self.head.out_features
 
     @property
@@ -108,6 +142,7 @@ class PromptedModel(nn.Module):
         return self.backbone.forward_head(tokens, pre_logits=True)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) of images (B, 3, H, W) in [0, 1]."""
         return self.head(self.features(images))
 
     @torch.no_grad()
@@ -136,6 +171,7 @@ class PromptedModel(nn.Module):
         return state
 
     def metadata(self) -> dict[str, Any]:
+        """What ``prompt.json`` records, enough to rebuild this model and to refuse another one."""
         return {
             "format": CHECKPOINT_FORMAT,
             "method": self.method.name,
@@ -155,7 +191,20 @@ def create_model(
     class_names: list[str] | None = None,
     **method_options: Any,
 ) -> PromptedModel:
-    """The one-call API: a timm name (or spec), a method name and its options."""
+    """The one-call API: a timm name (or spec), a method name and its options.
+
+    Args:
+        model: A name as [`BackboneSpec.name`][vprompt.BackboneSpec.name] takes it (a plain
+            timm name gets random weights), or a full [`BackboneSpec`][vprompt.BackboneSpec].
+        method: A registered method name, one of [`method_names`][vprompt.method_names].
+        num_classes: Classes of the target task.
+        class_names: Their names, saved with the prompt (default ``"0"``, ``"1"``, ...).
+        **method_options: Fields of the method's config, e.g. ``prompt_len=10``; one it does
+            not take is a ``ConfigError`` naming the ones it does.
+
+    Returns:
+        A frozen backbone with freshly initialised prompts and head.
+    """
     spec = BackboneSpec(model) if isinstance(model, str) else model
     config = make_config(method, **method_options)
     return PromptedModel(create_backbone(spec), spec, method, config, num_classes, class_names)
@@ -176,6 +225,16 @@ class ParameterReport:
 
 
 def parameter_report(model: PromptedModel) -> ParameterReport:
+    """Count what a method trains, split the way papers report it.
+
+    Args:
+        model: The model to count.
+
+    Returns:
+        Trainable parameters of the prompts (token and input prompts), the head and the
+        backbone (0 unless the method trains it), their total, and every backbone parameter,
+        frozen or not (``backbone_total``).
+    """
     def count(module: nn.Module | None) -> int:
         if module is None:
             return 0
@@ -193,10 +252,23 @@ def parameter_report(model: PromptedModel) -> ParameterReport:
 
 
 def save_prompt(model: PromptedModel, directory: Path | str, training: dict[str, Any] | None = None) -> Path:
-    """Write the prompt-only checkpoint (trainable tensors + metadata) and its model card
-    (README.md; ``training``: what the run knows, see :func:`vprompt.card.model_card`) into ``directory``.
-    The tensors are serialised in memory and written like every other file, so a full disk raises
-    an OSError naming the file (safetensors' own file writer raises a SafetensorError instead)."""
+    """Write the prompt-only checkpoint (trainable tensors + metadata) and its model card.
+
+    Only what the method trains is stored, so a prompt's checkpoint stays small: the frozen
+    backbone is rebuilt from its spec. The tensors are serialised in memory and written like every
+    other file, so a full disk raises an OSError naming the file (safetensors' own file writer
+    raises a SafetensorError instead).
+
+    Args:
+        model: The trained model.
+        directory: Where ``prompt.safetensors``, ``prompt.json`` and ``README.md`` go (created
+            if needed; files written before are replaced).
+        training: What the run knows for the model card (config, metrics, task; see
+            ``vprompt.card.model_card``).
+
+    Returns:
+        ``directory``, as a path.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.float() if v.is_floating_point() else v).contiguous().cpu()
@@ -238,9 +310,21 @@ def read_metadata(directory: Path | str) -> dict[str, Any]:
 
 
 def load_prompt(directory: Path | str, backbone: BackboneSpec | None = None) -> PromptedModel:
-    """Rebuild a PromptedModel from a prompt checkpoint (optionally on an explicitly given backbone),
-    in eval mode: the head's feature statistics are the saved ones, not those of the next batch.
-    ``directory`` may be a Hub reference, ``hf://ORG/NAME[@REVISION]``."""
+    """Rebuild a PromptedModel from a prompt checkpoint.
+
+    Args:
+        directory: A folder written by [`save_prompt`][vprompt.save_prompt], or a Hub reference
+            ``hf://ORG/NAME[@REVISION]``.
+        backbone: Build on this spec instead of the recorded one (e.g. weights moved to another
+            path); its weights must still be those the prompt was trained on.
+
+    Returns:
+        The model in eval mode, so the head's feature statistics are the saved ones, not those
+        of the next batch.
+
+    Raises:
+        CheckpointError: The checkpoint is missing, corrupt, or does not fit the backbone.
+    """
     if is_hub_reference(directory):
         directory = resolve_hub_prompt(directory)
     meta = read_metadata(directory)

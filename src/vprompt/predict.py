@@ -121,9 +121,19 @@ def iter_predictions(model: PromptedModel, dataset: Dataset, names: Callable[[in
 
 def predict(model: PromptedModel, images: Sequence[str | Path | Image.Image | torch.Tensor], top_k: int = 5,
             batch_size: int = 64) -> list[Row]:
-    """Rows for images given as paths, PIL images or (3, H, W) tensors in [0, 1] (a tensor of
-    another size is resized bilinearly with antialiasing; PIL images and files exactly as eval
-    resizes them). An unreadable path gives a row with its error."""
+    """Top-k predictions for images in memory or on disk, preprocessed exactly as evaluation does.
+
+    Args:
+        model: A trained model, e.g. from [`load_prompt`][vprompt.load_prompt].
+        images: Paths, PIL images or (3, H, W) tensors in [0, 1]; a tensor of another size than
+            ``model.image_size`` is resized bilinearly with antialiasing.
+        top_k: Classes per row (at most the model's classes).
+        batch_size: Images per forward pass.
+
+    Returns:
+        One row per image, in order: ``path`` (or ``<image N>``), ``class_1``/``prob_1`` to
+        ``class_k``/``prob_k``, and ``error``, empty unless the path could not be read.
+    """
     items = InMemory(images, model.image_size)
     return list(iter_predictions(model, items, items.name, top_k, batch_size))
 

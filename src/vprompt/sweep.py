@@ -3,7 +3,7 @@
 For every task × method: each grid point (base_lr × weight_decay × prompt length) is trained on
 the task's tuning split (train800 for VTAB-1k) and scored on its validation split (val200); the
 best point is retrained on the final-training split (train800val200) with every seed, and the
-last-epoch test accuracy is reported (a grid of one point skips the tuning runs). Every run is a pure description (:class:`Run`) with its own
+last-epoch test accuracy is reported (a grid of one point skips the tuning runs). Every run is a pure description (``Run``) with its own
 folder: a finished run is read back instead of scheduled, an interrupted one resumes from its
 last checkpoint, so a sweep killed at any moment continues where it stopped. All grid runs of all
 tasks and methods are independent and go out at once; then all seed runs.
@@ -337,7 +337,7 @@ def expand_tasks(specs: Sequence[str]) -> list[str]:
 def run_sweep(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backbone: BackboneSpec,
               protocol: Protocol, out: Path, executor: LocalExecutor | RayExecutor | None = None,
               progress: bool = True, download: bool = False) -> list[dict[str, Any]]:
-    """:func:`run_protocol`, then ``out/results.json`` (one row per task × method × seed) and
+    """``run_protocol``, then ``out/results.json`` (one row per task × method × seed) and
     ``out/results.md`` (the table under both averaging conventions). With ``download``,
     torchvision sets missing on disk are fetched once, here, before any run starts."""
     from vprompt.report import write_rows

@@ -44,6 +44,7 @@ class TrainConfig(Validated):
     """Optimisation settings; defaults follow VPT's VTAB-1k recipe where it has one."""
 
     epochs: Annotated[int, at_least(1)] = 100
+    """Passes over the training split."""
     batch_size: Annotated[int, at_least(1)] = 64
     """Images per step and process."""
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -51,6 +52,7 @@ class TrainConfig(Validated):
     base_lr: Annotated[float, at_least(0)] = 0.1
     """Learning rate for a batch of 256; the applied rate is base_lr × global batch / 256."""
     weight_decay: Annotated[float, at_least(0)] = 1e-4
+    """Weight decay of the optimizer (decoupled for AdamW)."""
     momentum: Annotated[float, at_least(0), at_most(1)] = 0.9
     """SGD momentum (ignored by AdamW)."""
     warmup_epochs: Annotated[int, at_least(0)] = 10
@@ -71,6 +73,8 @@ class TrainConfig(Validated):
 
 @dataclass
 class TrainResult:
+    """What a run produced: one metrics row per epoch, and the folder of the saved prompt."""
+
     metrics: list[dict[str, Any]]
     final_dir: Path
 
@@ -134,8 +138,24 @@ def train(
 ) -> TrainResult:
     """Train ``model``'s trainable parameters; checkpoints every epoch under ``out_dir``.
 
-    ``eval_set`` is scored every ``eval_every`` epochs and always after the last one. With
-    ``adversarial``, every batch is replaced by adversarial examples (eps ramped by global step).
+    Checkpointing every epoch is what makes a killed run resumable exactly; the finished prompt is
+    saved with [`save_prompt`][vprompt.save_prompt] in ``out_dir/prompt``. Runs on one process
+    or under ``accelerate launch``.
+
+    Args:
+        model: The model to train, e.g. from [`create_model`][vprompt.create_model].
+        train_set: ``(image in [0, 1], label)`` items at ``model.image_size``.
+        out_dir: The run's folder; one that already holds a run is refused unless ``resume``.
+        config: Optimisation settings.
+        eval_set: Scored every ``eval_every`` epochs and always after the last one.
+        resume: Continue from the last checkpoint in ``out_dir``.
+        progress: Show progress bars.
+        eval_every: Epochs between evaluations of ``eval_set``.
+        adversarial: Replace every batch by adversarial examples (eps ramped by global step).
+
+    Returns:
+        The per-epoch metrics (loss, accuracy, learning rate, time; eval loss and accuracy when
+        scored) and the folder of the saved prompt.
     """
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume)

@@ -1,7 +1,7 @@
 """Multi-source prompt transfer: HGPrompt and its baselines (METHODS.md §5, a **reconstruction**).
 
 Every method ends the same way: the target's VPT prompt starts from an initial prompt and is
-tuned with a fresh head under one :class:`~vprompt.train.TrainConfig`. They differ only in where
+tuned with a fresh head under one [`TrainConfig`][vprompt.TrainConfig]. They differ only in where
 that initial prompt comes from:
 
 =================  ====================================================================
@@ -19,7 +19,7 @@ hgprompt-no-gar    the same search with β = 0 and no conflict term
 
 The weight search costs one forward and two backward passes per batch whatever K is: a
 per-sample copy of P(w) gives every sample's gradient for every source weight at once
-(:func:`~vprompt.prompts.ensemble.source_gradients`).
+([`source_gradients`][vprompt.prompts.ensemble.source_gradients]).
 """
 
 from __future__ import annotations
@@ -294,7 +294,7 @@ class TargetTransfer:
 
     def starting_point(self, method: str, seed: int, model: PromptedModel,
                        run_dir: Path) -> tuple[torch.Tensor | None, list[dict[str, Any]]]:
-        """:meth:`initial_weights`, worked out once per run and kept in ``start.json``, so an
+        """``initial_weights``, worked out once per run and kept in ``start.json``, so an
         interrupted run resumes its tuning without searching for its weights again."""
         path = run_dir / START_FILE
         if path.is_file():

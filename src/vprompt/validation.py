@@ -7,7 +7,7 @@ added with ``Annotated``, which tyro ignores, so the CLI and the Python API chec
 
     epochs: Annotated[int, at_least(1)] = 100
 
-Every dataclass that derives from :class:`Validated` runs the check in ``__post_init__`` (also
+Every dataclass that derives from ``Validated`` runs the check in ``__post_init__`` (also
 after ``dataclasses.replace``); a subclass with its own ``__post_init__`` calls ``super()``'s first.
 """
 
@@ -157,7 +157,7 @@ def field_types(cls: type) -> dict[str, Any]:
 
 
 def check_fields(config: Any) -> None:
-    """Raise :class:`ConfigError` for the first field of a dataclass whose value breaks its type."""
+    """Raise ``ConfigError`` for the first field of a dataclass whose value breaks its type."""
     hints = field_types(type(config))
     for f in fields(config):
         value = getattr(config, f.name)
@@ -178,4 +178,5 @@ class Validated:
     """Mixin for config dataclasses: fields are checked against their types when built."""
 
     def __post_init__(self) -> None:
+        """Refuse a field whose value breaks its type or bounds, with a ConfigError naming it."""
         check_fields(self)

@@ -45,15 +45,21 @@ T = TypeVar("T")
 
 @dataclass
 class CheckReport:
-    """What :func:`check_dataset` found: problems (which make ``ok`` False), warnings, a summary."""
+    """What [`check_dataset`][vprompt.data.check_dataset] found: problems (which make ``ok``
+    False), warnings, a summary."""
 
     path: Path
+    """The folder checked."""
     problems: list[str]
+    """Structural faults, one line each, naming the file and the offending items."""
     summary: list[str]
+    """One line per task: its classes, split sizes and group."""
     warnings: list[str] = field(default_factory=list)
+    """Facts that are legitimate in VTAB-1k but limit what a model can learn."""
 
     @property
     def ok(self) -> bool:
+        """Whether the folder can be trained on: no problems (warnings allowed)."""
         return not self.problems
 
     def lines(self) -> list[str]:
@@ -72,7 +78,14 @@ def check_dataset(path: Path | str, *, progress: bool = False) -> CheckReport:
     """Check one task folder, or every task folder directly inside a suite/parent folder.
 
     Every image is opened and fully decoded, so a truncated file is found here rather than
-    mid-epoch. ``progress`` shows a bar per task while the images are decoded.
+    mid-epoch.
+
+    Args:
+        path: A task folder, or a folder of task folders.
+        progress: Show a bar per task while the images are decoded.
+
+    Returns:
+        Every problem and warning found, not only the first.
     """
     root = Path(path)
     if not root.is_dir():

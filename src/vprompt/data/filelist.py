@@ -5,7 +5,7 @@ A task folder holds its images (in any subfolders) and the split files ``train80
 label is the last whitespace-separated token, so paths may contain spaces. Optional extras:
 ``classes.txt`` (one class name per line; line index = label) and ``task.json`` (name, group, ...).
 
-Every bad input raises :class:`~vprompt.errors.DataError` with one line naming the file (and the
+Every bad input raises ``vprompt.errors.DataError`` with one line naming the file (and the
 line of the split file), because these folders are prepared by hand and must be fixable from the
 message alone.
 """
@@ -27,7 +27,9 @@ from vprompt.errors import ConfigError, DataError
 from .vtab import vtab_task
 
 SPLITS: tuple[str, ...] = ("train800", "val200", "train800val200", "test")
+"""The split files of a task folder: train800, val200, their union train800val200, and test."""
 SPLIT_SIZES: dict[str, int] = {"train800": 800, "val200": 200, "train800val200": 1000}
+"""Images per training split in VTAB-1k (800, 200, 1000); the test split has no fixed size."""
 GROUPS: tuple[str, ...] = ("natural", "specialized", "structured")
 CLASSES_FILE = "classes.txt"
 TASK_FILE = "task.json"
@@ -56,7 +58,8 @@ def parse_split(task_dir: Path | str, split: str) -> tuple[list[SplitEntry], lis
     """Parse a split file, collecting every malformed line instead of stopping at the first.
 
     Returns the well-formed entries and one message per malformed line (``file:line: why``), so the
-    checker can list them all while :func:`read_split` raises the first. Blank lines are skipped.
+    checker can list them all while [`read_split`][vprompt.data.read_split] raises the first. Blank
+    lines are skipped.
     """
     path = split_file(task_dir, split)
     try:
@@ -119,10 +122,16 @@ def load_split(task_dir: Path | str, split: str, *, check_size: bool = True) -> 
 
 
 def read_split(task_dir: Path | str, split: str, *, check_size: bool = True) -> list[tuple[str, int]]:
-    """``(relative path, label)`` pairs of a split file.
+    """The ``(relative path, label)`` pairs of a split file.
 
-    With ``check_size`` the VTAB-1k sizes are enforced (train800 800, val200 200,
-    train800val200 1000, test non-empty), because a short split silently changes the benchmark.
+    Args:
+        task_dir: The task folder.
+        split: One of [`SPLITS`][vprompt.data.SPLITS].
+        check_size: Enforce the VTAB-1k sizes (train800 800, val200 200, train800val200 1000,
+            test non-empty), because a short split silently changes the benchmark.
+
+    Returns:
+        The pairs, in file order; a malformed line is a DataError naming it.
     """
     return [(e.path, e.label) for e in load_split(task_dir, split, check_size=check_size)]
 
@@ -182,10 +191,15 @@ class TaskInfo:
     """What a task folder declares: where it is, its classes and its VTAB group."""
 
     root: Path
+    """The task folder."""
     name: str
+    """The folder's name."""
     num_classes: int
+    """Classes of the task, labels 0 to ``num_classes - 1``."""
     class_names: list[str]
+    """One name per label: from ``classes.txt``, else the labels as strings."""
     group: str | None
+    """``natural``, ``specialized`` or ``structured``, or None when unknown."""
 
 
 def task_info(task_dir: Path | str) -> TaskInfo:
@@ -195,6 +209,12 @@ def task_info(task_dir: Path | str) -> TaskInfo:
     count for the 19 known task folders, else the highest label in any split file plus one; a
     label beyond that count is a DataError. The group comes from ``task.json``, else from the
     VTAB-1k table.
+
+    Args:
+        task_dir: The task folder, holding at least one split file.
+
+    Returns:
+        The task's folder, name, classes and group.
     """
     root = Path(task_dir)
     if not root.is_dir():
@@ -237,16 +257,18 @@ def read_rgb(path: Path, where: str) -> Image.Image:
 
 
 class TaskDataset(Dataset):
-    """A split of one task: its classes come from the task's :class:`TaskInfo`."""
+    """A split of one task: its classes come from the task's [`TaskInfo`][vprompt.data.TaskInfo]."""
 
     task: TaskInfo
 
     @property
     def num_classes(self) -> int:
+        """Classes of the task, whichever labels this split happens to use."""
         return self.task.num_classes
 
     @property
     def class_names(self) -> list[str]:
+        """One name per label."""
         return self.task.class_names
 
 
@@ -255,8 +277,28 @@ class FileListDataset(TaskDataset):
 
     Images are converted to RGB and resized (bilinear, antialiased) but not normalised: the
     backbone's normalisation lives inside the model, so attacks see [0, 1] pixels. VTAB uses no
-    augmentation, so ``train_augment`` (a random horizontal flip) is off by default.
+    augmentation, so ``train_augment`` is off by default.
+
+    Args:
+        task_dir: The task folder.
+        split: One of [`SPLITS`][vprompt.data.SPLITS].
+        image_size: Side, or (height, width), that every image is resized to.
+        check_size: Enforce the VTAB-1k split sizes (see [`read_split`][vprompt.data.read_split]).
+        train_augment: Flip each image horizontally with probability 1/2.
+
+    Raises:
+        DataError: A split line is malformed or a listed image is missing, found here rather
+            than mid-epoch.
     """
+
+    task: TaskInfo
+    """The task the split belongs to."""
+    split: str
+    """The split's name."""
+    samples: list[tuple[Path, int]]
+    """``(image path, label)`` of every item, in split-file order."""
+    train_augment: bool
+    """Flip images at random."""
 
     def __init__(
         self,
@@ -272,15 +314,17 @@ class FileListDataset(TaskDataset):
         self.height, self.width = _size_pair(image_size)
         self.train_augment = train_augment
         entries = load_split(self.task.root, split, check_size=check_size)
-        self.samples: list[tuple[Path, int]] = [(self.task.root / e.path, e.label) for e in entries]
+        self.samples = [(self.task.root / e.path, e.label) for e in entries]
         self._lines = [e.line for e in entries]
         self._split_path = split_file(self.task.root, split)
         self._check_images_exist()
 
     def __len__(self) -> int:
+        """Images in the split."""
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """Image ``index`` as (3, H, W) floats in [0, 1], and its label; unreadable: a DataError."""
         path, label = self.samples[index]
         image = read_rgb(path, f"{self._split_path.name}:{self._lines[index]}")
         pixels = to_pixels(image, (self.height, self.width))

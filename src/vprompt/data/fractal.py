@@ -4,10 +4,10 @@ Formula-driven pretraining (Kataoka et al., 2020): each class is an iterated fun
 of 2 to 4 random contractive affine maps, and its images are renders of the IFS attractor under
 random rotation, scale, shift, flip, background and noise. The zoo's source models learn shape
 and self-similarity here, which is a different kind of task from the downstream synthetic suite
-(:mod:`vprompt.data.synthetic`: objects, textures, digits, cells, sprites, counting), so transfer
+(``vprompt.data.synthetic``: objects, textures, digits, cells, sprites, counting), so transfer
 to that suite measures transfer and not a rerun of the source task.
 
-Nothing is stored: item ``i`` of :class:`FractalSource` is rendered from a generator seeded by
+Nothing is stored: item ``i`` of ``FractalSource`` is rendered from a generator seeded by
 ``(seed, i)``, so it is the same image in every process, DataLoader worker and run, and a dataset
 of any size costs no disk. Classes are sampled from their own stream of ``seed``.
 

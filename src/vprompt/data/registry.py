@@ -1,4 +1,4 @@
-"""``--data SPEC`` → a :class:`TaskSource`, whatever the format.
+"""``--data SPEC`` → a ``TaskSource``, whatever the format.
 
 Spellings:
   PATH                        a task folder in the VTAB-1k file-list layout (the default)

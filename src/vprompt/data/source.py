@@ -1,7 +1,7 @@
 """A task as the trainer sees it, whatever its on-disk format: classes, splits and datasets.
 
 VTAB-1k file lists, FGVC json splits and torchvision datasets differ in split names and in how
-images are prepared; each loader returns a :class:`TaskSource`, so training, evaluation and the
+images are prepared; each loader returns a ``TaskSource``, so training, evaluation and the
 tuning protocol never look at the format.
 """
 

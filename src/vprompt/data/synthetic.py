@@ -302,9 +302,14 @@ class SynthTask:
     """A registered synthetic task: its VTAB group, classes and how to render one image of a class."""
 
     group: str
+    """``natural``, ``specialized`` or ``structured``."""
     description: str
+    """What the images show and what decides the class."""
     class_names: tuple[str, ...]
+    """One name per label."""
     render: Render | None
+    """``render(rng, label, size)``: one (size, size, 3) image in [0, 1]; None for tasks that draw
+    real images."""
 
     def validate(self, counts: dict[str, int]) -> None:
         """Refuse split sizes this task cannot supply (procedural tasks supply any)."""
@@ -402,6 +407,7 @@ TASKS: dict[str, SynthTask] = {
         _render_count,
     ),
 }
+"""The synthetic tasks by name, covering the three VTAB groups; the suite writes them in this order."""
 
 
 # --- writing the suite --------------------------------------------------------------------------------
@@ -416,10 +422,19 @@ def write_synthetic_suite(
     tasks: Sequence[str] | None = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Write the synthetic suite to ``out`` and return its task folders, in ``tasks`` order.
+    """Write the synthetic suite: VTAB-like tasks in the VTAB-1k layout, without the network.
 
-    ``out`` must be empty, new, or an earlier synthetic suite, whose task folders are replaced (so
-    a folder never mixes two settings). Nothing else in ``out`` is touched.
+    Args:
+        out: An empty or new folder, or an earlier synthetic suite, whose task folders are
+            replaced (so a folder never mixes two settings); nothing else in it is touched.
+        seed: Seeds every task's own generator; the same seed writes byte-identical files.
+        image_size: Side of the square images, at least 16.
+        test_size: Images in each task's test split.
+        tasks: Names from [`TASKS`][vprompt.data.TASKS] (default: all).
+        progress: Show a progress bar.
+
+    Returns:
+        The task folders, in ``tasks`` order.
     """
     names = synthetic_task_names(tasks)
     if not (isinstance(seed, int) and seed >= 0):

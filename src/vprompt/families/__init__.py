@@ -1,8 +1,8 @@
 """Backbone families: which timm transformers token prompts attach to, and how.
 
-:func:`token_family` finds the adapter of a model; a model of no supported family gets one line
-naming the supported ones. Adding a family is one adapter module and one entry in
-:data:`FAMILIES`; the prompt methods never change.
+[`token_family`][vprompt.families.token_family] finds the adapter of a model; a model of no
+supported family gets one line naming the supported ones. Adding a family is one adapter module
+and one entry in [`FAMILIES`][vprompt.families.FAMILIES]; the prompt methods never change.
 """
 
 from __future__ import annotations
@@ -18,17 +18,37 @@ from vprompt.families.swin import SwinFamily
 from vprompt.families.vit import VisionTransformerFamily
 
 FAMILIES: tuple[TokenFamily, ...] = (VisionTransformerFamily(), EvaFamily(), BeitFamily(), SwinFamily())
+"""The adapter of every supported family; a model gets the first whose timm class it is an instance of."""
 
 __all__ = ["FAMILIES", "PromptSource", "SourceClassifier", "TokenFamily", "TokenLayout", "find_family",
            "source_classifier", "token_family"]
 
 
 def find_family(model: nn.Module) -> TokenFamily | None:
+    """The adapter that serves ``model``, for callers that handle an unsupported model themselves.
+
+    Args:
+        model: A timm model.
+
+    Returns:
+        The first adapter of [`FAMILIES`][vprompt.families.FAMILIES] that matches, or None.
+    """
     return next((family for family in FAMILIES if family.matches(model)), None)
 
 
 def token_family(model: nn.Module, method: str) -> TokenFamily:
-    """The adapter through which ``method`` puts prompt tokens into ``model``."""
+    """The adapter through which ``method`` puts prompt tokens into ``model``.
+
+    Args:
+        model: A timm model.
+        method: The method asking, named in the error.
+
+    Returns:
+        The first adapter of [`FAMILIES`][vprompt.families.FAMILIES] that matches.
+
+    Raises:
+        ConfigError: ``model`` is of no supported family; the message lists the supported ones.
+    """
     family = find_family(model)
     if family is None:
         raise ConfigError(

@@ -1,9 +1,10 @@
 """The contract between token prompts and one timm model family.
 
 Token prompts (VPT, VAPT, the per-sample prompts of multi-source transfer) are written once,
-against :class:`PromptSource`: a prompt says what enters block 0 and what replaces the prompt
-tokens entering a later block. A :class:`TokenFamily` adapter knows everything that depends on
-the family: the width, prefix tokens and patch grid (:class:`TokenLayout`), where the tokens
+against [`PromptSource`][vprompt.families.PromptSource]: a prompt says what enters block 0 and
+what replaces the prompt tokens entering a later block. A [`TokenFamily`][vprompt.families.TokenFamily]
+adapter knows everything that depends on the family: the width, prefix tokens and patch grid
+([`TokenLayout`][vprompt.families.TokenLayout]), where the tokens
 enter and leave, and what each block's attention needs so that the extra tokens are handled
 correctly (no rotary embedding, zero relative-position bias, a padded shift mask). Adapters work
 on unmodified timm models through hooks on their public modules; where an attention adds a bias
@@ -22,9 +23,10 @@ from torch import nn
 
 
 class PromptSource(Protocol):
-    """What a family adapter asks of a token prompt."""
+    """What a family adapter asks of a token prompt, so that one prompt runs on every family."""
 
     num_tokens: int
+    """Prompt tokens per layer (``p``)."""
 
     def initial_prompts(self, batch_size: int) -> torch.Tensor:
         """The (B, p, d_0) prompt tokens that enter block 0."""
@@ -52,10 +54,12 @@ class TokenLayout:
 
     @property
     def depth(self) -> int:
+        """Blocks of the backbone."""
         return len(self.block_dims)
 
     @property
     def uniform_width(self) -> bool:
+        """Whether every block has the same token width (not Swin)."""
         return len(set(self.block_dims)) == 1
 
 
@@ -64,7 +68,7 @@ class Handle(Protocol):
 
 
 class MethodOverride:
-    """Shadows one method of one module instance (its class is untouched); :meth:`remove` restores
+    """Shadows one method of one module instance (its class is untouched); ``remove`` restores
     the class's own method. Used where timm adds a bias of fixed size inside an attention."""
 
     def __init__(self, module: nn.Module, name: str, function: Callable[..., Any]) -> None:
@@ -96,6 +100,7 @@ class TokenFamily(ABC):
     """Why VAPT cannot run on this family, or None when it can."""
 
     def matches(self, model: nn.Module) -> bool:
+        """Whether ``model`` is an instance of the timm class this adapter serves."""
         import importlib
 
         cls = getattr(importlib.import_module(self.module_path), self.name)

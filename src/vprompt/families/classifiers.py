@@ -30,15 +30,24 @@ class MeanOfHeads(nn.Module):
 
 @dataclass
 class SourceClassifier:
-    """The classifier module, and what it reads: timm's pooled pre-logits, or (``token_features``)
-    the first that many output tokens side by side."""
+    """A timm classifier's source head as one module, whatever timm's model keeps in it."""
 
     module: nn.Module
+    """The head: timm's classifier, or the mean of a distilled model's two heads."""
     token_features: int | None = None
+    """None: the head reads timm's pooled pre-logits; else it reads the first that many output
+    tokens side by side (DeiT's class and distillation tokens)."""
 
 
 def source_classifier(backbone: nn.Module) -> SourceClassifier:
-    """``backbone``'s classifier as one module reading the features the PromptedModel gives it."""
+    """``backbone``'s classifier as one module reading the features the PromptedModel gives it.
+
+    Args:
+        backbone: A timm classifier, before its classifier is reset.
+
+    Returns:
+        The head and which features it reads.
+    """
     classifier = backbone.get_classifier()
     if not isinstance(classifier, tuple):
         return SourceClassifier(classifier)

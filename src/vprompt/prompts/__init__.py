@@ -1,3 +1,13 @@
-"""Prompt families; importing this package registers every method they define."""
+"""Prompt families; importing this package registers every method they define.
 
-from vprompt.prompts import adaptive, pixel, tokens  # noqa: F401
+Each prompt module pairs with a method config: [`VPTConfig`][vprompt.prompts.VPTConfig] builds a
+[`VPTPrompt`][vprompt.prompts.VPTPrompt] (``vpt-shallow``, ``vpt-deep``),
+[`VAPTConfig`][vprompt.prompts.VAPTConfig] a [`VAPTPrompt`][vprompt.prompts.VAPTPrompt] (``vapt``)
+and [`VPConfig`][vprompt.prompts.VPConfig] a [`PixelPrompt`][vprompt.prompts.PixelPrompt] (``vp``).
+"""
+
+from vprompt.prompts.adaptive import VAPTConfig, VAPTPrompt
+from vprompt.prompts.pixel import PixelPrompt, VPConfig
+from vprompt.prompts.tokens import TokenPrompt, VPTConfig, VPTPrompt
+
+__all__ = ["PixelPrompt", "TokenPrompt", "VAPTConfig", "VAPTPrompt", "VPConfig", "VPTConfig", "VPTPrompt"]

@@ -33,7 +33,10 @@ from vprompt.prompts.tokens import TokenPrompt, vpt_init_bound
 
 @dataclass
 class VAPTConfig(LinearHeadConfig):
+    """Options of ``vapt``; each design choice of the paper is one, for ablations."""
+
     prompt_len: Annotated[int, at_least(1)] = 10
+    """Prompts per block, static at block 0 and generated at later blocks."""
     prompt_dropout: Annotated[float, at_least(0), below(1)] = 0.0
     """Dropout on the static block-0 prompts only."""
     kernel: Annotated[int, at_least(1)] = 2
@@ -45,6 +48,7 @@ class VAPTConfig(LinearHeadConfig):
     projector_width: Annotated[int, at_least(1)] = 8
     """Width r of the feature projector."""
     projector_dropout: Annotated[float, at_least(0), below(1)] = 0.1
+    """Dropout inside the feature projector."""
     projector: Literal["shared", "per-layer", "none"] = "shared"
     """One feature projector for all layers (the paper), one per layer, or none."""
     residual: bool = True
@@ -105,7 +109,25 @@ class PromptGenerator(nn.Module):
 
 
 class VAPTPrompt(TokenPrompt):
-    """Static prompts at block 0, input-generated prompts at blocks 1..L-1."""
+    """Static prompts at block 0, input-generated prompts at blocks 1..L-1.
+
+    Args:
+        layout: The backbone's token geometry; it needs one patch grid for every block.
+        config: The VAPT options.
+    """
+
+    static: nn.Parameter
+    """Block 0's prompts, (p, d)."""
+    static_dropout: nn.Dropout
+    """Dropout on the static prompts."""
+    generators: nn.ModuleList
+    """One prompt generator per block after block 0."""
+    projectors: nn.ModuleList
+    """The feature projectors: one shared, one per generated block, or none."""
+    residual: bool
+    """Generated prompts plus their projection (True), or the projection alone."""
+    num_patches: int
+    """Patch tokens the generators expect: VAPT is built for one input size."""
 
     def __init__(self, layout: TokenLayout, config: VAPTConfig) -> None:
         super().__init__(config.prompt_len, layout)
@@ -124,9 +146,11 @@ class VAPTPrompt(TokenPrompt):
         )
 
     def initial_prompts(self, batch_size: int) -> torch.Tensor:
+        """The static block-0 prompts for every sample, shape (B, p, d)."""
         return self.static_dropout(self.static).expand(batch_size, -1, -1)
 
     def block_prompts(self, index: int, patches: torch.Tensor) -> torch.Tensor:
+        """Prompts (B, p, d) generated from the patch tokens entering block ``index``."""
         if patches.shape[1] != self.num_patches:
             raise ConfigError(f"VAPT was built for a {self.layout.patch_grid[0]}×{self.layout.patch_grid[1]} patch "
                               f"grid, and {patches.shape[1]} patch tokens arrived: feed images at the model's input size")

@@ -15,12 +15,28 @@ import torch
 
 
 def simplex_weights(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Ensemble weights on the probability simplex: softmax(α / T). α = 0 is the uniform average."""
+    """Ensemble weights on the probability simplex, so unconstrained logits can be optimised.
+
+    Args:
+        logits: α, shape (K,); α = 0 is the uniform average.
+        temperature: T in softmax(α / T).
+
+    Returns:
+        Weights (K,) that are non-negative and sum to 1.
+    """
     return torch.softmax(logits / temperature, dim=0)
 
 
 def ensemble_prompt(weights: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
-    """P(w) = Σ_k w_k P_k for weights (K,) and prompts (K, *S); returns (*S)."""
+    """The ensemble prompt P(w) = Σ_k w_k P_k.
+
+    Args:
+        weights: w, shape (K,).
+        prompts: The source prompts P_k, shape (K, *S).
+
+    Returns:
+        P(w), shape (*S), in the prompts' dtype.
+    """
     return torch.tensordot(weights.to(prompts.dtype), prompts, dims=1)
 
 
@@ -30,6 +46,14 @@ def h_score(features: torch.Tensor, labels: torch.Tensor, ridge: float = 1e-3) -
     High when class means are far apart relative to the total spread: how well a linear
     classifier can separate the classes, without training one. ε = ``ridge`` · tr(Cov)/D keeps the
     solve well-posed when D exceeds the batch and makes the score invariant to feature scale.
+
+    Args:
+        features: f, shape (N, D); bf16 features are scored in fp32.
+        labels: Class labels (N,), from 0.
+        ridge: ε relative to the mean feature variance.
+
+    Returns:
+        The score, a 0-dim tensor that gradients flow through.
     """
     f = features.to(torch.promote_types(features.dtype, torch.float32))  # bf16 features from AMP: solve in fp32
     f = f - f.mean(0)
@@ -50,6 +74,13 @@ def source_gradients(prompt_grads: torch.Tensor, prompts: torch.Tensor) -> torch
 
     Because P(w) is linear in w, one backward pass to a per-sample copy of P(w) gives every
     sample's gradient with respect to every source weight: no backward pass per source.
+
+    Args:
+        prompt_grads: ∇_P ℓ_i of each sample, shape (B, *S).
+        prompts: The source prompts P_k, shape (K, *S).
+
+    Returns:
+        g, shape (B, K), in fp32.
     """
     return prompt_grads.flatten(1).float() @ prompts.flatten(1).float().T
 
@@ -63,6 +94,15 @@ def gradient_alignment(weights: torch.Tensor, grads: torch.Tensor, conflict_weig
     dominates the update. With ``conflict_weight``, add the weighted mean of max(0, −cos) between
     the per-source gradient directions g_·k: sources whose gradients fight each other are
     penalised for being used together.
+
+    Args:
+        weights: w, shape (K,).
+        grads: Per-sample, per-source gradients g, shape (B, K), e.g. from
+            [`source_gradients`][vprompt.prompts.ensemble.source_gradients]; treated as constants.
+        conflict_weight: Weight of the conflict term (0: off).
+
+    Returns:
+        The penalty, a 0-dim tensor differentiable in ``weights``.
     """
     fisher = grads.detach().pow(2).mean(0)
     contribution = weights.pow(2) * fisher
@@ -77,6 +117,15 @@ def gradient_alignment(weights: torch.Tensor, grads: torch.Tensor, conflict_weig
 
 def similarity_weights(target_prompt: torch.Tensor, prompts: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """SPoT-style weights: softmax of the cosine similarity between the target's own briefly tuned
-    prompt (*S) and each source prompt (K, *S), sharpened by ``temperature``."""
+    prompt and each source prompt, a baseline that needs no search.
+
+    Args:
+        target_prompt: The target's prompt, shape (*S).
+        prompts: The source prompts, shape (K, *S).
+        temperature: Sharpens the softmax as it shrinks.
+
+    Returns:
+        Weights (K,) on the simplex.
+    """
     cosine = torch.nn.functional.cosine_similarity(prompts.flatten(1).float(), target_prompt.flatten()[None].float())
     return torch.softmax(cosine / temperature, dim=0)

@@ -1,7 +1,7 @@
 """Input-space visual prompts (VP): one learned pixel pattern shared by every image of a task.
 
 The prompt acts on images in [0, 1] before the model normalises them, and the frozen source
-classifier's own logits are re-used through a label mapping (:mod:`vprompt.heads`), as in Bahng
+classifier's own logits are re-used through a label mapping (``vprompt.heads``), as in Bahng
 et al. 2022 and ILM-VP (Chen et al. 2023). Four templates (METHODS.md §2):
 
 * ``expansive``: the target image is resized to ``image_size`` and placed in the centre of the
@@ -51,7 +51,10 @@ BAHNG_PAD_FRACTION = 30 / 224  # Bahng et al.'s pad width (and fixed patch side)
 
 @dataclass
 class VPConfig(MethodConfig):
+    """Options of ``vp``: the prompt template, the label mapping and PBL's loosening."""
+
     template: Template = "expansive"
+    """Where the prompt goes: around the image, its border, a corner patch, or added everywhere."""
     image_size: Annotated[int, at_least(0)] = 0
     """expansive: side of the target image in the canvas (0: half the canvas, as 32 in 64)."""
     pad_width: Annotated[int, at_least(0)] = 0
@@ -59,7 +62,7 @@ class VPConfig(MethodConfig):
     patch_size: Annotated[int, at_least(0)] = 0
     """patch: side of the corner square in canvas pixels (0: Bahng's 30/224 of the canvas)."""
     mapping: MappingRule = "flm"
-    """How target classes pick source classes, or a linear head on the source logits; see :mod:`vprompt.heads`."""
+    """How target classes pick source classes, or a linear head on the source logits; see ``vprompt.heads``."""
     mapping_k: Annotated[int, at_least(1)] = 1
     """Source classes per target class (many-to-one when > 1)."""
     mapping_reduce: Literal["mean", "max"] = "mean"
@@ -74,6 +77,7 @@ class VPConfig(MethodConfig):
     """PBL's λ; 0 is plain VP."""
 
     def __post_init__(self) -> None:
+        """Also refuse PBL settings that contradict the template or the mapping."""
         super().__post_init__()
         if self.loosens("spatial") and self.template == "full":
             raise ConfigError("PBL's spatial boundary lets the prompt into the image; the full template already is")
@@ -83,6 +87,7 @@ class VPConfig(MethodConfig):
         LabelMapping(self.mapping, self.mapping_k, self.mapping_reduce, self.remap_every)  # checks the mapping
 
     def loosens(self, boundary: str) -> bool:
+        """Whether PBL loosens ``boundary`` (``value``, ``spatial`` or ``output``) at all."""
         return self.pbl == boundary and self.pbl_strength > 0
 
     def label_mapping(self, num_source: int, num_classes: int) -> LabelMapping:
@@ -94,7 +99,25 @@ class VPConfig(MethodConfig):
 
 
 class PixelPrompt(nn.Module):
-    """The prompt pattern θ, the mask of canvas pixels it owns, and the window the image fills."""
+    """The prompt pattern θ, the mask of canvas pixels it owns, and the window the image fills.
+
+    Args:
+        config: The template, its size and PBL's value and spatial boundaries.
+        canvas: (height, width) of the backbone's input, which the prompted image fills.
+    """
+
+    image_size: tuple[int, int]
+    """The size images are resized to before they are placed on the canvas."""
+    window: tuple[slice, slice]
+    """The rows and columns of the canvas the image fills."""
+    theta: nn.Parameter
+    """θ: one value per prompt pixel and channel, (1, 3, prompt pixels); 0 at init."""
+    value_slack: float
+    """PBL's λ on the value boundary (0: off)."""
+    window_strength: float
+    """PBL's λ on the spatial boundary (0: off)."""
+    phi: nn.Parameter
+    """φ: the additive prompt on the image's own pixels, (1, 3, h, w); only with PBL's spatial boundary."""
 
     def __init__(self, config: VPConfig, canvas: tuple[int, int]) -> None:
         super().__init__()
@@ -142,6 +165,7 @@ class PixelPrompt(nn.Module):
         return flat.view(1, 3, *self.canvas)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, h, w) in [0, 1], resized to ``image_size`` if needed, on the prompted canvas."""
         if tuple(images.shape[-2:]) != self.image_size:
             images = F.interpolate(images, size=self.image_size, mode="bilinear", align_corners=False)
         if self.additive:
@@ -160,6 +184,7 @@ class PixelPrompt(nn.Module):
         return canvas
 
     def num_prompt_pixels(self) -> int:
+        """Canvas pixels the prompt owns (θ has three values per pixel)."""
         return len(self.where)
 
 

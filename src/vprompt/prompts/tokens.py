@@ -1,9 +1,9 @@
 """Token prompts: the shared base of every prompt that lives in a transformer's tokens, and VPT.
 
-A :class:`TokenPrompt` only says which prompt tokens enter block 0 and which replace those
-entering a later block (:class:`vprompt.families.PromptSource`). Where they go, and what the
-backbone's attention needs for them, is the job of the backbone family's adapter
-(:mod:`vprompt.families`): in every family the prompts carry no position embedding and timm's
+A [`TokenPrompt`][vprompt.prompts.TokenPrompt] only says which prompt tokens enter block 0 and which
+replace those entering a later block ([`PromptSource`][vprompt.families.PromptSource]). Where they
+go, and what the backbone's attention needs for them, is the job of the backbone family's adapter
+([`vprompt.families`][vprompt.families]): in every family the prompts carry no position embedding and timm's
 own pooling never sees them.
 """
 
@@ -28,9 +28,20 @@ from vprompt.methods import LinearHeadConfig, Method, MethodConfig, register_met
 class TokenPrompt(nn.Module):
     """Base class of prompts that live in a transformer's token sequence.
 
-    Subclasses implement :meth:`initial_prompts` (layer 0) and may override
-    :meth:`block_prompts` to replace the prompt tokens entering later blocks.
+    Subclasses implement [`initial_prompts`][vprompt.prompts.TokenPrompt.initial_prompts] (layer 0)
+    and may override [`block_prompts`][vprompt.prompts.TokenPrompt.block_prompts] to replace the
+    prompt tokens entering later blocks; the family adapter does the rest, so one prompt runs on
+    every supported backbone.
+
+    Args:
+        num_tokens: Prompt tokens per layer (``p``).
+        layout: The backbone's token geometry, from its family's adapter.
     """
+
+    num_tokens: int
+    """Prompt tokens per layer (``p``)."""
+    layout: TokenLayout
+    """The backbone's token geometry."""
 
     def __init__(self, num_tokens: int, layout: TokenLayout) -> None:
         super().__init__()
@@ -42,10 +53,12 @@ class TokenPrompt(nn.Module):
 
     @property
     def depth(self) -> int:
+        """Blocks of the backbone."""
         return self.layout.depth
 
     @property
     def num_prefix_tokens(self) -> int:
+        """CLS, register and distillation tokens the prompts follow."""
         return self.layout.num_prefix_tokens
 
     def initial_prompts(self, batch_size: int) -> torch.Tensor:
@@ -77,8 +90,12 @@ def vpt_init_bound(patch_size: tuple[int, int], embed_dim: int) -> float:
 
 @dataclass
 class VPTConfig(LinearHeadConfig):
+    """Options of ``vpt-shallow`` and ``vpt-deep``."""
+
     prompt_len: Annotated[int, at_least(1)] = 10
+    """Prompt tokens per layer."""
     prompt_dropout: Annotated[float, at_least(0), below(1)] = 0.0
+    """Dropout on the prompt tokens while training."""
 
 
 class VPTPrompt(TokenPrompt):
@@ -88,10 +105,21 @@ class VPTPrompt(TokenPrompt):
     backbone whose width changes by stage (Swin), each stage's prompts have that stage's width,
     held as one tensor per stage (``stage_prompts``); otherwise all layers are one (layers, p, d)
     tensor, ``prompts``. Every layer draws from VPT's bound for block 0's width, as VPT's Swin does.
+
+    Args:
+        layout: The backbone's token geometry.
+        config: Prompt length and dropout.
+        deep: One prompt per block (VPT-deep) instead of block 0 only (VPT-shallow).
     """
 
     prompts: nn.Parameter | None
+    """Every layer's prompt, (layers, p, d), when all layers have one width; else None."""
     stage_prompts: nn.ParameterList | None
+    """One (layers, p, d_stage) tensor per stage when the width changes by stage; else None."""
+    num_layers: int
+    """Layers that get their own prompt: 1 (shallow) or every block (deep)."""
+    dropout: nn.Dropout
+    """Dropout on the shared prompts (per-sample prompts skip it)."""
 
     def __init__(self, layout: TokenLayout, config: VPTConfig, deep: bool) -> None:
         super().__init__(config.prompt_len, layout)
@@ -142,9 +170,11 @@ class VPTPrompt(TokenPrompt):
         return self.dropout(self.layer_prompt(index)).expand(batch_size, -1, -1)
 
     def initial_prompts(self, batch_size: int) -> torch.Tensor:
+        """Layer 0's prompt for every sample, shape (B, p, d)."""
         return self._layer(0, batch_size)
 
     def block_prompts(self, index: int, patches: torch.Tensor) -> torch.Tensor | None:
+        """Deep: block ``index``'s own prompt; shallow: None, the prompt outputs go on."""
         if index >= self.num_layers:
             return None
         return self._layer(index, patches.shape[0])

@@ -1,6 +1,6 @@
 """`vprompt zoo build`: pretrain the offline source models on the fractal source task.
 
-A standard model is trained from scratch on :class:`~vprompt.data.fractal.FractalSource`; its
+A standard model is trained from scratch on ``vprompt.data.fractal.FractalSource``; its
 robust twin is fine-tuned from it with fast adversarial training (FGSM with a random start and an
 eps ramp). Both go through the project's own training loop (so a build is resumable) as a
 ``full`` PromptedModel, and are exported as a plain timm classifier (safetensors) plus a card.

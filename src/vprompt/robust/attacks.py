@@ -3,8 +3,9 @@
 The contract is the project's one picture: ``model`` takes images in [0, 1] of shape (B, 3, H, W)
 and returns logits; normalisation lives inside the model, so the eps-ball is in pixel units.
 An attack is three small pieces per norm — a random start, a steepest-ascent step and a projection
-back into the eps-ball ∩ [0, 1] — composed by :func:`perturb` (one run, in the model's current
-mode, shared with adversarial training) and :func:`pgd` (eval mode, restarts, worst case kept).
+back into the eps-ball ∩ [0, 1] — composed by ``perturb`` (one run, in the model's current
+mode, shared with adversarial training) and [`pgd`][vprompt.robust.pgd] (eval mode, restarts, worst
+case kept).
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ class ThreatModel:
     """Who may change what: perturbations with ``‖δ‖ ≤ eps`` in [0, 1] pixel units."""
 
     norm: Norm = "linf"
+    """The norm of the eps-ball."""
     eps: float = 8 / 255
+    """The radius of the ball, in [0, 1] pixel units."""
 
     def __post_init__(self) -> None:
+        """Refuse an unknown norm, and an eps that is negative or not finite."""
         if self.norm not in NORMS:
             raise ConfigError(f"unknown threat norm {self.norm!r}; choose one of {', '.join(NORMS)}")
         if not (math.isfinite(self.eps) and self.eps >= 0):
@@ -159,8 +163,23 @@ def pgd(
     The model runs in eval mode (deterministic, as robustness evaluation requires) and gets its
     modes back afterwards. Per sample, the worst restart is kept: a successful one (misclassified,
     or hitting the target when ``targeted``) beats an unsuccessful one, then the higher attack loss
-    wins; ties keep the earlier restart, so adding restarts never weakens the attack. The default
-    step size is 2.5·eps/steps (Madry et al.), enough to cross the ball from any start.
+    wins; ties keep the earlier restart, so adding restarts never weakens the attack.
+
+    Args:
+        model: Images in [0, 1] in, logits out.
+        images: The images to attack (B, 3, H, W), in [0, 1].
+        labels: Their true labels, or the targets when ``targeted``.
+        threat: The norm and eps.
+        steps: Gradient steps per restart.
+        step_size: Pixel units per step; None: 2.5·eps/steps (Madry et al.), enough to cross the
+            ball from any start.
+        restarts: Runs per image, the worst case kept.
+        random_start: Start each run at a uniform point of the ball instead of the image.
+        targeted: Move towards ``labels`` instead of away from them.
+        generator: Draws the random starts (the global generator when None).
+
+    Returns:
+        Detached adversarial images, shaped like ``images``.
     """
     if steps < 0 or restarts < 1:
         raise ConfigError(f"PGD needs steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
@@ -207,6 +226,19 @@ def robust_accuracy(
 
     As in AutoAttack, only clean-correct images are attacked, and an image counts as robust only
     if it is classified correctly both clean and attacked.
+
+    Args:
+        model: Images in [0, 1] in, logits out.
+        loader_or_batches: ``(images, labels)`` batches, e.g. a DataLoader.
+        threat: The norm and eps.
+        steps: PGD steps.
+        restarts: PGD restarts per image.
+        progress: Show a progress bar.
+        generator: Draws PGD's random starts.
+
+    Returns:
+        ``clean_acc``, ``robust_acc`` and the image count ``n``, with ``eps``, ``norm``,
+        ``attack`` and ``restarts``, so a number is never read without its threat model.
     """
     device = model_device(model)
     clean, robust, count = 0, 0, 0

@@ -26,19 +26,24 @@ AA_NORMS = {"linf": "Linf", "l2": "L2"}
 
 @dataclass(frozen=True)
 class AutoAttackPlan:
-    """Which standard attacks run and with how many target classes, for a task of ``num_classes``."""
+    """Which standard attacks run and with how many target classes, since a task with fewer than
+    10 classes cannot run the standard ensemble as it is."""
 
     attacks: tuple[str, ...]
+    """The standard attacks that run, in order; ``apgd-t`` is left out below 4 classes."""
     target_classes: int
+    """Target classes of the targeted attacks: 9, or ``C − 1`` below 10 classes."""
 
     @classmethod
     def for_classes(cls, num_classes: int) -> AutoAttackPlan:
+        """The plan for a task of ``num_classes`` (at least 2)."""
         if num_classes < 2:
             raise ConfigError(f"AutoAttack needs at least 2 classes, got {num_classes}")
         attacks = tuple(a for a in STANDARD_ATTACKS if a != "apgd-t" or num_classes >= APGD_T_MIN_CLASSES)
         return cls(attacks, min(STANDARD_TARGETS, num_classes - 1))
 
     def describe(self) -> str:
+        """The attacks that ran, as reports print them, with any change to the target classes."""
         adapted = "" if self.target_classes == STANDARD_TARGETS else \
             f" ({self.target_classes} target class{'es' if self.target_classes > 1 else ''})"
         return "autoattack-standard: " + "+".join(self.attacks) + adapted
@@ -54,7 +59,21 @@ def autoattack(
     seed: int = 0,
     batch_size: int = 250,
 ) -> tuple[torch.Tensor, AutoAttackPlan]:
-    """AutoAttack adversarial images (clean-misclassified images are returned unchanged) and the plan run."""
+    """AutoAttack "standard" on a batch of images, adapted to the task's number of classes.
+
+    Args:
+        model: Images in [0, 1] in, logits out; attacked in eval mode, its modes restored after.
+        images: The images to attack (B, 3, H, W), in [0, 1].
+        labels: Their true labels.
+        threat: The norm and eps.
+        num_classes: Classes of the task, which decide the plan.
+        seed: AutoAttack's seed.
+        batch_size: Images per AutoAttack batch.
+
+    Returns:
+        The adversarial images (misclassified clean images are returned unchanged), and the plan
+        that ran.
+    """
     try:
         from pyautoattack import AutoAttack
     except ImportError as exc:  # a declared dependency; only a broken install lacks it

@@ -28,7 +28,14 @@ LARGE_EPS = {"linf": 16 / 255, "l2": 4.0}
 
 
 def parse_eps(text: str | float) -> float:
-    """eps as a number or a fraction such as ``8/255`` (pixel units in [0, 1])."""
+    """Read eps as users write it, since ``8/255`` is clearer than ``0.0313725``.
+
+    Args:
+        text: A number, or a fraction such as ``8/255`` (pixel units in [0, 1]).
+
+    Returns:
+        The value as a float.
+    """
     try:
         return float(Fraction(str(text).strip()))
     except (ValueError, ZeroDivisionError):
@@ -62,6 +69,7 @@ class AttackConfig(Validated):
     attack: Attack = "both"
     """pgd, autoattack (standard), both on the same images, or none (clean accuracy only)."""
     norm: Norm = "linf"
+    """The norm of the eps-ball."""
     eps: str = "8/255"
     """Perturbation budget in (0, 1] pixel units: a number or a fraction such as 8/255."""
     steps: Annotated[int, at_least(1)] = 20
@@ -73,12 +81,15 @@ class AttackConfig(Validated):
     seed: Annotated[int, at_least(0)] = 0
     """Seeds PGD's random starts and AutoAttack."""
     batch_size: Annotated[int, at_least(1)] = 128
+    """Images per forward pass and attack batch."""
 
     def __post_init__(self) -> None:
+        """Also check eps, so a unit mistake (8 for 8/255) stops when the config is built."""
         super().__post_init__()
         self.threat()  # checks eps
 
     def threat(self) -> ThreatModel:
+        """The norm and the parsed eps; a large eps warns once."""
         return attack_threat(self.norm, self.eps)
 
 
@@ -104,6 +115,17 @@ def attack_report(model: nn.Module, dataset: Dataset, num_classes: int, config: 
 
     An image counts as robust only if it is classified correctly clean and attacked; only
     clean-correct images are attacked.
+
+    Args:
+        model: Images in [0, 1] in, logits out; evaluated in eval mode, its modes restored after.
+        dataset: ``(image, label)`` items; the first ``config.images`` are used (all if 0).
+        num_classes: Classes of the task (AutoAttack's plan depends on them).
+        config: The attacks and their settings.
+        progress: Show PGD's progress bar.
+
+    Returns:
+        ``n``, ``norm``, ``eps`` and ``clean_acc``; with PGD, ``robust_acc_pgd`` and
+        ``attack_pgd``; with AutoAttack, ``robust_acc_aa`` and ``attack_aa`` (the attacks run).
     """
     threat = config.threat()
     images, labels = first_images(dataset, config.images)
