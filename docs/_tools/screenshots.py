@@ -56,7 +56,7 @@ def main(site: str, out: str) -> int:
                 and problems.append(f"request to another host: {r.url}"))
         page.on("console", lambda m: m.type == "error" and problems.append(f"console error: {m.text}"))
         for name, path in PAGES.items():
-            response = page.goto(base + path, wait_until="networkidle")
+            response = page.goto(base + path, wait_until="load")  # not networkidle: mkdocs serve long-polls for reloads
             if response is None or not response.ok:
                 problems.append(f"{name}: {base + path} did not load")
             if name == "search":

@@ -4,7 +4,7 @@ The public API in one import:
 
 ```python
 import vprompt
-model = vprompt.create_model("vit_base_patch16_224", "vpt-deep", num_classes=10, prompt_len=10)
+model = vprompt.create_model("vit_base_patch16_224", "vpt-deep", num_classes=10)
 vprompt.save_prompt(model, "my-prompt")
 model = vprompt.load_prompt("my-prompt")
 ```
