@@ -7,8 +7,6 @@ new option without a bad-value case here fails :func:`test_every_value_option_ha
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 from pathlib import Path
@@ -18,28 +16,13 @@ import torch
 
 from conftest import TINY_VIT
 from vprompt.cli import main
+from vprompt.cli_reference import leaf_commands
 from vprompt.data import write_synthetic_suite
 from vprompt.data.filelist import task_info
 
 MODEL = ["--model", "vit_tiny_patch16_224", "--model-arg", *(f"{k}={v}" for k, v in TINY_VIT.items())]
 OPTION = re.compile(r"^(?:│ | {2})(--[a-z0-9-]+) (?=[\[{A-Z])", re.M)
 POSITIONALS = re.compile(r"positional arguments(.*?)(?:\n\W*options\W*\n|\Z)", re.S)
-
-
-def help_text(path: tuple[str, ...]) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
-        main([*path, "--help"])
-    return out.getvalue()
-
-
-def subcommands(path: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
-    """Every leaf subcommand and its help text, found by walking ``--help`` from the top."""
-    text = help_text(path)
-    listed = re.search(r"^usage: vprompt[^\n{]*\{([\w,-]+)\}", text, re.M)
-    if listed and re.search(r"^\W*subcommands\W*$", text, re.M):
-        return {leaf: found for name in listed.group(1).split(",") for leaf, found in subcommands((*path, name)).items()}
-    return {path: text}
 
 
 def value_options(text: str) -> list[str]:
@@ -49,7 +32,7 @@ def value_options(text: str) -> list[str]:
     return OPTION.findall(text) + [f"POS{i}" for i in range(len(positionals))]
 
 
-HELP = subcommands()
+HELP = leaf_commands()  # every leaf subcommand and its real --help text
 OPTIONS = {" ".join(path): value_options(text) for path, text in HELP.items()}
 
 # Valid arguments per subcommand (options, positionals), so that a case fails on its bad value only.
