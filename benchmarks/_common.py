@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -109,3 +110,40 @@ def write_outputs(rows: Sequence[Row], markdown: str, out: Path | None, quick: b
     out.write_text(json.dumps(list(rows), indent=2) + "\n")
     if not quick:
         out.with_suffix(".md").write_text(markdown + "\n")
+
+
+def training_step(spec: Any, method: str, num_classes: int, batch: int, device: torch.device, bf16: bool,
+                  checkpointing: bool = False, fused_attention: bool | None = None,
+                  **options: Any) -> Callable[[], None]:
+    """A training step as ``vprompt.train`` takes it (forward, under bf16 autocast if asked, on the
+    attention path it picks; cross-entropy; zeroed gradients; backward; its SGD step) on a model
+    built as it builds one, with one fixed random batch. ``fused_attention`` forces a path."""
+    import torch.nn.functional as F
+
+    from vprompt.hardware import attention_path, fused_attention_pays
+    from vprompt.model import create_model
+    from vprompt.train import TrainConfig, make_optimizer
+
+    torch.manual_seed(0)
+    model = create_model(spec, method, num_classes, **options).to(device).train()
+    if checkpointing:
+        model.set_grad_checkpointing(True)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], TrainConfig(batch_size=batch))
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, 3, *model.data_config.input_size, generator=generator).to(device)
+    labels = torch.randint(0, num_classes, (batch,), generator=generator).to(device)
+
+    picked = fused_attention_pays(device.type, "bf16" if bf16 else "no")
+    fused = picked if fused_attention is None else fused_attention
+
+    def step() -> None:
+        # the whole step on one path: a checkpointed block is recomputed in the backward pass
+        with attention_path(model, fused) if fused_attention is not None or not fused else contextlib.nullcontext():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    return step

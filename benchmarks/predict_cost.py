@@ -21,7 +21,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from _common import Row, base_parser, interleaved_timings, markdown_table, paired_ratios, quartiles, setup, write_outputs

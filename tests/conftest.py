@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from vprompt.backbones import BackboneSpec
+from vprompt.hardware import AUTO_PRECISION_ENV
+
+# Tests keep one precision on every machine, in this process and in every CLI subprocess it starts:
+# ``auto`` means fp32 even on an AMX-BF16 CPU (tests/test_hardware.py checks the detection itself).
+os.environ[AUTO_PRECISION_ENV] = "no"
 
 TINY_VIT = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2)
 

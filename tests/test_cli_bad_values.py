@@ -70,7 +70,7 @@ BAD: dict[str, list[list[str]]] = {
     "--method-arg": [["prompt_len=zero"], ["novalue"]],
     "--epochs": [["0"], ["ten"]], "--batch-size": [["0"]], "--optimizer": [["adam"]], "--base-lr": [["-0.1"]],
     "--weight-decay": [["-1"]], "--momentum": [["1.5"]], "--warmup-epochs": [["-1"]], "--seed": [["-1"]],
-    "--mixed-precision": [["fp8"]], "--workers": [["-2"]], "--grad-clip": [["0"]],
+    "--mixed-precision": [["fp8"]], "--workers": [["-2"], ["many"]], "--cache-mb": [["-1"]], "--grad-clip": [["0"]],
     "--adv-train": [["trades"]], "--adv-norm": [["l1"]], "--adv-eps": [["5"], ["abc"]], "--adv-steps": [["0"]],
     "--adv-ramp-steps": [["-1"]],
     "--attack": [["cw"]], "--norm": [["l1"]], "--eps": [["abc"], ["5"], ["0"]], "--steps": [["0"]],

@@ -11,7 +11,7 @@ from timm.models.swin_transformer import window_partition
 
 from vprompt.backbones import BackboneSpec, create_backbone
 from vprompt.errors import ConfigError
-from vprompt.families.matrix import ROWS, TINY_SEQUENCE, TINY_SWIN, check, markdown, matrix, tiny_spec
+from vprompt.families.matrix import ROWS, TINY_SEQUENCE, TINY_SWIN, check, matrix, tiny_spec
 from vprompt.model import create_model, load_prompt, parameter_report, save_prompt
 
 SEQUENCE_FAMILIES = {

@@ -4,7 +4,6 @@ beside clean and PGD accuracy on the same images."""
 from __future__ import annotations
 
 import pytest
-import torch
 from torch.utils.data import TensorDataset
 
 from test_robust_attacks import linear_model, toy_task, train

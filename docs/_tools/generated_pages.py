@@ -55,6 +55,16 @@ RESULTS = [
      "python benchmarks/sweep_resume.py --out docs/results/sweep_resume.json"),
     ("predict_cost.md", "Prediction and export cost",
      "python benchmarks/predict_cost.py --out docs/results/predict_cost.json"),
+    ("vs_official.md", "VPT against the official VPT code: parity and step cost",
+     "python benchmarks/vs_official.py --official-vpt PATH --out docs/results/vs_official.json"),
+    ("vapt_differences.md", "VAPT: vprompt's reconstruction against the official code",
+     "read from the official source, by hand"),
+    ("precision.md", "bf16 autocast against fp32 on this CPU: steps, the demo end to end, accuracies",
+     "python benchmarks/precision.py --out docs/results/precision.json"),
+    ("data_path.md", "Does the data path keep up? Loader images/s against a training step's",
+     "python benchmarks/data_path.py --out docs/results/data_path.json"),
+    ("grad_checkpointing.md", "Gradient checkpointing at ViT-B: peak memory and step time",
+     "python benchmarks/grad_checkpointing.py --out docs/results/grad_checkpointing.json"),
 ]
 
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from vprompt.hardware import pin_memory
 from vprompt.model import PromptedModel
 
 
@@ -22,7 +23,7 @@ def evaluate(
     progress: bool = False,
 ) -> dict[str, float]:
     """Top-1 accuracy and mean cross-entropy; with an accelerator, every process scores a shard."""
-    loader = DataLoader(dataset, batch_size, shuffle=False, num_workers=workers)
+    loader = DataLoader(dataset, batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory())
     device = next(model.parameters()).device
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)
@@ -30,7 +31,7 @@ def evaluate(
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
     for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress):
-        images, labels = images.to(device), labels.to(device)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if accelerator is not None:
             with accelerator.autocast():
                 logits = model(images)

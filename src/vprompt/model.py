@@ -21,7 +21,7 @@ from torch import nn
 from vprompt.backbones import BackboneSpec, DataConfig, create_backbone, data_config, fingerprint
 from vprompt.card import CARD_FILE, model_card
 from vprompt.errors import CheckpointError, ConfigError
-from vprompt.families import source_classifier
+from vprompt.families import find_family, source_classifier
 from vprompt.heads import LinearHead, source_head
 from vprompt.hub import is_hub_reference, resolve_hub_prompt
 from vprompt.methods import LinearHeadConfig, Method, MethodConfig, get_method, make_config
@@ -130,6 +130,32 @@ class PromptedModel(nn.Module):
         if not self.method.trains_backbone:
             self.backbone.eval()
         return self
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the backbone's block activations during the backward pass instead of keeping
+        them: a large backbone trains in less memory for more compute (timm's own checkpointing).
+
+        Args:
+            enable: Turn checkpointing on (or back off).
+
+        Raises:
+            ConfigError: The backbone has no checkpointing, the prompt's family cannot be
+                recomputed (Swin), or timm is set to re-entrant checkpointing, which drops the
+                gradients of prompts that enter inside a block.
+        """
+        from timm.layers import use_reentrant_ckpt
+
+        name = self.backbone_spec.name
+        if not hasattr(self.backbone, "set_grad_checkpointing"):
+            raise ConfigError(f"backbone '{name}' ({type(self.backbone).__name__}) has no gradient checkpointing")
+        family = find_family(self.backbone) if self.token_prompt is not None else None
+        if enable and family is not None and family.checkpointing:
+            raise ConfigError(f"--grad-checkpointing cannot run {self.method.name} on {family.name}: "
+                              f"{family.checkpointing}")
+        if enable and use_reentrant_ckpt():
+            raise ConfigError("--grad-checkpointing needs timm's non-reentrant checkpointing (unset "
+                              "TIMM_REENTRANT_CKPT): re-entrant checkpointing drops the prompts' gradients")
+        self.backbone.set_grad_checkpointing(enable)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features of images in [0, 1] (prompt tokens never pooled)."""

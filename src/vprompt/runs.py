@@ -62,6 +62,7 @@ def train_on_task(
         "train_acc": last["train_acc"],
         "eval_acc": last.get("eval_acc"),
         "epochs": config.epochs,
+        "precision": last["precision"],
         "image_source": source.image_source,
         "adversarial": None if adversarial is None else adversarial.describe(),
         "prompt": str(result.final_dir),

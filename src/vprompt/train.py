@@ -15,7 +15,7 @@ import math
 import shutil
 import time
 import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal
@@ -25,14 +25,19 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from vprompt.data.filelist import TaskDataset
+from vprompt.data.memory import DEFAULT_BUDGET_MB, InMemoryDataset, in_memory
 from vprompt.errors import CheckpointError, ConfigError, NonFiniteLossError
 from vprompt.evaluate import evaluate
+from vprompt.hardware import attention_path, fused_attention_pays, pin_memory, resolve_precision, resolve_workers
 from vprompt.heads import update_label_mapping
 from vprompt.hub import is_hub_reference, resolve_hub_prompt
 from vprompt.model import META_FILE, PromptedModel, load_prompt_into, save_prompt, write_atomic
 from vprompt.robust.adversarial import AdversarialConfig, adversarial_examples
 from vprompt.validation import Validated, above, at_least, at_most
 
+SPEED_ONLY = ("workers", "cache_mb", "compile", "grad_checkpointing")
+"""TrainConfig fields that change how fast a run goes, not what it computes: a resume may change them."""
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 TRAIN_STATE = "train_state.pt"
@@ -60,9 +65,15 @@ class TrainConfig(Validated):
     seed: Annotated[int, at_least(0)] = 0
     """Seeds the prompt/head init, the shuffling order and dropout."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """auto: bf16 on a GPU that supports it, full precision on the CPU."""
-    workers: Annotated[int, at_least(0)] = 0
-    """DataLoader worker processes (0 loads in the main process)."""
+    """auto: bf16 autocast on a bf16 GPU or an AMX-BF16 CPU, else fp32; metrics rows record the choice as precision."""
+    workers: Annotated[int, at_least(0)] | Literal["auto"] = "auto"
+    """DataLoader workers; auto: one per CPU beyond the first (at most 8) for splits read from image files, else 0."""
+    cache_mb: Annotated[float, at_least(0)] = DEFAULT_BUDGET_MB
+    """Keep the decoded train and eval splits in memory when they fit in this many MB together (0: off)."""
+    compile: bool = False
+    """torch.compile the prompted model for training (worth it on a GPU; measure it on a CPU)."""
+    grad_checkpointing: bool = False
+    """Recompute the backbone's activations in the backward pass: less memory, more compute."""
     grad_clip: Annotated[float, above(0)] | None = None
     """Clip the gradient norm to this value (off by default)."""
 
@@ -117,12 +128,36 @@ def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> tor
 
 
 def make_accelerator(mixed_precision: str):
+    """An Accelerator at the precision ``auto`` resolves to here; batches copied to a GPU travel
+    through pinned memory without blocking."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DataLoaderConfiguration
 
-    if mixed_precision == "auto":
-        gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        mixed_precision = "bf16" if gpu_bf16 else "no"
-    return Accelerator(mixed_precision=mixed_precision)
+    precision = resolve_precision(mixed_precision)
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != precision:
+        # accelerate keeps one precision per process; a later run in the same process (a sweep,
+        # a notebook) may ask for another. The process group (PartialState) is kept.
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=precision, dataloader_config=DataLoaderConfiguration(non_blocking=pin_memory()))
+
+
+def decodes_images(dataset: Dataset | None) -> bool:
+    """Whether reading an item of ``dataset`` decodes an image file (a vprompt split not held in
+    memory); any other dataset is taken to be cheap to read."""
+    return isinstance(dataset, TaskDataset) and not isinstance(dataset, InMemoryDataset)
+
+
+def cached_splits(train_set: Dataset, eval_set: Dataset | None, config: TrainConfig,
+                  progress: bool) -> tuple[Dataset, Dataset | None]:
+    """The splits decoded into memory, the training split first, within ``config.cache_mb`` together."""
+    decoders = resolve_workers(config.workers, decodes_images=True)
+    train_set = in_memory(train_set, config.cache_mb, decoders, progress)
+    left = config.cache_mb - (train_set.nbytes / 2**20 if isinstance(train_set, InMemoryDataset) else 0)
+    if eval_set is not None:
+        eval_set = in_memory(eval_set, left, decoders, progress)
+    return train_set, eval_set
 
 
 def train(
@@ -160,14 +195,20 @@ def train(
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume)
     accelerator = make_accelerator(config.mixed_precision)
+    precision = resolve_precision(config.mixed_precision, accelerator.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config)
     start_epoch, history = 0, []
     if resume:
         start_epoch, history = restore(model, optimizer, out_dir, config, adversarial)
+    train_set, eval_set = cached_splits(train_set, eval_set, config, progress and accelerator.is_main_process)
+    workers = resolve_workers(config.workers, decodes_images(train_set))
+    eval_workers = resolve_workers(config.workers, decodes_images(eval_set))
     sampler = EpochShuffle(len(train_set), config.seed)
-    loader = DataLoader(train_set, config.batch_size, sampler=sampler, drop_last=False, num_workers=config.workers)
+    loader = DataLoader(train_set, config.batch_size, sampler=sampler, drop_last=False, num_workers=workers,
+                        pin_memory=pin_memory())
     prepared_model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    forward = torch.compile(prepared_model) if config.compile else prepared_model
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = steps_per_epoch * config.warmup_epochs
@@ -175,49 +216,50 @@ def train(
     show = progress and accelerator.is_main_process
     epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", disable=not show,
                   initial=start_epoch, total=config.epochs)
-    for epoch in epochs:
-        loader.set_epoch(epoch)  # accelerate passes it on to our sampler (and would otherwise count from 0)
-        update_label_mapping(accelerator.unwrap_model(prepared_model), train_set, epoch, config.seed)
-        torch.manual_seed(epoch_seed(config.seed, epoch))
-        prepared_model.train()
-        started = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
-        steps = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not show)
-        for step, (images, labels) in enumerate(steps):
-            global_step = epoch * steps_per_epoch + step
-            lr = lr_at(global_step, total_steps, warmup_steps, peak_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if adversarial is not None:  # attack the unwrapped model: no DDP reducer inside the attack
-                images = adversarial_examples(accelerator.unwrap_model(prepared_model), images, labels,
-                                              adversarial, step=global_step)
-            logits = prepared_model(images)
-            loss = F.cross_entropy(logits.float(), labels)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise NonFiniteLossError(nonfinite_message(loss_value, epoch, step, out_dir))
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if config.grad_clip:
-                accelerator.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            loss_sum += loss_value * len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
-            seen += len(labels)
-            steps.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
-        loss_sum, correct, seen = accelerator.reduce(  # every process's shard, summed
-            torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=accelerator.device), "sum").tolist()
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-               "train_images": int(seen), "seconds": time.perf_counter() - started}
-        if eval_set is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
-            scores = evaluate(model, eval_set, config.batch_size, accelerator=accelerator, workers=config.workers)
-            row.update({"eval_loss": scores["loss"], "eval_acc": scores["acc"]})
-        history.append(row)
-        epochs.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "eval_acc")})
-        if accelerator.is_main_process:
-            save_checkpoint(accelerator.unwrap_model(prepared_model), optimizer, out_dir, epoch + 1, history, config,
-                            adversarial)
-        accelerator.wait_for_everyone()
+    with speed_settings(model, config, accelerator.device.type, precision):
+        for epoch in epochs:
+            loader.set_epoch(epoch)  # accelerate passes it on to our sampler (and would otherwise count from 0)
+            update_label_mapping(accelerator.unwrap_model(prepared_model), train_set, epoch, config.seed)
+            torch.manual_seed(epoch_seed(config.seed, epoch))
+            prepared_model.train()
+            started = time.perf_counter()
+            loss_sum, correct, seen = 0.0, 0, 0
+            steps = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not show)
+            for step, (images, labels) in enumerate(steps):
+                global_step = epoch * steps_per_epoch + step
+                lr = lr_at(global_step, total_steps, warmup_steps, peak_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                if adversarial is not None:  # attack the unwrapped model: no DDP reducer inside the attack
+                    images = adversarial_examples(accelerator.unwrap_model(prepared_model), images, labels,
+                                                  adversarial, step=global_step)
+                logits = forward(images)
+                loss = F.cross_entropy(logits.float(), labels)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise NonFiniteLossError(nonfinite_message(loss_value, epoch, step, out_dir))
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                if config.grad_clip:
+                    accelerator.clip_grad_norm_(params, config.grad_clip)
+                optimizer.step()
+                loss_sum += loss_value * len(labels)
+                correct += (logits.argmax(1) == labels).sum().item()
+                seen += len(labels)
+                steps.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
+            loss_sum, correct, seen = accelerator.reduce(  # every process's shard, summed
+                torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=accelerator.device), "sum").tolist()
+            row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                   "train_images": int(seen), "seconds": time.perf_counter() - started, "precision": precision}
+            if eval_set is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
+                scores = evaluate(model, eval_set, config.batch_size, accelerator=accelerator, workers=eval_workers)
+                row.update({"eval_loss": scores["loss"], "eval_acc": scores["acc"]})
+            history.append(row)
+            epochs.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "eval_acc")})
+            if accelerator.is_main_process:
+                save_checkpoint(accelerator.unwrap_model(prepared_model), optimizer, out_dir, epoch + 1, history,
+                                config, adversarial)
+            accelerator.wait_for_everyone()
     final_dir = out_dir / FINAL
     if accelerator.is_main_process:
         task = getattr(getattr(train_set, "task", None), "name", None)
@@ -227,6 +269,20 @@ def train(
                                   "eval_split": getattr(eval_set, "split", None),
                                   "adversarial": adversarial.describe() if adversarial else None})
     return TrainResult(history, final_dir)
+
+
+@contextmanager
+def speed_settings(model: PromptedModel, config: TrainConfig, device_type: str, precision: str) -> Iterator[None]:
+    """The model set up for the run's speed settings (gradient checkpointing, the attention path that
+    is faster here), and handed back as it came, also when training fails."""
+    if config.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    try:
+        with nullcontext() if fused_attention_pays(device_type, precision) else attention_path(model, fused=False):
+            yield
+    finally:
+        if config.grad_checkpointing:
+            model.set_grad_checkpointing(False)
 
 
 def nonfinite_message(loss: float, epoch: int, step: int, out_dir: Path) -> str:
@@ -308,13 +364,21 @@ def restore(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Pat
     path = latest_checkpoint(out_dir)
     load_prompt_into(model, path)
     state = torch.load(path / TRAIN_STATE, map_location="cpu", weights_only=True)
-    if state["config"] != asdict(config):
-        changed = sorted(k for k in state["config"] if state["config"][k] != asdict(config).get(k))
+    changed = resume_conflicts(state["config"], config)
+    if changed:
         raise ConfigError(f"cannot resume {out_dir} with different settings: {', '.join(changed)} changed")
     if state.get("adversarial") != adversarial_settings(adversarial):
         raise ConfigError(f"cannot resume {out_dir} with a different adversarial-training setting")
     optimizer.load_state_dict(state["optimizer"])
     return state["epoch"], state["history"]
+
+
+def resume_conflicts(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The settings that differ from the checkpoint's and would change what the run computes;
+    a setting the checkpoint predates counts as its default."""
+    current = asdict(config)
+    return sorted(key for key, value in current.items()
+                  if key not in SPEED_ONLY and saved.get(key, getattr(TrainConfig, key)) != value)
 
 
 def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:

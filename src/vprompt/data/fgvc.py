@@ -19,7 +19,7 @@ from pathlib import Path
 from vprompt.errors import DataError
 
 from .filelist import TaskInfo
-from .images import ImageListDataset, pixel_transform
+from .images import ImageListDataset, PixelTransform
 from .source import TRAINVAL_PROTOCOL, TaskSource
 
 SPLIT_FILES = ("train", "val", "test")
@@ -91,7 +91,7 @@ def fgvc_source(root: Path | str, name: str | None = None) -> TaskSource:
 
     def open_split(split: str, size: tuple[int, int], train: bool) -> ImageListDataset:
         where = f"{root / split}.json" if split != "trainval" else f"{root}/train.json + val.json"
-        return ImageListDataset(info, samples[split], where, pixel_transform(size, train, crop=True))
+        return ImageListDataset(info, samples[split], where, PixelTransform(size, train, crop=True))
 
     return TaskSource(info=info, kind="fgvc-json", image_source=f"FGVC json splits in {root}",
                       splits=("train", "val", "trainval", "test"), protocol=TRAINVAL_PROTOCOL, open_split=open_split)

@@ -257,9 +257,28 @@ def read_rgb(path: Path, where: str) -> Image.Image:
 
 
 class TaskDataset(Dataset):
-    """A split of one task: its classes come from the task's [`TaskInfo`][vprompt.data.TaskInfo]."""
+    """A split of one task: its classes come from the task's [`TaskInfo`][vprompt.data.TaskInfo].
+
+    An item is made in two stages, so that a small split can be decoded once and kept in memory
+    (see [`in_memory`][vprompt.data.in_memory]) while its augmentation still runs every epoch:
+    [`decode`][vprompt.data.TaskDataset.decode] (read, convert, resize: the same every time) and
+    [`augment`][vprompt.data.TaskDataset.augment] (random crops and flips, if any).
+    """
 
     task: TaskInfo
+
+    def decode(self, index: int) -> tuple[torch.Tensor, int]:
+        """Item ``index`` before augmentation: uint8 pixels (3, H, W) and its label."""
+        raise NotImplementedError
+
+    def augment(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The per-epoch random part of an item, applied to decoded uint8 pixels (none by default)."""
+        return pixels
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """Item ``index`` as (3, H, W) floats in [0, 1] and its label; unreadable: a DataError."""
+        pixels, label = self.decode(index)
+        return self.augment(pixels).float().div_(255), label
 
     @property
     def num_classes(self) -> int:
@@ -323,14 +342,17 @@ class FileListDataset(TaskDataset):
         """Images in the split."""
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        """Image ``index`` as (3, H, W) floats in [0, 1], and its label; unreadable: a DataError."""
+    def decode(self, index: int) -> tuple[torch.Tensor, int]:
+        """Image ``index`` read, converted to RGB and resized, as uint8 (3, H, W), and its label."""
         path, label = self.samples[index]
         image = read_rgb(path, f"{self._split_path.name}:{self._lines[index]}")
-        pixels = to_pixels(image, (self.height, self.width))
+        return to_uint8(image, (self.height, self.width)), label
+
+    def augment(self, pixels: torch.Tensor) -> torch.Tensor:
+        """A horizontal flip with probability 1/2 when ``train_augment`` is on."""
         if self.train_augment and torch.rand(()) < 0.5:
-            pixels = pixels.flip(-1)
-        return pixels, label
+            return pixels.flip(-1)
+        return pixels
 
     def _check_images_exist(self) -> None:
         """Fail at construction, not mid-epoch, when listed images are missing."""
@@ -342,13 +364,18 @@ class FileListDataset(TaskDataset):
             raise DataError(image_error(path, f"{self._split_path.name}:{self._lines[first]}", "no such file" + more))
 
 
-def to_pixels(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    """An RGB image as a (3, H, W) float tensor in [0, 1] at ``size`` (bilinear, antialiased resize):
-    the one conversion that evaluation and prediction share."""
+def to_uint8(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """An RGB image as a (3, H, W) uint8 tensor at ``size`` (bilinear, antialiased resize)."""
     height, width = size
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255).contiguous()
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+
+
+def to_pixels(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """An RGB image as a (3, H, W) float tensor in [0, 1] at ``size``: the one conversion that
+    training, evaluation and prediction share."""
+    return to_uint8(image, size).float().div_(255)
 
 
 def _size_pair(image_size: int | tuple[int, int]) -> tuple[int, int]:

@@ -7,11 +7,10 @@ model, so attacks see pixels), and a one-line DataError naming the file for an u
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
@@ -22,24 +21,25 @@ from .filelist import TaskDataset, TaskInfo, read_rgb
 FGVC_RESIZE = 256 / 224  # VPT's FGVC recipe: resize to 256, crop 224
 
 
-def pixel_transform(size: tuple[int, int], train: bool, crop: bool) -> Callable[[Image.Image], torch.Tensor]:
-    """PIL → [0, 1] tensor at ``size``. With ``crop`` (the FGVC recipe): resize the short side to
-    256/224 of the target, then a random crop and flip for training, a centre crop otherwise.
-    Without it: a plain resize, plus a random flip for training."""
-    if crop:
-        resize = [T.Resize(tuple(round(s * FGVC_RESIZE) for s in size)),
-                  T.RandomCrop(size) if train else T.CenterCrop(size)]
-    else:
-        resize = [T.Resize(size)]
-    flip = [T.RandomHorizontalFlip()] if train else []
-    return T.Compose([*resize, *flip, T.ToTensor()])
+class PixelTransform:
+    """PIL → [0, 1] tensor at ``size``, in the two stages a [`TaskDataset`][vprompt.data.TaskDataset]
+    item is made of. With ``crop`` (the FGVC recipe): resize to 256/224 of the target, then a
+    random crop and flip for training, a centre crop otherwise. Without it: a plain resize, plus a
+    random flip for training. Decoding ends at the resize, so cached pixels are the same every epoch."""
+
+    def __init__(self, size: tuple[int, int], train: bool, crop: bool) -> None:
+        resize = tuple(round(s * FGVC_RESIZE) for s in size) if crop else size
+        self.decode = T.Compose([T.Resize(resize), T.PILToTensor()])
+        crops = [T.RandomCrop(size) if train else T.CenterCrop(size)] if crop else []
+        flips = [T.RandomHorizontalFlip()] if train else []
+        self.augment = T.Compose([*crops, *flips])
 
 
 class ImageListDataset(TaskDataset):
     """Images on disk listed as ``(path, label)``; a missing one fails at construction."""
 
     def __init__(self, task: TaskInfo, samples: Sequence[tuple[Path, int]], where: str,
-                 transform: Callable[[Image.Image], torch.Tensor]) -> None:
+                 transform: PixelTransform) -> None:
         self.task, self.samples, self.where, self.transform = task, list(samples), where, transform
         missing = [path for path, _ in self.samples if not path.is_file()]
         if missing:
@@ -49,21 +49,27 @@ class ImageListDataset(TaskDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def decode(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        return self.transform(read_rgb(path, self.where)), label
+        return self.transform.decode(read_rgb(path, self.where)), label
+
+    def augment(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.transform.augment(pixels)
 
 
 class WrappedDataset(TaskDataset):
     """A subset of another dataset's ``(PIL image, label)`` items, converted by ``transform``."""
 
     def __init__(self, task: TaskInfo, base: Dataset, indices: Sequence[int],
-                 transform: Callable[[Image.Image], torch.Tensor]) -> None:
+                 transform: PixelTransform) -> None:
         self.task, self.base, self.indices, self.transform = task, base, list(indices), transform
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def decode(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.base[self.indices[index]]
-        return self.transform(image.convert("RGB")), int(label)
+        return self.transform.decode(image.convert("RGB")), int(label)
+
+    def augment(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.transform.augment(pixels)

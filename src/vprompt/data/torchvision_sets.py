@@ -20,7 +20,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from vprompt.errors import DataError
 
 from .filelist import TaskInfo
-from .images import WrappedDataset, pixel_transform
+from .images import PixelTransform, WrappedDataset
 from .source import TRAINVAL_PROTOCOL, TaskSource
 
 HOLDOUT_SEED = 0
@@ -110,7 +110,7 @@ def torchvision_source(name: str, root: Path | str, download: bool = False) -> T
 
     def open_split(split: str, size: tuple[int, int], train: bool) -> WrappedDataset:
         base, indices = parts[split]
-        return WrappedDataset(info, base, indices, pixel_transform(size, train, crop=False))
+        return WrappedDataset(info, base, indices, PixelTransform(size, train, crop=False))
 
     return TaskSource(info=info, kind="torchvision", image_source=f"torchvision {spec.cls} in {root}",
                       splits=("train", "val", "trainval", "test"), protocol=TRAINVAL_PROTOCOL, open_split=open_split)

@@ -98,6 +98,9 @@ class TokenFamily(ABC):
     """Where timm defines that class."""
     vapt: ClassVar[str | None] = None
     """Why VAPT cannot run on this family, or None when it can."""
+    checkpointing: ClassVar[str | None] = None
+    """Why activation checkpointing cannot run with prompts on this family, or None when it can
+    (the prompts' hooks run again when a block is recomputed, so they must keep no state)."""
 
     def matches(self, model: nn.Module) -> bool:
         """Whether ``model`` is an instance of the timm class this adapter serves."""

@@ -34,6 +34,8 @@ class SwinFamily(TokenFamily):
     module_path = "timm.models.swin_transformer"
     vapt = ("VAPT generates prompts from one fixed patch grid and width; Swin's stages merge patches "
             "and widen (use vpt-shallow or vpt-deep on Swin)")
+    checkpointing = ("the prompts travel beside Swin's grid in state the hooks update block by block, which a "
+                     "recomputed block would read at its end-of-forward value")
 
     def layout(self, model: nn.Module) -> TokenLayout:
         blocks = [block for stage in model.layers for block in stage.blocks]
