@@ -22,7 +22,8 @@ then the training step's time and memory as ratios ours ÷ official.
    equal settings (both fp32, eager), and ours at its best: the precision
    ``vprompt.hardware.resolve_precision("auto")`` picks, eager and under ``torch.compile``
    (compilation happens in the untimed warm-up rounds), plus explicit bf16 autocast (``auto``
-   stays fp32 on CPUs without AMX). The official code has nothing else to offer: its trainer
+   stays fp32 on CPUs without AMX), each on the attention path ``vprompt.train`` takes (timm's
+   explicit matmul-softmax on a CPU under bf16, torch's fused kernel elsewhere). The official code has nothing else to offer: its trainer
    (``src/engine/trainer.py``) has no autocast and no compile, so its best settings are fp32 eager.
    Ratios are medians of per-round ratios with their interquartile range. Memory as
    ``step_cost.py`` measures it: on CPU counted (weights + gradients + optimizer state + the
@@ -44,6 +45,7 @@ config is not needed: the few prompt options its constructor reads are passed as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -61,7 +63,7 @@ from _common import (Column, Row, base_parser, interleaved_timings, markdown_tab
                      write_outputs)
 from step_cost import counted_memory, cuda_peak_memory, device_name
 from vprompt.backbones import BackboneSpec
-from vprompt.hardware import resolve_precision
+from vprompt.hardware import attention_path, fused_attention_pays, resolve_precision
 from vprompt.model import PromptedModel, create_model
 
 AUTOCAST = {"no": None, "bf16": torch.bfloat16}
@@ -280,8 +282,12 @@ class Side:
     precision: str
 
     def loss(self, images: torch.Tensor) -> torch.Tensor:
+        """The loss under the precision's autocast, on the attention path ``vprompt.train`` takes
+        (timm's explicit one on a CPU under bf16; the official ViT has only its explicit path)."""
         dtype = AUTOCAST[self.precision]
-        with torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        fused = fused_attention_pays(images.device.type, self.precision)
+        with torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None), \
+                contextlib.nullcontext() if fused else attention_path(self.model, fused=False):
             logits = self.forward(images)
         return F.cross_entropy(logits.float(), self.labels)
 

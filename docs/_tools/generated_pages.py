@@ -59,7 +59,7 @@ RESULTS = [
      "python benchmarks/vs_official.py --official-vpt PATH --out docs/results/vs_official.json"),
     ("vapt_differences.md", "VAPT: vprompt's reconstruction against the official code",
      "read from the official source, by hand"),
-    ("precision.md", "bf16 autocast against fp32 on this CPU: steps, the demo end to end, accuracies",
+    ("precision.md", "bf16 autocast against fp32 on a CPU: steps, the demo end to end, accuracies",
      "python benchmarks/precision.py --out docs/results/precision.json"),
     ("data_path.md", "Does the data path keep up? Loader images/s against a training step's",
      "python benchmarks/data_path.py --out docs/results/data_path.json"),

@@ -3,7 +3,7 @@
 
 ``auto`` precision is bf16 autocast where bf16 matrix products are faster than fp32 ones: a CUDA
 GPU that supports bf16, or a CPU with AMX-BF16 tile units (Sapphire Rapids and later), which
-oneDNN uses for bf16 matmuls (on such a 2-core VM a ViT-B VPT-deep step took about half the fp32
+oneDNN uses for bf16 matmuls (on such a 2-core VM a ViT-B/16 VPT-deep step took 0.28 of the fp32
 step, ``docs/results/precision.md``). A CPU with only the AVX512-BF16 dot-product instructions
 stays fp32: on one such VM (torch 2.14, oneDNN 3.12) a bf16-autocast ViT-B VPT-deep step took
 about 1.5× the fp32 step, because MKL's fp32 GEMM beats oneDNN's AVX512-BF16 kernel there. The
@@ -111,7 +111,7 @@ def fused_attention_pays(device_type: str, precision: str) -> bool:
     """Whether torch's fused attention kernel (``scaled_dot_product_attention``) is the faster path
     for training. Not on a CPU under bf16 autocast: the CPU flash-attention kernel's bf16 backward
     is slower there than timm's explicit matmul-softmax path, whose matmuls run on AMX (a VPT-deep
-    step took 0.56× the fused one on the demo's ViT and 0.76× on ViT-B/16, ``docs/results/precision.md``).
+    step took 0.47 of the fused one on the demo's ViT and 0.78 on ViT-B/16, ``docs/results/precision.md``).
 
     Args:
         device_type: ``cpu`` or ``cuda``.
