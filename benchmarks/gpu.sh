@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU run, prepared: step_cost at bf16, vs_official at ViT-B/16 (when VPT_OFFICIAL names a
-# checkout of KMnP/vpt), data_path and the demo, on one GPU in about 8 minutes; then one table.
+# checkout of KMnP/vpt), data_path and the demo, then one table. Sized to fit 8 minutes on one GPU;
+# not yet run on one (no GPU was lent when it was written).
 #
 #   VPT_OFFICIAL=/path/to/vpt benchmarks/gpu.sh [OUT_DIR]      # OUT_DIR: docs/results/gpu
 #
