@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
 import statistics
 import time
@@ -22,6 +21,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+
+from vprompt.hardware import available_cpus
 
 Row = dict[str, Any]
 Column = tuple[str, Callable[[Row], str]]
@@ -41,7 +42,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 def available_cores() -> int:
     """Cores this process may run on (the affinity mask, not the machine's total)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return available_cpus()
 
 
 def setup(args: argparse.Namespace) -> None:
@@ -120,7 +121,7 @@ def training_step(spec: Any, method: str, num_classes: int, batch: int, device: 
     built as it builds one, with one fixed random batch. ``fused_attention`` forces a path."""
     import torch.nn.functional as F
 
-    from vprompt.hardware import attention_path, fused_attention_pays
+    from vprompt.hardware import attention_path, training_attention
     from vprompt.model import create_model
     from vprompt.train import TrainConfig, make_optimizer
 
@@ -133,12 +134,14 @@ def training_step(spec: Any, method: str, num_classes: int, batch: int, device: 
     images = torch.rand(batch, 3, *model.data_config.input_size, generator=generator).to(device)
     labels = torch.randint(0, num_classes, (batch,), generator=generator).to(device)
 
-    picked = fused_attention_pays(device.type, "bf16" if bf16 else "no")
-    fused = picked if fused_attention is None else fused_attention
+    def path() -> contextlib.AbstractContextManager[None]:
+        if fused_attention is not None:
+            return attention_path(model, fused_attention)
+        return training_attention(model, device.type, "bf16" if bf16 else "no")
 
     def step() -> None:
         # the whole step on one path: a checkpointed block is recomputed in the backward pass
-        with attention_path(model, fused) if fused_attention is not None or not fused else contextlib.nullcontext():
+        with path():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(images)
             loss = F.cross_entropy(logits.float(), labels)

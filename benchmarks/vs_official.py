@@ -45,7 +45,6 @@ config is not needed: the few prompt options its constructor reads are passed as
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import sys
@@ -63,7 +62,7 @@ from _common import (Column, Row, base_parser, interleaved_timings, markdown_tab
                      write_outputs)
 from step_cost import counted_memory, cuda_peak_memory, device_name
 from vprompt.backbones import BackboneSpec
-from vprompt.hardware import attention_path, fused_attention_pays, resolve_precision
+from vprompt.hardware import resolve_precision, training_attention
 from vprompt.model import PromptedModel, create_model
 
 AUTOCAST = {"no": None, "bf16": torch.bfloat16}
@@ -285,9 +284,8 @@ class Side:
         """The loss under the precision's autocast, on the attention path ``vprompt.train`` takes
         (timm's explicit one on a CPU under bf16; the official ViT has only its explicit path)."""
         dtype = AUTOCAST[self.precision]
-        fused = fused_attention_pays(images.device.type, self.precision)
         with torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None), \
-                contextlib.nullcontext() if fused else attention_path(self.model, fused=False):
+                training_attention(self.model, images.device.type, self.precision):
             logits = self.forward(images)
         return F.cross_entropy(logits.float(), self.labels)
 

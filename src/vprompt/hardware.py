@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Literal
+from contextlib import contextmanager, nullcontext
+from typing import ContextManager, Literal, get_args
 
 import torch
 from torch import nn
@@ -25,29 +25,31 @@ from torch import nn
 from vprompt.errors import ConfigError
 
 Precision = Literal["no", "bf16", "fp16"]
-PRECISIONS = ("no", "bf16", "fp16")
+MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
+"""What a run asks for: a precision, or ``auto`` (see ``resolve_precision``)."""
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 AUTO_PRECISION_ENV = "VPROMPT_AUTO_PRECISION"
 
 
-def cpu_has_amx_bf16() -> bool:
-    """Whether this CPU has AMX tile units, the hardware that makes oneDNN's bf16 matmuls fast.
-
-    torch exposes the cpuinfo flags as private helpers; a torch without them counts as no AMX, so
-    ``auto`` falls back to full precision rather than failing."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+def cpu_flag(probe_name: str) -> bool:
+    """One of the CPU feature flags torch reads through cpuinfo. torch exposes them as private
+    helpers; a torch without the helper counts as a CPU without the feature, so ``auto`` falls back
+    to full precision rather than failing."""
+    probe = getattr(torch.cpu, probe_name, None)
     try:
         return bool(probe()) if probe is not None else False
     except RuntimeError:
         return False
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU has AMX tile units, the hardware that makes oneDNN's bf16 matmuls fast."""
+    return cpu_flag("_is_amx_tile_supported")
 
 
 def cpu_has_avx512_bf16() -> bool:
     """Whether this CPU has the AVX512-BF16 instructions (recorded, not used by ``auto``)."""
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    try:
-        return bool(probe()) if probe is not None else False
-    except RuntimeError:
-        return False
+    return cpu_flag("_is_avx512_bf16_supported")
 
 
 def resolve_precision(mixed_precision: str, device: torch.device | str | None = None) -> Precision:
@@ -140,3 +142,20 @@ def attention_path(model: nn.Module, fused: bool) -> Iterator[None]:
     finally:
         for module, value in switches.items():
             module.fused_attn = value
+
+
+def training_attention(model: nn.Module, device_type: str, precision: str) -> ContextManager[None]:
+    """The attention path ``vprompt.train`` trains on: the explicit one where the fused kernel does
+    not pay (see ``fused_attention_pays``), else each
+    module's own setting, untouched.
+
+    Args:
+        model: The model being trained.
+        device_type: ``cpu`` or ``cuda``.
+        precision: The resolved precision.
+
+    Returns:
+        A context manager to train inside (forward and backward: a checkpointed block is
+        recomputed in the backward pass).
+    """
+    return nullcontext() if fused_attention_pays(device_type, precision) else attention_path(model, fused=False)

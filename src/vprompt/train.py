@@ -15,7 +15,7 @@ import math
 import shutil
 import time
 import zlib
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal
@@ -29,7 +29,7 @@ from vprompt.data.filelist import TaskDataset
 from vprompt.data.memory import DEFAULT_BUDGET_MB, InMemoryDataset, in_memory
 from vprompt.errors import CheckpointError, ConfigError, NonFiniteLossError
 from vprompt.evaluate import evaluate
-from vprompt.hardware import attention_path, fused_attention_pays, pin_memory, resolve_precision, resolve_workers
+from vprompt.hardware import MixedPrecision, pin_memory, resolve_precision, resolve_workers, training_attention
 from vprompt.heads import update_label_mapping
 from vprompt.hub import is_hub_reference, resolve_hub_prompt
 from vprompt.model import META_FILE, PromptedModel, load_prompt_into, save_prompt, write_atomic
@@ -64,7 +64,7 @@ class TrainConfig(Validated):
     """Linear warm-up before the cosine decay."""
     seed: Annotated[int, at_least(0)] = 0
     """Seeds the prompt/head init, the shuffling order and dropout."""
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    mixed_precision: MixedPrecision = "auto"
     """auto: bf16 autocast on a bf16 GPU or an AMX-BF16 CPU, else fp32; metrics rows record the choice as precision."""
     workers: Annotated[int, at_least(0)] | Literal["auto"] = "auto"
     """DataLoader workers; auto: one per CPU beyond the first (at most 8) for splits read from image files, else 0."""
@@ -195,7 +195,7 @@ def train(
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume)
     accelerator = make_accelerator(config.mixed_precision)
-    precision = resolve_precision(config.mixed_precision, accelerator.device)
+    precision = accelerator.mixed_precision  # what auto resolved to
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config)
     start_epoch, history = 0, []
@@ -278,7 +278,7 @@ def speed_settings(model: PromptedModel, config: TrainConfig, device_type: str, 
     if config.grad_checkpointing:
         model.set_grad_checkpointing(True)
     try:
-        with nullcontext() if fused_attention_pays(device_type, precision) else attention_path(model, fused=False):
+        with training_attention(model, device_type, precision):
             yield
     finally:
         if config.grad_checkpointing:

@@ -68,16 +68,16 @@ class Decoded(Dataset):
         return self.source.decode(index)
 
 
-def decoded_bytes(dataset: TaskDataset) -> int | None:
-    """What ``dataset`` would take in memory, from its first item (None when it cannot be cached:
-    not a two-stage dataset, or empty)."""
+def first_decoded(dataset: Dataset) -> torch.Tensor | None:
+    """The decoded pixels of ``dataset``'s first item, or None when it cannot be cached: not a
+    two-stage dataset, already in memory, or empty."""
     if not isinstance(dataset, TaskDataset) or isinstance(dataset, InMemoryDataset) or len(dataset) == 0:
         return None
     try:
         pixels, _ = dataset.decode(0)
     except NotImplementedError:
         return None
-    return pixels.numel() * pixels.element_size() * len(dataset)
+    return pixels
 
 
 def in_memory(dataset: Dataset, budget_mb: float, workers: int = 0, progress: bool = False) -> Dataset:
@@ -96,10 +96,9 @@ def in_memory(dataset: Dataset, budget_mb: float, workers: int = 0, progress: bo
     Raises:
         DataError: An image cannot be read (the same error reading it from disk gives).
     """
-    size = decoded_bytes(dataset) if budget_mb > 0 else None
-    if size is None or size > budget_mb * 2**20:
+    first = first_decoded(dataset) if budget_mb > 0 else None
+    if first is None or first.numel() * first.element_size() * len(dataset) > budget_mb * 2**20:
         return dataset
-    first, _ = dataset.decode(0)
     pixels = torch.empty((len(dataset), *first.shape), dtype=first.dtype)
     labels = torch.empty(len(dataset), dtype=torch.long)
     loader = DataLoader(Decoded(dataset), batch_size=64, num_workers=workers, collate_fn=list)

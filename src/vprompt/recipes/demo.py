@@ -9,13 +9,14 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from tqdm.auto import tqdm
 
 from vprompt.backbones import BackboneSpec
 from vprompt.data import write_synthetic_suite
 from vprompt.data.synthetic import synthetic_task_names
+from vprompt.hardware import MixedPrecision
 from vprompt.methods import method_names
 from vprompt.report import markdown_table, pivot, write_rows
 from vprompt.runs import train_on_task
@@ -40,7 +41,7 @@ class DemoConfig(Validated):
     """Synthetic tasks to run (default: all)."""
     methods: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: list(DEMO_METHODS))
     """Methods to compare."""
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    mixed_precision: MixedPrecision = "auto"
     """Training precision (auto: bf16 where the hardware makes it faster, full precision elsewhere)."""
 
     def __post_init__(self) -> None:
