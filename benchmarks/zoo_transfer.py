@@ -11,12 +11,17 @@ on every task of the synthetic suite (train800val200 → test):
 * ``vp``: input-space VP, expansive prompt (the 32×32 task image in the centre of the source
   canvas) with frequency label mapping onto the source classifier, vprompt's own loop.
 
-Every row has the task's chance level, so "at least twice chance" is read off the table.
+Every row has the task's chance level, so "at least twice chance" is read off the table. With
+``--seeds`` every seed writes its own suite (the data differ) and trains with that seed; the trained
+methods choose their rate on the first seed's val200 and keep it for the others. The table gives the
+mean over seeds of each task and of the task means (± std over seeds), the natural + specialized
+mean beside the all-task mean, and each zoo model's gains over its random twin.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +37,7 @@ from vprompt.backbones import BackboneSpec, create_backbone, zoo_twin
 from vprompt.families import find_family
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
 from vprompt.model import PromptedModel, create_model
-from vprompt.runs import train_on_task
+from vprompt.sweep import Run, execute
 from vprompt.train import TrainConfig
 from vprompt.zoo import find_card, list_cards
 
@@ -82,17 +87,18 @@ def probe_accuracy(spec: BackboneSpec, task_dir: Path) -> dict[str, Any]:
 
 
 def prompt_accuracy(spec: BackboneSpec, task_dir: Path, method: str, epochs: int, seed: int,
-                    out_dir: Path) -> dict[str, Any]:
-    """Pick the base rate on val200 (trained on train800), retrain on train800val200, score on test."""
-    def run(base_lr: float, train_split: str, eval_split: str) -> float:
-        row = train_on_task(task_dir, spec, method, PROMPT_OPTIONS[method], train_config(method, epochs, seed, base_lr),
-                            out_dir / f"{train_split}-lr{base_lr:g}", train_split, eval_split, progress=False,
-                            eval_every=epochs)
-        return row["eval_acc"]
+                    out_dir: Path, base_lr: float | None = None) -> dict[str, Any]:
+    """Pick the base rate on val200 (trained on train800) unless one is given, retrain on
+    train800val200, score on test."""
+    def run(base_lr: float, train_split: str, eval_split: str) -> float:  # a finished run is read back
+        return execute(Run(str(task_dir), spec, method, PROMPT_OPTIONS[method],
+                           train_config(method, epochs, seed, base_lr), out_dir / f"{train_split}-lr{base_lr:g}",
+                           train_split, eval_split))
 
     rates = BASE_LRS[method]
-    best = rates[0] if len(rates) == 1 else max(rates, key=lambda lr: run(lr, "train800", "val200"))
-    return {"acc": run(best, "train800val200", "test"), "base_lr": best}
+    if base_lr is None:
+        base_lr = rates[0] if len(rates) == 1 else max(rates, key=lambda lr: run(lr, "train800", "val200"))
+    return {"acc": run(base_lr, "train800val200", "test"), "base_lr": base_lr}
 
 
 def backbones(models: list[str] | None) -> list[tuple[str, str, BackboneSpec]]:
@@ -114,9 +120,10 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--tasks", nargs="+", help="synthetic tasks (default: all)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of the trained methods")
+    parser.add_argument("--seeds", type=int, nargs="+", help="suite and training seeds (default: --seed)")
     parser.add_argument("--no-twins", action="store_true", help="skip the random-init twins of trained methods")
     parser.add_argument("--work", type=Path, default=Path("bench-work/zoo_transfer"),
-                        help="scratch folder for the suite and the runs")
+                        help="scratch folder for the suite and the runs; a rerun reads finished runs back (use a new one after rebuilding a zoo model)")
     parser.add_argument("--merge", nargs="+", type=Path,
                         help="only combine the JSON rows of earlier runs into one table (and --out)")
     args = parser.parse_args()
@@ -127,46 +134,99 @@ def main() -> None:
     setup(args)
     if args.quick:
         args.tasks, args.epochs = args.tasks or ["digits", "sprites_location"], min(args.epochs, 2)
-    task_dirs = write_synthetic_suite(args.work / "data", seed=args.seed, tasks=args.tasks, progress=False)
     rows: list[Row] = []
-    for name, weights, spec in backbones(args.models):
-        vit = find_family(create_backbone(spec)) is not None
-        for method in args.methods:
-            if method == "vpt-deep" and not vit or method != "probe" and weights == "random" and args.no_twins:
-                continue
-            for task_dir in task_dirs:
-                started = time.perf_counter()
-                if method == "probe":
-                    result = probe_accuracy(spec, task_dir)
-                else:
-                    result = prompt_accuracy(spec, task_dir, method, args.epochs, args.seed,
-                                             args.work / "runs" / f"{name}-{weights}" / task_dir.name / method)
-                classes = task_info(task_dir).num_classes
-                rows.append({"model": name, "weights": weights, "method": method, "task": task_dir.name,
-                             "num_classes": classes, "chance": 1 / classes, "seed": args.seed,
-                             "epochs": None if method == "probe" else args.epochs,
-                             "seconds": round(time.perf_counter() - started, 1)} | result)
-                print(f"{name:24s} {weights:6s} {method:8s} {task_dir.name:20s} {result['acc']:.3f}", flush=True)
+    chosen_rates: dict[tuple[str, str, str, str], float] = {}
+    for seed in args.seeds or [args.seed]:
+        suite = args.work / f"data-seed{seed}"
+        task_dirs = write_synthetic_suite(suite, seed=seed, tasks=args.tasks, progress=False)
+        for name, weights, spec in backbones(args.models):
+            vit = find_family(create_backbone(spec)) is not None
+            for method in args.methods:
+                if method == "vpt-deep" and not vit or method != "probe" and weights == "random" and args.no_twins:
+                    continue
+                for task_dir in task_dirs:
+                    started = time.perf_counter()
+                    key = (name, weights, method, task_dir.name)
+                    if method == "probe":
+                        result = probe_accuracy(spec, task_dir)
+                    else:
+                        result = prompt_accuracy(spec, task_dir, method, args.epochs, seed,
+                                                 args.work / f"runs-seed{seed}" / f"{name}-{weights}" / task_dir.name
+                                                 / method, chosen_rates.get(key))
+                        chosen_rates.setdefault(key, result["base_lr"])
+                    info = task_info(task_dir)
+                    rows.append({"model": name, "weights": weights, "method": method, "task": task_dir.name,
+                                 "group": info.group, "num_classes": info.num_classes, "chance": 1 / info.num_classes,
+                                 "seed": seed, "epochs": None if method == "probe" else args.epochs,
+                                 "seconds": round(time.perf_counter() - started, 1)} | result)
+                    print(f"{name:24s} {weights:6s} {method:8s} {task_dir.name:20s} seed {seed} {result['acc']:.3f}",
+                          flush=True)
     write_outputs(rows, summary_table(rows), args.out, args.quick)
 
 
+NATURAL_SPECIALIZED = ("natural", "specialized")
+
+
+def seed_means(rows: list[Row], groups: tuple[str, ...] | None = None) -> list[float]:
+    """One task mean per seed (over the tasks of ``groups``, default all), for the spread over seeds."""
+    by_seed: dict[int, list[float]] = {}
+    for row in rows:
+        if groups is None or row.get("group") in groups:
+            by_seed.setdefault(row["seed"], []).append(row["acc"])
+    return [float(np.mean(accs)) for accs in by_seed.values()]
+
+
+def spread(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.3f} ± {std:.3f}"
+
+
 def summary_table(rows: list[Row]) -> str:
-    """Per task: accuracy of each (model, weights, method); last lines: task means and their ratio to chance."""
+    """Per task: accuracy of each (model, weights, method), mean over seeds; then the task mean and
+    the natural + specialized mean (± std over seeds), the ratio to chance, and the zoo-vs-twin gains."""
     keys = list(dict.fromkeys((r["model"], r["weights"], r["method"]) for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    cell = {(r["model"], r["weights"], r["method"], r["task"]): r["acc"] for r in rows}
+    groups: dict[tuple[str, str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["weights"], row["method"]), []).append(row)
     chance = {r["task"]: r["chance"] for r in rows}
+    mean_chance = float(np.mean(list(chance.values())))
     table: list[Row] = []
-    for model, weights, method in keys:
-        accs = [cell[(model, weights, method, t)] for t in tasks]
-        line: Row = {"model": model, "weights": weights, "method": method}
-        line |= {t: f"{a:.3f}" for t, a in zip(tasks, accs)}
-        line |= {"mean": f"{np.mean(accs):.3f}", "mean / chance": f"{np.mean(accs) / np.mean(list(chance.values())):.2f}"}
+    for key in keys:
+        group = groups[key]
+        line: Row = dict(zip(("model", "weights", "method"), key))
+        line |= {t: f"{np.mean([r['acc'] for r in group if r['task'] == t]):.3f}" for t in tasks
+                 if any(r["task"] == t for r in group)}
+        means = seed_means(group)
+        line |= {"mean": spread(means), "natural+specialized": spread(seed_means(group, NATURAL_SPECIALIZED) or [0.0]),
+                 "mean / chance": f"{np.mean(means) / mean_chance:.2f}", "seeds": str(len(means))}
         table.append(line)
     table.append({"model": "chance", "weights": "", "method": ""} | {t: f"{chance[t]:.3f}" for t in tasks}
-                 | {"mean": f"{np.mean(list(chance.values())):.3f}", "mean / chance": "1.00"})
-    columns = ["model", "weights", "method", *tasks, "mean", "mean / chance"]
-    return markdown_table(table, [(c, lambda r, c=c: str(r.get(c, ""))) for c in columns])
+                 | {"mean": f"{mean_chance:.3f}", "mean / chance": "1.00"})
+    columns = ["model", "weights", "method", *tasks, "mean", "natural+specialized", "mean / chance", "seeds"]
+    text = markdown_table(table, [(c, lambda r, c=c: str(r.get(c, ""))) for c in columns])
+    return text + "\n\n" + "\n".join(gains(groups))
+
+
+def gains(groups: dict[tuple[str, str, str], list[Row]]) -> list[str]:
+    """Each zoo model's probe (natural + specialized) and trained methods (all tasks) against its random
+    twin, and its VPT-deep against its own probe: mean over seeds of the per-seed differences."""
+    def difference(a: list[Row], b: list[Row], groups_: tuple[str, ...] | None) -> str:
+        return spread([x - y for x, y in zip(seed_means(a, groups_), seed_means(b, groups_))])
+
+    lines = []
+    for (model, weights, method), group in groups.items():
+        twin = groups.get((model, "random", method))
+        if weights != "zoo" or twin is None or len(seed_means(twin)) != len(seed_means(group)):
+            continue
+        scope = NATURAL_SPECIALIZED if method == "probe" else None
+        where = "natural + specialized tasks" if scope else "all tasks"
+        lines.append(f"- {model} {method} − random twin ({where}): {difference(group, twin, scope)}")
+    for (model, weights, method), group in groups.items():
+        probe = groups.get((model, weights, "probe"))
+        if method == "vpt-deep" and weights == "zoo" and probe is not None:
+            lines.append(f"- {model} vpt-deep − its probe (all tasks): {difference(group, probe, None)}")
+    return lines
 
 
 if __name__ == "__main__":

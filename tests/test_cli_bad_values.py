@@ -54,6 +54,7 @@ VALID: dict[str, tuple[list[str], list[str]]] = {
     "report": (["--out", "{out}"], ["{results}"]),
     "reproduce vapt": (["--out", "{out}", "--quick"], []),
     "reproduce pbl": (["--out", "{out}", "--quick"], []),
+    "reproduce robust-tokens": (["--out", "{out}", "--quick"], []),
     "reproduce hgprompt": (["--out", "{out}", "--quick"], []),
     "zoo build": (["--out", "{out}", "--work", "{out}-work", "--tiny"], ["fractal-resnet"]),
 }
@@ -69,7 +70,7 @@ BAD: dict[str, list[list[str]]] = {
     "--method": [["vtp"]], "--prompt-len": [["0"], ["ten"]], "--prompt-dropout": [["1.5"]],
     "--method-arg": [["prompt_len=zero"], ["novalue"]],
     "--epochs": [["0"], ["ten"]], "--batch-size": [["0"]], "--optimizer": [["adam"]], "--base-lr": [["-0.1"]],
-    "--weight-decay": [["-1"]], "--momentum": [["1.5"]], "--warmup-epochs": [["-1"]], "--seed": [["-1"]],
+    "--weight-decay": [["-1"]], "--token-lr": [["0"]], "--vapt-lr": [["-1"]], "--momentum": [["1.5"]], "--warmup-epochs": [["-1"]], "--seed": [["-1"]],
     "--mixed-precision": [["fp8"]], "--workers": [["-2"], ["many"]], "--cache-mb": [["-1"]], "--grad-clip": [["0"]],
     "--adv-train": [["trades"]], "--adv-norm": [["l1"]], "--adv-eps": [["5"], ["abc"]], "--adv-steps": [["0"]],
     "--adv-ramp-steps": [["-1"]],

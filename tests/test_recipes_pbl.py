@@ -10,7 +10,7 @@ import pytest
 
 from conftest import tiny_vit_spec
 from vprompt.errors import ConfigError
-from vprompt.recipes.pbl import ATTACK_FILE, PBLReproduction, run_pbl_reproduction
+from vprompt.recipes.pbl import ATTACK_FILE, PBLReproduction, run_robustness_reproduction
 
 REQUIRED = {"source", "method", "task", "seed", "clean_acc", "robust_acc_pgd", "robust_acc_aa"}
 
@@ -22,7 +22,7 @@ def reproduction(tmp_path_factory):
     sources["robust"].init_seed = 1
     config = PBLReproduction(out=out, tasks=["digits"], seeds=[0, 1], methods=["vp", "vp+pbl-output"], epochs=1,
                              output_strength=1.0, attack_images=6, pgd_steps=3, eps="1/2")
-    rows = run_pbl_reproduction(config, sources, progress=False)
+    rows = run_robustness_reproduction(config, sources, progress=False)
     return config, sources, rows
 
 
@@ -52,7 +52,7 @@ def test_rerun_reads_finished_runs_back(reproduction):
     config, sources, rows = reproduction
     attack_files = sorted(config.out.glob(f"runs/**/{ATTACK_FILE}"))
     stamps = [p.stat().st_mtime_ns for p in attack_files]
-    again = run_pbl_reproduction(config, sources, progress=False)
+    again = run_robustness_reproduction(config, sources, progress=False)
     assert again == rows
     assert [p.stat().st_mtime_ns for p in attack_files] == stamps
 
@@ -73,4 +73,4 @@ def test_sources_default_to_the_zoo_and_take_local_weights(tmp_path):
 def test_a_rerun_with_another_setting_refuses_to_read_old_runs_back(reproduction):
     config, sources, _ = reproduction
     with pytest.raises(ConfigError, match="holds a run with other settings"):
-        run_pbl_reproduction(replace(config, epochs=2), sources, progress=False)
+        run_robustness_reproduction(replace(config, epochs=2), sources, progress=False)

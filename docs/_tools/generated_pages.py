@@ -43,6 +43,9 @@ RESULTS = [
      "python benchmarks/step_cost.py --families --out docs/results/step_cost_families.json"),
     ("zoo_transfer.md", "Zoo models against their random-init twins on the synthetic suite",
      "python benchmarks/zoo_transfer.py --out docs/results/zoo_transfer.json"),
+    ("zoo_transfer_probe.md", "The rebuilt zoo ViT's linear probe against its random twin, 3 seeds",
+     "python benchmarks/zoo_transfer.py --models fractal-vit --methods probe --seeds 0 1 2 "
+     "--out docs/results/zoo_transfer_probe.json"),
     ("vapt/results.md", "VAPT against VPT and the linear probe (offline)",
      "vprompt reproduce vapt --base-lrs 0.02 --weight-decays 0.0001 --out docs/results/vapt"),
     ("pbl/results.md", "Pixel VP and PBL on standard and robust sources",

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from vprompt import zoo
+from vprompt.zoo import architectures  # noqa: F401  (registers the zoo's own timm architectures)
 from vprompt.errors import CheckpointError, ConfigError
 from vprompt.hub import cache_only_when_unreachable
 

@@ -29,6 +29,7 @@ from vprompt.methods import make_config
 from vprompt.recipes.demo import DemoConfig
 from vprompt.recipes.hgprompt import HGPromptReproduction
 from vprompt.recipes.pbl import PBLReproduction
+from vprompt.recipes.robust_tokens import RobustTokensReproduction
 from vprompt.recipes.vapt import VAPTReproduction
 from vprompt.robust.adversarial import AdversarialConfig
 from vprompt.robust.evaluation import AttackConfig, attack_threat
@@ -423,11 +424,25 @@ class ReproducePBL:
     config: PBLReproduction = field(default_factory=PBLReproduction)
 
     def run(self) -> None:
-        from vprompt.recipes.pbl import run_pbl_reproduction
+        run_robustness(self.config)
 
-        run_pbl_reproduction(self.config)
-        print((self.config.out / "results.md").read_text())
-        print(f"results: {self.config.out / 'results.json'}, plot: {self.config.out / 'tradeoff.png'}")
+
+@dataclass
+class ReproduceRobustTokens:
+    """Linear, VPT-deep, VAPT and VP (+ PBL) on the zoo's standard and robust ViT: clean, PGD and AutoAttack."""
+
+    config: RobustTokensReproduction = field(default_factory=RobustTokensReproduction)
+
+    def run(self) -> None:
+        run_robustness(self.config)
+
+
+def run_robustness(config: PBLReproduction) -> None:
+    from vprompt.recipes.pbl import run_robustness_reproduction
+
+    run_robustness_reproduction(config)
+    print((config.out / "results.md").read_text())
+    print(f"results: {config.out / 'results.json'}, plot: {config.out / 'tradeoff.png'}")
 
 
 @dataclass
@@ -512,6 +527,7 @@ class Report(Validated):
 RECIPES = {
     "vapt": "VAPT vs VPT-deep / VPT-shallow / linear, VTAB-1k protocol (offline: synthetic suite)",
     "pbl": "VP and PBL on standard vs robust zoo CNNs: clean, PGD and AutoAttack accuracy (offline)",
+    "robust-tokens": "linear, VPT-deep, VAPT, VP (+ PBL) on standard vs robust zoo ViTs: clean, PGD, AutoAttack",
     "hgprompt": "HGPrompt vs six baselines, leave-one-task-out prompt transfer (offline: synthetic suite)",
 }
 
@@ -633,7 +649,7 @@ class ReproduceList:
 
     def run(self) -> None:
         for name, what in RECIPES.items():
-            print(f"{name:10} {what}")
+            print(f"{name:14} {what}")
 
 
 @dataclass
@@ -641,6 +657,7 @@ class Reproduce(Group):
     """Paper recipes: `vprompt reproduce list` shows them."""
 
     command: Union[Annotated[ReproduceVAPT, subcommand("vapt")], Annotated[ReproducePBL, subcommand("pbl")],
+                   Annotated[ReproduceRobustTokens, subcommand("robust-tokens")],
                    Annotated[ReproduceHGPrompt, subcommand("hgprompt")], Annotated[ReproduceList, subcommand("list")]]
 
 

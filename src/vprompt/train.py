@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from vprompt.data.filelist import TaskDataset
 from vprompt.data.memory import DEFAULT_BUDGET_MB, InMemoryDataset, in_memory
+from vprompt.distill import Distillation, DistillationConfig
 from vprompt.errors import CheckpointError, ConfigError, NonFiniteLossError
 from vprompt.evaluate import evaluate
 from vprompt.hardware import MixedPrecision, pin_memory, resolve_precision, resolve_workers, training_attention
@@ -170,6 +171,7 @@ def train(
     progress: bool = True,
     eval_every: int = 1,
     adversarial: AdversarialConfig | None = None,
+    distillation: DistillationConfig | None = None,
 ) -> TrainResult:
     """Train ``model``'s trainable parameters; checkpoints every epoch under ``out_dir``.
 
@@ -187,6 +189,8 @@ def train(
         progress: Show progress bars.
         eval_every: Epochs between evaluations of ``eval_set``.
         adversarial: Replace every batch by adversarial examples (eps ramped by global step).
+        distillation: Train on a frozen teacher's predictions for each batch (instead of, or beside,
+            the labels).
 
     Returns:
         The per-epoch metrics (loss, accuracy, learning rate, time; eval loss and accuracy when
@@ -200,7 +204,7 @@ def train(
     optimizer = make_optimizer(params, config)
     start_epoch, history = 0, []
     if resume:
-        start_epoch, history = restore(model, optimizer, out_dir, config, adversarial)
+        start_epoch, history = restore(model, optimizer, out_dir, config, adversarial, distillation)
     train_set, eval_set = cached_splits(train_set, eval_set, config, progress and accelerator.is_main_process)
     workers = resolve_workers(config.workers, decodes_images(train_set))
     eval_workers = resolve_workers(config.workers, decodes_images(eval_set))
@@ -208,6 +212,7 @@ def train(
     loader = DataLoader(train_set, config.batch_size, sampler=sampler, drop_last=False, num_workers=workers,
                         pin_memory=pin_memory())
     prepared_model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    distiller = Distillation(distillation).to(accelerator.device) if distillation is not None else None
     forward = torch.compile(prepared_model) if config.compile else prepared_model
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * config.epochs
@@ -234,7 +239,12 @@ def train(
                     images = adversarial_examples(accelerator.unwrap_model(prepared_model), images, labels,
                                                   adversarial, step=global_step)
                 logits = forward(images)
-                loss = F.cross_entropy(logits.float(), labels)
+                if distiller is None:
+                    loss = F.cross_entropy(logits.float(), labels)
+                else:
+                    with accelerator.autocast():
+                        teacher_logits = distiller.teacher(images)
+                    loss = distiller.loss(logits.float(), teacher_logits, labels)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     raise NonFiniteLossError(nonfinite_message(loss_value, epoch, step, out_dir))
@@ -258,7 +268,7 @@ def train(
             epochs.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "eval_acc")})
             if accelerator.is_main_process:
                 save_checkpoint(accelerator.unwrap_model(prepared_model), optimizer, out_dir, epoch + 1, history,
-                                config, adversarial)
+                                config, adversarial, distillation)
             accelerator.wait_for_everyone()
     final_dir = out_dir / FINAL
     if accelerator.is_main_process:
@@ -310,7 +320,8 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 def save_checkpoint(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Path, epoch: int,
                     history: list[dict[str, Any]], config: TrainConfig,
-                    adversarial: AdversarialConfig | None = None) -> None:
+                    adversarial: AdversarialConfig | None = None,
+                    distillation: DistillationConfig | None = None) -> None:
     """Write epoch ``epoch`` in full and the metrics, then switch the ``latest`` pointer to it
     atomically: the pointer is the last write, so any failed write (a full disk) leaves the previous
     checkpoint in charge; metrics already written for this epoch are rewritten when a resume redoes it."""
@@ -319,7 +330,8 @@ def save_checkpoint(model: PromptedModel, optimizer: torch.optim.Optimizer, out_
     previous = latest_checkpoint(out_dir)
     target = root / name
     state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "history": history, "config": asdict(config),
-             "adversarial": adversarial_settings(adversarial)}
+             "adversarial": adversarial_settings(adversarial),
+             "distillation": distillation.settings() if distillation is not None else None}
     buffer = io.BytesIO()
     torch.save(state, buffer)
     with saving(out_dir, target):
@@ -359,7 +371,8 @@ def adversarial_settings(adversarial: AdversarialConfig | None) -> dict[str, Any
 
 
 def restore(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Path, config: TrainConfig,
-            adversarial: AdversarialConfig | None = None) -> tuple[int, list[dict[str, Any]]]:
+            adversarial: AdversarialConfig | None = None,
+            distillation: DistillationConfig | None = None) -> tuple[int, list[dict[str, Any]]]:
     """Load the latest checkpoint into ``model`` and ``optimizer``; returns (next epoch, history)."""
     path = latest_checkpoint(out_dir)
     load_prompt_into(model, path)
@@ -369,6 +382,8 @@ def restore(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Pat
         raise ConfigError(f"cannot resume {out_dir} with different settings: {', '.join(changed)} changed")
     if state.get("adversarial") != adversarial_settings(adversarial):
         raise ConfigError(f"cannot resume {out_dir} with a different adversarial-training setting")
+    if state.get("distillation") != (distillation.settings() if distillation is not None else None):
+        raise ConfigError(f"cannot resume {out_dir} with a different distillation setting")
     optimizer.load_state_dict(state["optimizer"])
     return state["epoch"], state["history"]
 

@@ -11,15 +11,17 @@ images, the target image perturbed before prompting). Answers:
 3. *PBL*: each boundary's change in clean and robust accuracy against VP on the same source.
 
 Every run keeps its prompt and an ``attack.json`` in its own folder, so a rerun skips finished
-work and a crashed one resumes.
+work and a crashed one resumes. `vprompt reproduce robust-tokens`
+([`vprompt.recipes.robust_tokens`][]) runs the same grid with token prompts on the zoo's ViTs.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from tqdm.auto import tqdm
 
@@ -29,7 +31,7 @@ from vprompt.data.synthetic import synthetic_task_names
 from vprompt.errors import ConfigError
 from vprompt.model import load_prompt, write_atomic
 from vprompt.prompts.pixel import MappingRule, Template
-from vprompt.recipes.pbl_report import results_markdown, write_prompt_images, write_tradeoff_plot
+from vprompt.recipes.pbl_report import answers, results_markdown, write_prompt_images, write_tradeoff_plot
 from vprompt.report import write_rows
 from vprompt.robust.evaluation import AttackConfig, attack_report, attack_threat
 from vprompt.sweep import Run, execute
@@ -40,6 +42,14 @@ METHODS = ("vp", "vp+pbl-value", "vp+pbl-spatial", "vp+pbl-output")
 SOURCES = {"standard": "zoo:fractal-resnet", "robust": "zoo:fractal-resnet-robust"}
 ATTACK_FILE = "attack.json"
 RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One method row of the grid: the vprompt method that trains it and the method's options."""
+
+    method: str
+    options: dict[str, Any]
 
 
 @dataclass
@@ -75,9 +85,12 @@ class PBLReproduction(Validated):
     """The robust source, named like --standard (e.g. resnet50 with Salman et al.'s checkpoint)."""
     robust_weights: Annotated[Path, Existing()] | None = None
 
+    allowed_methods: ClassVar[tuple[str, ...]] = METHODS
+    plot_title: ClassVar[str] = "VP and PBL: clean vs robust"
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_members("methods", self.methods, METHODS)
+        check_members("methods", self.methods, self.allowed_methods)
         attack_threat("linf", self.eps)
         synthetic_task_names(self.tasks)
         check_model_name(self.standard)
@@ -94,25 +107,36 @@ class PBLReproduction(Validated):
         return {"standard": BackboneSpec(self.standard, checkpoint=optional_path(self.standard_weights)),
                 "robust": BackboneSpec(self.robust, checkpoint=optional_path(self.robust_weights))}
 
-    def variants(self) -> dict[str, dict[str, Any]]:
-        """Method name → VP options: plain VP, and VP with each PBL boundary loosened."""
-        base = {"template": self.template, "mapping": self.mapping}
-        strengths = {"value": self.value_strength, "spatial": self.spatial_strength, "output": self.output_strength}
-        every = {"vp": base} | {f"vp+pbl-{boundary}": base | {"pbl": boundary, "pbl_strength": strength}
-                                for boundary, strength in strengths.items()}
+    def variants(self) -> dict[str, Variant]:
+        """The chosen method rows, by name."""
+        every = self.every_variant()
         return {name: every[name] for name in self.methods}
 
-    def train_config(self, seed: int) -> TrainConfig:
+    def every_variant(self) -> dict[str, Variant]:
+        """Plain VP, and VP with each PBL boundary loosened."""
+        base = {"template": self.template, "mapping": self.mapping}
+        strengths = {"value": self.value_strength, "spatial": self.spatial_strength, "output": self.output_strength}
+        return {"vp": Variant("vp", base)} | {
+            f"vp+pbl-{boundary}": Variant("vp", base | {"pbl": boundary, "pbl_strength": strength})
+            for boundary, strength in strengths.items()}
+
+    def train_config(self, variant: str, seed: int) -> TrainConfig:
+        """VP's optimisation (ILM-VP's Adam at a high rate, no weight decay) for every row."""
         return TrainConfig(epochs=self.epochs, batch_size=64, optimizer="adamw", base_lr=0.2, weight_decay=0.0,
                            warmup_epochs=0, seed=seed)
+
+    def answer_lines(self) -> Callable[[list[dict[str, Any]]], list[str]]:
+        """The function that states the recipe's answers from its rows."""
+        return answers
 
     def attack_config(self) -> AttackConfig:
         return AttackConfig(attack="both", eps=self.eps, steps=self.pgd_steps, images=self.attack_images)
 
 
-def run_pbl_reproduction(config: PBLReproduction, sources: dict[str, BackboneSpec] | None = None,
-                         progress: bool = True) -> list[dict[str, Any]]:
-    """Every source × variant × task × seed; writes results.json, results.md, tradeoff.png, prompts/."""
+def run_robustness_reproduction(config: PBLReproduction, sources: dict[str, BackboneSpec] | None = None,
+                                progress: bool = True) -> list[dict[str, Any]]:
+    """Every source × variant × task × seed; writes results.json, results.md, tradeoff.png, and prompts/
+    (pictures of the pixel prompts)."""
     config = config.reduced()
     sources = sources or config.sources()
     task_dirs = write_synthetic_suite(config.out / "data", tasks=config.tasks, progress=False)
@@ -125,18 +149,23 @@ def run_pbl_reproduction(config: PBLReproduction, sources: dict[str, BackboneSpe
         row = run_one(config, kind, sources[kind], variant, task, seed, run_dir)
         rows.append(row | {"chance": 1 / classes[task]})
     write_rows(rows, config.out / "results.json")
-    (config.out / "results.md").write_text(results_markdown(rows, config_summary(config, sources)) + "\n")
-    write_tradeoff_plot(rows, config.out / "tradeoff.png")
-    write_prompt_images(rows, config.out, config.out / "prompts")
+    (config.out / "results.md").write_text(
+        results_markdown(rows, config_summary(config, sources), config.answer_lines()) + "\n")
+    write_tradeoff_plot(rows, config.out / "tradeoff.png", config.plot_title)
+    write_prompt_images([r for r in rows if config.variants()[r["method"]].method == "vp"], config.out,
+                        config.out / "prompts")
     return rows
 
 
 def run_one(config: PBLReproduction, kind: str, source: BackboneSpec, variant: str, task: Path, seed: int,
             run_dir: Path) -> dict[str, Any]:
     """Train (or read back) one prompt, attack it (or read the attack back), and return its row."""
-    options, train_config = config.variants()[variant], config.train_config(seed)
-    claim_run_dir(run_dir, {"source": source.to_dict(), "method_options": options, "train": asdict(train_config)})
-    test_acc = execute(Run(str(task), source, "vp", options, train_config, run_dir, "train800val200", "test"))
+    chosen, train_config = config.variants()[variant], config.train_config(variant, seed)
+    options = chosen.options
+    claim_run_dir(run_dir, {"source": source.to_dict(), "method_options": options, "train": asdict(train_config)}
+                  | ({} if chosen.method == "vp" else {"method": chosen.method}))
+    test_acc = execute(Run(str(task), source, chosen.method, options, train_config, run_dir, "train800val200",
+                           "test"))
     attack_file = run_dir / ATTACK_FILE
     attack_settings = asdict(config.attack_config())
     cached = json.loads(attack_file.read_text()) if attack_file.is_file() else None
@@ -172,10 +201,13 @@ def optional_path(path: Path | None) -> str | None:
 
 
 def config_summary(config: PBLReproduction, sources: dict[str, BackboneSpec]) -> str:
-    train = config.train_config(config.seeds[0])
+    by_rate: dict[float, list[str]] = {}
+    for name in config.methods:
+        by_rate.setdefault(config.train_config(name, config.seeds[0]).base_lr, []).append(name)
+    rates = "; ".join(f"base_lr {rate:g} for {', '.join(names)}" for rate, names in by_rate.items())
     return (f"Sources: {', '.join(f'{kind} = {spec.describe()}' for kind, spec in sources.items())}. "
-            f"VP template {config.template}, mapping {config.mapping}; {train.epochs} epochs AdamW base_lr "
-            f"{train.base_lr} on train800val200; seeds {config.seeds}. Clean accuracy on the whole test split; "
+            f"VP template {config.template}, mapping {config.mapping}; {config.epochs} epochs AdamW on "
+            f"train800val200 ({rates}); seeds {config.seeds}. Clean accuracy on the whole test split; "
             f"PGD-{config.pgd_steps} and AutoAttack (standard) at ℓ∞ eps {config.eps} on its first "
             f"{config.attack_images} images, the image perturbed before prompting.")
 

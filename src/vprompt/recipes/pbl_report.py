@@ -4,6 +4,7 @@ the clean-vs-robust trade-off plot, and pictures of the learned prompts."""
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +36,53 @@ def cell(rows: list[dict[str, Any]], metric: str) -> str:
     return f"{mean:.3f} ± {std:.3f}"
 
 
-def answers(rows: list[dict[str, Any]]) -> list[str]:
-    """The seed's three questions, answered from the rows in words (whatever they show)."""
-    means = {key: {m: seed_spread(group, m)[0] for m, _ in METRICS}
-             for key, group in grouped(rows, "source_kind", "method").items()}
+Means = dict[tuple[str, str], dict[str, tuple[float, float]]]
+"""(source kind, method) → metric → (mean, std over seeds) of the task mean."""
+
+
+def method_means(rows: list[dict[str, Any]]) -> Means:
+    return {key: {m: seed_spread(group, m) for m, _ in METRICS}
+            for key, group in grouped(rows, "source_kind", "method").items()}
+
+
+def score(value: tuple[float, float]) -> str:
+    return f"{value[0]:.3f} ± {value[1]:.3f}"
+
+
+def inherited_lines(means: Means, method: str, label: str) -> list[str]:
+    """Questions 1 and 2 for one method: robust and clean accuracy on the robust vs the standard source."""
+    standard, robust = means.get(("standard", method)), means.get(("robust", method))
+    if not (standard and robust):
+        return []
+    return [f"1. Inherited robustness: {label}'s AutoAttack accuracy is {score(robust['robust_acc_aa'])} on the "
+            f"robust source vs {score(standard['robust_acc_aa'])} on the standard one "
+            f"(PGD {score(robust['robust_acc_pgd'])} vs {score(standard['robust_acc_pgd'])}).",
+            f"2. Trade-off: {label}'s clean accuracy is {score(robust['clean_acc'])} on the robust source vs "
+            f"{score(standard['clean_acc'])} on the standard one."]
+
+
+def change_lines(means: Means, base_method: str, number: str, methods: Callable[[str], bool]) -> list[str]:
+    """Each chosen method's change in clean and robust accuracy against ``base_method`` on the same source."""
     lines = []
-    standard, robust = means.get(("standard", "vp")), means.get(("robust", "vp"))
-    if standard and robust:
-        lines.append(f"1. Inherited robustness: VP's AutoAttack accuracy is {robust['robust_acc_aa']:.3f} on the "
-                     f"robust source vs {standard['robust_acc_aa']:.3f} on the standard one "
-                     f"(PGD {robust['robust_acc_pgd']:.3f} vs {standard['robust_acc_pgd']:.3f}).")
-        lines.append(f"2. Trade-off: VP's clean accuracy is {robust['clean_acc']:.3f} on the robust source vs "
-                     f"{standard['clean_acc']:.3f} on the standard one.")
     for (kind, method), scores in sorted(means.items()):
-        base = means.get((kind, "vp"))
-        if method == "vp" or base is None:
+        base = means.get((kind, base_method))
+        if method == base_method or base is None or not methods(method):
             continue
-        lines.append(f"3. {method} on the {kind} source: clean {scores['clean_acc'] - base['clean_acc']:+.3f}, "
-                     f"AutoAttack {scores['robust_acc_aa'] - base['robust_acc_aa']:+.3f}, "
-                     f"PGD {scores['robust_acc_pgd'] - base['robust_acc_pgd']:+.3f} against VP.")
+        deltas = {m: scores[m][0] - base[m][0] for m in ("clean_acc", "robust_acc_aa", "robust_acc_pgd")}
+        lines.append(f"{number}. {method} on the {kind} source: clean {deltas['clean_acc']:+.3f}, "
+                     f"AutoAttack {deltas['robust_acc_aa']:+.3f}, PGD {deltas['robust_acc_pgd']:+.3f} "
+                     f"against {base_method}.")
     return lines
 
 
-def results_markdown(rows: list[dict[str, Any]], summary: str) -> str:
+def answers(rows: list[dict[str, Any]]) -> list[str]:
+    """The seed's three questions, answered from the rows in words (whatever they show)."""
+    means = method_means(rows)
+    return inherited_lines(means, "vp", "VP") + change_lines(means, "vp", "3", lambda m: m.startswith("vp+pbl"))
+
+
+def results_markdown(rows: list[dict[str, Any]], summary: str,
+                     answer_lines: Callable[[list[dict[str, Any]]], list[str]]) -> str:
     """Summary over tasks, the three answers, the AutoAttack ≤ PGD check, then per-task detail."""
     overall = [{"source": kind, "method": method} | {name: cell(group, m) for m, name in METRICS}
                for (kind, method), group in grouped(rows, "source_kind", "method").items()]
@@ -72,14 +97,14 @@ def results_markdown(rows: list[dict[str, Any]], summary: str) -> str:
         summary,
         "Mean over tasks, ± sample std over seeds:",
         markdown_table(overall, ["source", "method", *columns]),
-        "\n".join(answers(rows)),
+        "\n".join(answer_lines(rows)),
         check,
         "Per task, mean ± std over seeds:",
         markdown_table(detail, ["source", "method", "task", *columns]),
     ])
 
 
-def write_tradeoff_plot(rows: list[dict[str, Any]], path: Path) -> Path:
+def write_tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     """Clean vs AutoAttack accuracy, one point per source × method (task mean; bars: std over seeds)."""
     figure, axes = new_figure((6, 4.5))
     markers = dict(zip(dict.fromkeys(r["method"] for r in rows), "osD^vP*X"))
@@ -90,7 +115,7 @@ def write_tradeoff_plot(rows: list[dict[str, Any]], path: Path) -> Path:
                       linestyle="none", capsize=3, label=f"{kind}: {method}")
     axes.set_xlabel("clean accuracy (test split)")
     axes.set_ylabel("AutoAttack robust accuracy")
-    axes.set_title("VP and PBL: clean vs robust (mean over tasks, ± std over seeds)", fontsize=9)
+    axes.set_title(f"{title} (mean over tasks, ± std over seeds)", fontsize=9)
     axes.legend(fontsize=7)
     axes.grid(alpha=0.3)
     return save_figure(figure, path)

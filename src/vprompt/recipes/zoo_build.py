@@ -4,6 +4,8 @@ A standard model is trained from scratch on ``vprompt.data.fractal.FractalSource
 robust twin is fine-tuned from it with fast adversarial training (FGSM with a random start and an
 eps ramp). Both go through the project's own training loop (so a build is resumable) as a
 ``full`` PromptedModel, and are exported as a plain timm classifier (safetensors) plus a card.
+The ViT learns from the zoo ResNet (distillation, [`vprompt.distill`][]) on augmented views,
+with a convolutional stem ([`vprompt.zoo.architectures`][]).
 """
 
 from __future__ import annotations
@@ -17,16 +19,20 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from vprompt.backbones import BackboneSpec, create_backbone
+from vprompt.backbones import BackboneSpec, card_architecture, create_backbone
 from vprompt.data.fractal import FractalSource
+from vprompt.distill import DistillationConfig
 from vprompt.errors import ConfigError
 from vprompt.evaluate import evaluate
 from vprompt.methods import LinearHeadConfig
 from vprompt.model import PromptedModel, write_atomic
 from vprompt.robust import AdversarialConfig, ThreatModel, robust_accuracy
 from vprompt.train import TrainConfig, adversarial_settings, train
+from vprompt.zoo import read_card
+from vprompt.zoo.architectures import CONVSTEM_VIT
 
 EPS = 8 / 255
 
@@ -41,6 +47,8 @@ class SourceTask:
     size: int = 64
     colour: str = "mixed"
     seed: int = 0
+    augment: bool = False
+    """Train on a random resized crop (35-100 % of the area) of each image, flipped half the time."""
 
     def splits(self, progress: bool = False) -> tuple[Dataset, Dataset]:
         """Train and held-out test images of the same classes (disjoint indices of one source),
@@ -48,8 +56,10 @@ class SourceTask:
         source = FractalSource(self.classes, self.train_per_class + self.test_per_class, self.size, self.seed,
                                self.colour)
         cut = self.classes * self.train_per_class
-        return (rendered(Subset(source, range(cut)), progress, "render train"),
-                rendered(Subset(source, range(cut, len(source))), progress, "render test"))
+        train = rendered(Subset(source, range(cut)), progress, "render train")
+        if self.augment:
+            train = AugmentedImages(train.tensors[0], train.tensors[1], self.size)
+        return train, rendered(Subset(source, range(cut, len(source))), progress, "render test")
 
 
 def rendered(dataset: Dataset, progress: bool, desc: str) -> TensorDataset:
@@ -69,6 +79,20 @@ class HalfImages(TensorDataset):
         return image.float(), label
 
 
+class AugmentedImages(HalfImages):
+    """A new random view of each image every time it is read. The draws come from torch's global
+    generator, which the training loop seeds per epoch, so a resumed build sees the same views."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, size: int) -> None:
+        super().__init__(images, labels)
+        self.view = v2.Compose([v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True),
+                                v2.RandomHorizontalFlip()])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = super().__getitem__(index)
+        return self.view(image).clamp(0, 1), label
+
+
 @dataclass(frozen=True)
 class ZooRecipe:
     name: str
@@ -80,8 +104,14 @@ class ZooRecipe:
     parent: str | None = None
     """A robust recipe fine-tunes the standard model of this name."""
     adversarial: AdversarialConfig | None = None
+    teacher: str | None = None
+    """Distil from the model of this name, built into the same folder first."""
+    distill_weight: float = 1.0
+    """Share of the loss that matches the teacher (the rest: cross-entropy on the labels)."""
     attack_images: int = 500
     """Held-out images scored under PGD-20 for the card."""
+    twin: str = "the same architecture at timm's random init, seed 0"
+    """What the random-init baseline of this model is, for the card."""
 
     def tiny(self) -> ZooRecipe:
         """The same recipe shrunk to seconds, for tests; named ``NAME-tiny`` so it never replaces a real model."""
@@ -90,27 +120,32 @@ class ZooRecipe:
         if "embed_dim" in kwargs:
             kwargs |= {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}
         parent = f"{self.parent}-tiny" if self.parent else None
-        return replace(self, name=f"{self.name}-tiny", parent=parent, kwargs=kwargs, source=source, attack_images=16,
-                       train=replace(self.train, epochs=1, batch_size=16, warmup_epochs=0))
+        teacher = f"{self.teacher}-tiny" if self.teacher else None
+        return replace(self, name=f"{self.name}-tiny", parent=parent, teacher=teacher, kwargs=kwargs, source=source,
+                       attack_images=16, train=replace(self.train, epochs=1, batch_size=16, warmup_epochs=0))
 
 
 RESNET = {"layers": [1, 1, 1, 1], "channels": [32, 64, 128, 256]}  # 1.3M parameters: 2.5 MB in fp16
-VIT = {"img_size": 64, "patch_size": 8, "embed_dim": 192, "depth": 4, "num_heads": 3}  # 1.8M: 3.6 MB
+VIT = {"img_size": 64, "patch_size": 8, "embed_dim": 192, "depth": 4, "num_heads": 3}  # 1.9M: 3.9 MB
 SOURCE = SourceTask(train_per_class=300)  # 100 images per class overfit (47 % source accuracy, 81 % with 300)
+VIT_SOURCE = replace(SOURCE, augment=True)
 STANDARD_TRAIN = TrainConfig(epochs=5, batch_size=128, optimizer="sgd", base_lr=0.4, weight_decay=5e-4,
                              warmup_epochs=1)
 ROBUST_TRAIN = replace(STANDARD_TRAIN, epochs=3, base_lr=0.2, warmup_epochs=0)
-VIT_TRAIN = replace(STANDARD_TRAIN, epochs=4, optimizer="adamw", base_lr=2e-3, weight_decay=0.05)
-VIT_ROBUST_TRAIN = replace(VIT_TRAIN, epochs=2, base_lr=1e-3, warmup_epochs=0)
+VIT_TRAIN = replace(STANDARD_TRAIN, epochs=40, optimizer="adamw", base_lr=2e-3, weight_decay=0.05, warmup_epochs=2)
+VIT_ROBUST_TRAIN = replace(VIT_TRAIN, epochs=8, base_lr=1e-3, warmup_epochs=0)
+CONVSTEM_TWIN = ("the same convolutional-stem ViT at timm's random init (trunc-normal 0.02 transformer, "
+                 "Kaiming-uniform stem convolutions), seed 0; it is what zoo_transfer's 'random' rows use")
 FAST_AT = AdversarialConfig(threat=ThreatModel("linf", EPS), method="fgsm-rs", step_size=10 / 255, ramp_steps=150)
 
 RECIPES: dict[str, ZooRecipe] = {r.name: r for r in [
     ZooRecipe("fractal-resnet", "resnet18", RESNET, "standard", STANDARD_TRAIN, SOURCE),
     ZooRecipe("fractal-resnet-robust", "resnet18", RESNET, "robust", ROBUST_TRAIN, SOURCE, parent="fractal-resnet",
               adversarial=FAST_AT),
-    ZooRecipe("fractal-vit", "vit_tiny_patch16_224", VIT, "standard", VIT_TRAIN, SOURCE),
-    ZooRecipe("fractal-vit-robust", "vit_tiny_patch16_224", VIT, "robust", VIT_ROBUST_TRAIN, SOURCE,
-              parent="fractal-vit", adversarial=FAST_AT),
+    ZooRecipe("fractal-vit", CONVSTEM_VIT, VIT, "standard", VIT_TRAIN, VIT_SOURCE, teacher="fractal-resnet",
+              twin=CONVSTEM_TWIN),
+    ZooRecipe("fractal-vit-robust", CONVSTEM_VIT, VIT, "robust", VIT_ROBUST_TRAIN, VIT_SOURCE,
+              parent="fractal-vit", adversarial=FAST_AT, twin=CONVSTEM_TWIN),
 ]}
 
 
@@ -127,10 +162,7 @@ def source_model(recipe: ZooRecipe, out_dir: Path) -> PromptedModel:
     if recipe.parent is None:
         spec = BackboneSpec(recipe.arch, kwargs=kwargs, init_seed=recipe.source.seed, input_size=size)
     else:
-        parent = out_dir / f"{recipe.parent}.safetensors"
-        if not parent.is_file():
-            raise ConfigError(f"{recipe.name} fine-tunes {recipe.parent}: build that first ({parent} is missing)")
-        spec = BackboneSpec(recipe.arch, checkpoint=str(parent), kwargs=kwargs, input_size=size)
+        spec = built_model(recipe.parent, out_dir, f"{recipe.name} fine-tunes {recipe.parent}")
     backbone = create_backbone(spec)
     classifier = {k: v.clone() for k, v in backbone.get_classifier().state_dict().items()}
     # a plain linear head: it goes back into the backbone as its source classifier
@@ -138,6 +170,22 @@ def source_model(recipe: ZooRecipe, out_dir: Path) -> PromptedModel:
     if recipe.parent is not None:
         model.head.fc.load_state_dict(classifier)
     return model
+
+
+def built_model(name: str, out_dir: Path, needed_by: str) -> BackboneSpec:
+    """Zoo model ``name``, built earlier into ``out_dir``: its card's architecture and its weights."""
+    card, weights = out_dir / f"{name}.json", out_dir / f"{name}.safetensors"
+    for path in (card, weights):
+        if not path.is_file():
+            raise ConfigError(f"{needed_by}: build that first ({path} is missing)")
+    return replace(card_architecture(read_card(card)), checkpoint=str(weights))
+
+
+def distillation(recipe: ZooRecipe, out_dir: Path) -> DistillationConfig | None:
+    if recipe.teacher is None:
+        return None
+    teacher = built_model(recipe.teacher, out_dir, f"{recipe.name} learns from {recipe.teacher}")
+    return DistillationConfig(teacher, weight=recipe.distill_weight)
 
 
 def build(recipe: ZooRecipe, out_dir: Path | str, work_dir: Path | str, progress: bool = True) -> dict[str, Any]:
@@ -150,8 +198,9 @@ def build(recipe: ZooRecipe, out_dir: Path | str, work_dir: Path | str, progress
     train_set, test_set = recipe.source.splits(progress)
     run_dir = Path(work_dir)
     resume = (run_dir / "checkpoints").is_dir()
+    teacher = distillation(recipe, out_dir)
     train(model, train_set, run_dir, recipe.train, eval_set=test_set, resume=resume, progress=progress,
-          eval_every=recipe.train.epochs, adversarial=recipe.adversarial)
+          eval_every=recipe.train.epochs, adversarial=recipe.adversarial, distillation=teacher)
     model.eval()
     round_to_half(model)  # score exactly the weights that ship
     clean = evaluate(model, test_set, batch_size=256)
@@ -164,6 +213,9 @@ def build(recipe: ZooRecipe, out_dir: Path | str, work_dir: Path | str, progress
         "source_task": asdict(recipe.source) | {"generator": "vprompt.data.fractal.FractalSource"},
         "train": asdict(recipe.train),
         "adversarial": adversarial_settings(recipe.adversarial),
+        "distillation": None if teacher is None else {"teacher": recipe.teacher, "weight": teacher.weight,
+                                                      "temperature": teacher.temperature},
+        "random_twin": recipe.twin,
         "source_acc": clean["acc"], "clean_acc": robust["clean_acc"], "robust_acc_pgd20": robust["robust_acc"],
         "eps": EPS, "norm": "linf", "attack_images": robust["n"],
         "build_seconds": round(time.perf_counter() - started, 1), "torch": torch.__version__,
