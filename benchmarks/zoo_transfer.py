@@ -21,7 +21,6 @@ mean beside the all-task mean, and each zoo model's gains over its random twin.
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from vprompt.backbones import BackboneSpec, create_backbone, zoo_twin
 from vprompt.families import find_family
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
 from vprompt.model import PromptedModel, create_model
+from vprompt.report import mean_std
 from vprompt.sweep import Run, execute
 from vprompt.train import TrainConfig
 from vprompt.zoo import find_card, list_cards
@@ -177,8 +177,8 @@ def seed_means(rows: list[Row], groups: tuple[str, ...] | None = None) -> list[f
 
 
 def spread(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{np.mean(values):.3f} ± {std:.3f}"
+    mean, std = mean_std(values)
+    return f"{mean:.3f} ± {std:.3f}"
 
 
 def summary_table(rows: list[Row]) -> str:

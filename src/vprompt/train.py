@@ -331,7 +331,7 @@ def save_checkpoint(model: PromptedModel, optimizer: torch.optim.Optimizer, out_
     target = root / name
     state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "history": history, "config": asdict(config),
              "adversarial": adversarial_settings(adversarial),
-             "distillation": distillation.settings() if distillation is not None else None}
+             "distillation": distillation_settings(distillation)}
     buffer = io.BytesIO()
     torch.save(state, buffer)
     with saving(out_dir, target):
@@ -370,6 +370,11 @@ def adversarial_settings(adversarial: AdversarialConfig | None) -> dict[str, Any
     return None if adversarial is None else json.loads(json.dumps(asdict(adversarial)))
 
 
+def distillation_settings(distillation: DistillationConfig | None) -> dict[str, Any] | None:
+    """Plain data for the checkpoint, so a resume can refuse another teacher or weighting."""
+    return None if distillation is None else distillation.settings()
+
+
 def restore(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Path, config: TrainConfig,
             adversarial: AdversarialConfig | None = None,
             distillation: DistillationConfig | None = None) -> tuple[int, list[dict[str, Any]]]:
@@ -382,7 +387,7 @@ def restore(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Pat
         raise ConfigError(f"cannot resume {out_dir} with different settings: {', '.join(changed)} changed")
     if state.get("adversarial") != adversarial_settings(adversarial):
         raise ConfigError(f"cannot resume {out_dir} with a different adversarial-training setting")
-    if state.get("distillation") != (distillation.settings() if distillation is not None else None):
+    if state.get("distillation") != distillation_settings(distillation):
         raise ConfigError(f"cannot resume {out_dir} with a different distillation setting")
     optimizer.load_state_dict(state["optimizer"])
     return state["epoch"], state["history"]

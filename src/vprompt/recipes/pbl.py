@@ -152,8 +152,8 @@ def run_robustness_reproduction(config: PBLReproduction, sources: dict[str, Back
     (config.out / "results.md").write_text(
         results_markdown(rows, config_summary(config, sources), config.answer_lines()) + "\n")
     write_tradeoff_plot(rows, config.out / "tradeoff.png", config.plot_title)
-    write_prompt_images([r for r in rows if config.variants()[r["method"]].method == "vp"], config.out,
-                        config.out / "prompts")
+    variants = config.variants()
+    write_prompt_images([r for r in rows if variants[r["method"]].method == "vp"], config.out, config.out / "prompts")
     return rows
 
 

@@ -32,8 +32,7 @@ def grouped(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str
 
 
 def cell(rows: list[dict[str, Any]], metric: str) -> str:
-    mean, std = seed_spread(rows, metric)
-    return f"{mean:.3f} ± {std:.3f}"
+    return score(seed_spread(rows, metric))
 
 
 Means = dict[tuple[str, str], dict[str, tuple[float, float]]]
