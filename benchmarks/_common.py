@@ -15,6 +15,8 @@ import contextlib
 import json
 import random
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -150,3 +152,15 @@ def training_step(spec: Any, method: str, num_classes: int, batch: int, device: 
             optimizer.step()
 
     return step
+
+
+def run_demo_process(out: Path, precision: str, seed: int, tasks: list[str] | None, epochs: int) -> tuple[float, list[Row]]:
+    """Wall-clock seconds of one ``vprompt demo`` process (as a user runs it), and its result rows."""
+    command = [sys.executable, "-c", "from vprompt.cli import main; main()", "demo", "--out", str(out),
+               "--mixed-precision", precision, "--seed", str(seed), "--epochs", str(epochs)]
+    if tasks:
+        command += ["--tasks", *tasks]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    return seconds, json.loads((out / "results.json").read_text())

@@ -19,18 +19,15 @@
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from _common import (Column, Row, available_cores, base_parser, interleaved_timings, markdown_table, paired_ratios,
-                     quartiles, setup, training_step, write_outputs)
+                     quartiles, run_demo_process, setup, training_step, write_outputs)
 from step_cost import device_name
 from vprompt.backbones import BackboneSpec
 from vprompt.hardware import cpu_has_amx_bf16, cpu_has_avx512_bf16, resolve_precision
@@ -64,18 +61,6 @@ def step_rows(quick: bool, rounds: int) -> list[Row]:
     return rows
 
 
-def run_demo(out: Path, precision: str, seed: int, tasks: list[str] | None, epochs: int) -> tuple[float, list[Row]]:
-    """Wall-clock seconds of one ``vprompt demo`` process, and its result rows."""
-    command = [sys.executable, "-c", "from vprompt.cli import main; main()", "demo", "--out", str(out),
-               "--mixed-precision", precision, "--seed", str(seed), "--epochs", str(epochs)]
-    if tasks:
-        command += ["--tasks", *tasks]
-    started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    return seconds, json.loads((out / "results.json").read_text())
-
-
 def demo_rows(task: str, quick: bool) -> list[Row]:
     epochs = 2 if quick else 10
     runs = [(None, 0)] if not quick else []
@@ -85,7 +70,7 @@ def demo_rows(task: str, quick: bool) -> list[Row]:
         for tasks, seed in runs:
             seconds, results = {}, {}
             for precision in ("no", "auto"):  # alternately, so drift hits both alike
-                seconds[precision], results[precision] = run_demo(Path(tmp) / precision, precision, seed, tasks, epochs)
+                seconds[precision], results[precision] = run_demo_process(Path(tmp) / precision, precision, seed, tasks, epochs)
             chosen = sorted({r["precision"] for r in results["auto"]})
             rows.append({"part": "demo", "what": f"vprompt demo {'--tasks ' + task if tasks else '(all tasks)'}, "
                                                  f"seed {seed}, {epochs} epochs",

@@ -87,15 +87,14 @@ def probe_accuracy(spec: BackboneSpec, task_dir: Path) -> dict[str, Any]:
 
 
 def prompt_accuracy(spec: BackboneSpec, task_dir: Path, method: str, epochs: int, seed: int,
-                    out_dir: Path, base_lr: float | None = None) -> dict[str, Any]:
+                    out_dir: Path, rates: tuple[float, ...], base_lr: float | None = None) -> dict[str, Any]:
     """Pick the base rate on val200 (trained on train800) unless one is given, retrain on
-    train800val200, score on test."""
+    train800val200, score on test (``rates``: the base rates tried)."""
     def run(base_lr: float, train_split: str, eval_split: str) -> float:  # a finished run is read back
         return execute(Run(str(task_dir), spec, method, PROMPT_OPTIONS[method],
                            train_config(method, epochs, seed, base_lr), out_dir / f"{train_split}-lr{base_lr:g}",
                            train_split, eval_split))
 
-    rates = BASE_LRS[method]
     if base_lr is None:
         base_lr = rates[0] if len(rates) == 1 else max(rates, key=lambda lr: run(lr, "train800", "val200"))
     return {"acc": run(base_lr, "train800val200", "test"), "base_lr": base_lr}
@@ -121,6 +120,8 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", help="synthetic tasks (default: all)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of the trained methods")
     parser.add_argument("--seeds", type=int, nargs="+", help="suite and training seeds (default: --seed)")
+    parser.add_argument("--vpt-lrs", type=float, nargs="+",
+                        help=f"VPT-deep base rates tried on val200 (default: {' '.join(map(str, BASE_LRS['vpt-deep']))}; one rate: no selection)")
     parser.add_argument("--no-twins", action="store_true", help="skip the random-init twins of trained methods")
     parser.add_argument("--work", type=Path, default=Path("bench-work/zoo_transfer"),
                         help="scratch folder for the suite and the runs; a rerun reads finished runs back (use a new one after rebuilding a zoo model)")
@@ -132,6 +133,7 @@ def main() -> None:
         write_outputs(rows, summary_table(rows), args.out, quick=False)
         return
     setup(args)
+    rates = BASE_LRS | ({"vpt-deep": tuple(args.vpt_lrs)} if args.vpt_lrs else {})
     if args.quick:
         args.tasks, args.epochs = args.tasks or ["digits", "sprites_location"], min(args.epochs, 2)
     rows: list[Row] = []
@@ -152,7 +154,7 @@ def main() -> None:
                     else:
                         result = prompt_accuracy(spec, task_dir, method, args.epochs, seed,
                                                  args.work / f"runs-seed{seed}" / f"{name}-{weights}" / task_dir.name
-                                                 / method, chosen_rates.get(key))
+                                                 / method, rates[method], chosen_rates.get(key))
                         chosen_rates.setdefault(key, result["base_lr"])
                     info = task_info(task_dir)
                     rows.append({"model": name, "weights": weights, "method": method, "task": task_dir.name,

@@ -44,7 +44,7 @@ def test_the_answers_name_each_method_and_vapt_against_vpt_deep(reproduction):
     table = (config.out / "results.md").read_text()
     for label in ("the linear head", "VPT-deep", "VAPT", "VP"):
         assert f"Inherited robustness: {label}'s AutoAttack" in table
-    assert "3. vapt on the robust source" in table and "against vpt-deep" in table
+    assert "(3) vapt on the robust source" in table and "against vpt-deep" in table
     assert "base_lr 0.1 for linear, vpt-deep; base_lr 0.02 for vapt; base_lr 0.2 for vp" in table
     assert json.loads((config.out / "results.json").read_text()) == rows
     assert (config.out / "tradeoff.png").stat().st_size > 1000

@@ -53,10 +53,10 @@ def inherited_lines(means: Means, method: str, label: str) -> list[str]:
     standard, robust = means.get(("standard", method)), means.get(("robust", method))
     if not (standard and robust):
         return []
-    return [f"1. Inherited robustness: {label}'s AutoAttack accuracy is {score(robust['robust_acc_aa'])} on the "
+    return [f"- (1) Inherited robustness: {label}'s AutoAttack accuracy is {score(robust['robust_acc_aa'])} on the "
             f"robust source vs {score(standard['robust_acc_aa'])} on the standard one "
             f"(PGD {score(robust['robust_acc_pgd'])} vs {score(standard['robust_acc_pgd'])}).",
-            f"2. Trade-off: {label}'s clean accuracy is {score(robust['clean_acc'])} on the robust source vs "
+            f"- (2) Trade-off: {label}'s clean accuracy is {score(robust['clean_acc'])} on the robust source vs "
             f"{score(standard['clean_acc'])} on the standard one."]
 
 
@@ -68,7 +68,7 @@ def change_lines(means: Means, base_method: str, number: str, methods: Callable[
         if method == base_method or base is None or not methods(method):
             continue
         deltas = {m: scores[m][0] - base[m][0] for m in ("clean_acc", "robust_acc_aa", "robust_acc_pgd")}
-        lines.append(f"{number}. {method} on the {kind} source: clean {deltas['clean_acc']:+.3f}, "
+        lines.append(f"- ({number}) {method} on the {kind} source: clean {deltas['clean_acc']:+.3f}, "
                      f"AutoAttack {deltas['robust_acc_aa']:+.3f}, PGD {deltas['robust_acc_pgd']:+.3f} "
                      f"against {base_method}.")
     return lines
