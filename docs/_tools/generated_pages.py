@@ -46,6 +46,8 @@ RESULTS = [
     ("zoo_transfer_probe.md", "The rebuilt zoo ViT's linear probe against its random twin, 3 seeds",
      "python benchmarks/zoo_transfer.py --models fractal-vit --methods probe --seeds 0 1 2 "
      "--out docs/results/zoo_transfer_probe.json"),
+    ("demo.md", "vprompt demo on the rebuilt zoo ViT, timed (seed 0 so far)",
+     "python benchmarks/demo_table.py --out docs/results/demo.json"),
     ("vapt/results.md", "VAPT against VPT and the linear probe (offline)",
      "vprompt reproduce vapt --base-lrs 0.02 --weight-decays 0.0001 --out docs/results/vapt"),
     ("pbl/results.md", "Pixel VP and PBL on standard and robust sources",
