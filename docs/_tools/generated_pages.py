@@ -52,6 +52,8 @@ RESULTS = [
      "vprompt reproduce vapt --base-lrs 0.02 --weight-decays 0.0001 --out docs/results/vapt"),
     ("pbl/results.md", "Pixel VP and PBL on standard and robust sources",
      "vprompt reproduce pbl --out docs/results/pbl"),
+    ("robust_tokens/results.md", "Token prompts on the standard and robust zoo ViT (partial: objects, seed 0, token methods)",
+     "vprompt reproduce robust-tokens --tasks objects --seeds 0 --methods linear vpt-deep vapt --out docs/results/robust_tokens"),
     ("hgprompt/results.md", "Multi-source transfer: HGPrompt and its baselines",
      "vprompt reproduce hgprompt --out docs/results/hgprompt"),
     ("transfer_cost.md", "Cost of HGPrompt's weight search",
