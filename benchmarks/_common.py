@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from vprompt.hardware import available_cpus
+from vprompt.report import mean_std
 
 Row = dict[str, Any]
 Column = tuple[str, Callable[[Row], str]]
@@ -152,6 +153,21 @@ def training_step(spec: Any, method: str, num_classes: int, batch: int, device: 
             optimizer.step()
 
     return step
+
+
+def seed_means(rows: Sequence[Row], value: str) -> list[float]:
+    """The mean of ``value`` over the rows of each seed, in seed order: one sample per seed for a
+    spread over seeds (and seed-paired differences)."""
+    by_seed: dict[int, list[float]] = {}
+    for row in rows:
+        by_seed.setdefault(row["seed"], []).append(row[value])
+    return [float(np.mean(by_seed[seed])) for seed in sorted(by_seed)]
+
+
+def spread(values: Sequence[float]) -> str:
+    """``mean ± sample std`` at three decimals."""
+    mean, std = mean_std(values)
+    return f"{mean:.3f} ± {std:.3f}"
 
 
 def run_demo_process(out: Path, precision: str, seed: int, tasks: list[str] | None, epochs: int) -> tuple[float, list[Row]]:

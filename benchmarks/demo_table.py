@@ -14,22 +14,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from _common import Row, base_parser, markdown_table, run_demo_process, setup, write_outputs
+from _common import Row, base_parser, markdown_table, run_demo_process, seed_means, setup, spread, write_outputs
 from vprompt.recipes.demo import DEMO_BACKBONE
-from vprompt.report import mean_std
-
-
-def spread(values: list[float]) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.3f} ± {std:.3f}"
 
 
 def task_means(rows: list[Row], method: str) -> list[float]:
     """One mean over the tasks per seed, for the spread over seeds."""
-    seeds = sorted({row["seed"] for row in rows})
-    return [float(np.mean([r["test_acc"] for r in rows if r["seed"] == s and r["method"] == method])) for s in seeds]
+    return seed_means([row for row in rows if row["method"] == method], "test_acc")
 
 
 def summary_table(rows: list[Row]) -> str:

@@ -31,12 +31,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
-from _common import Row, base_parser, markdown_table, setup, write_outputs
+from _common import Row, base_parser, markdown_table, seed_means, setup, spread, write_outputs
 from vprompt.backbones import BackboneSpec, create_backbone, zoo_twin
 from vprompt.families import find_family
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
 from vprompt.model import PromptedModel, create_model
-from vprompt.report import mean_std
 from vprompt.sweep import Run, execute
 from vprompt.train import TrainConfig
 from vprompt.zoo import find_card, list_cards
@@ -174,18 +173,9 @@ def main() -> None:
 NATURAL_SPECIALIZED = ("natural", "specialized")
 
 
-def seed_means(rows: list[Row], groups: tuple[str, ...] | None = None) -> list[float]:
+def task_means(rows: list[Row], groups: tuple[str, ...] | None = None) -> list[float]:
     """One task mean per seed (over the tasks of ``groups``, default all), for the spread over seeds."""
-    by_seed: dict[int, list[float]] = {}
-    for row in rows:
-        if groups is None or row.get("group") in groups:
-            by_seed.setdefault(row["seed"], []).append(row["acc"])
-    return [float(np.mean(accs)) for accs in by_seed.values()]
-
-
-def spread(values: list[float]) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.3f} ± {std:.3f}"
+    return seed_means([row for row in rows if groups is None or row.get("group") in groups], "acc")
 
 
 def summary_table(rows: list[Row]) -> str:
@@ -204,8 +194,8 @@ def summary_table(rows: list[Row]) -> str:
         line: Row = dict(zip(("model", "weights", "method"), key))
         line |= {t: f"{np.mean([r['acc'] for r in group if r['task'] == t]):.3f}" for t in tasks
                  if any(r["task"] == t for r in group)}
-        means = seed_means(group)
-        line |= {"mean": spread(means), "natural+specialized": spread(seed_means(group, NATURAL_SPECIALIZED) or [0.0]),
+        means = task_means(group)
+        line |= {"mean": spread(means), "natural+specialized": spread(task_means(group, NATURAL_SPECIALIZED) or [0.0]),
                  "mean / chance": f"{np.mean(means) / mean_chance:.2f}", "seeds": str(len(means))}
         table.append(line)
     table.append({"model": "chance", "weights": "", "method": ""} | {t: f"{chance[t]:.3f}" for t in tasks}
@@ -219,12 +209,12 @@ def gains(groups: dict[tuple[str, str, str], list[Row]]) -> list[str]:
     """Each zoo model's probe (natural + specialized) and trained methods (all tasks) against its random
     twin, and its VPT-deep against its own probe: mean over seeds of the per-seed differences."""
     def difference(a: list[Row], b: list[Row], groups_: tuple[str, ...] | None) -> str:
-        return spread([x - y for x, y in zip(seed_means(a, groups_), seed_means(b, groups_))])
+        return spread([x - y for x, y in zip(task_means(a, groups_), task_means(b, groups_))])
 
     lines = []
     for (model, weights, method), group in groups.items():
         twin = groups.get((model, "random", method))
-        if weights != "zoo" or twin is None or len(seed_means(twin)) != len(seed_means(group)):
+        if weights != "zoo" or twin is None or len(task_means(twin)) != len(task_means(group)):
             continue
         scope = NATURAL_SPECIALIZED if method == "probe" else None
         where = "natural + specialized tasks" if scope else "all tasks"
