@@ -20,7 +20,7 @@ def randomise_generators(model) -> None:
 
 
 def vapt_formula(p: int, d: int, depth: int, grid: tuple[int, int], k: int = 2, r: int = 8) -> int:
-    """METHODS.md §4: p·d + (L−1)·(2d + K² + (Hp−K+1)(Wp−K+1)·p + p) + 2rd."""
+    """The VAPT method page (docs/methods/vapt.md): p·d + (L−1)·(2d + K² + (Hp−K+1)(Wp−K+1)·p + p) + 2rd."""
     positions = (grid[0] - k + 1) * (grid[1] - k + 1)
     return p * d + (depth - 1) * (2 * d + k * k + positions * p + p) + 2 * r * d
 

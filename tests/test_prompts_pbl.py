@@ -1,4 +1,4 @@
-"""Many-to-one label mapping and Prompt Boundary Loosening (a reconstruction, METHODS.md §3)."""
+"""Many-to-one label mapping and Prompt Boundary Loosening (a reconstruction, docs/methods/pixel-vp.md)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from vprompt.backbones import BackboneSpec, check_model_name
 from vprompt.errors import ConfigError, VpromptWarning
 from vprompt.data.synthetic import synthetic_task_names
 from vprompt.failures import BUG_REPORT, parse_error_line, user_message
-from vprompt.methods import make_config
+from vprompt.methods import DEFAULT_METHOD, make_config, method_names
 from vprompt.recipes.demo import DemoConfig
 from vprompt.recipes.hgprompt import HGPromptReproduction
 from vprompt.recipes.pbl import PBLReproduction
@@ -65,10 +65,15 @@ class BackboneArgs(Validated):
                             parse_key_values(self.model_arg), self.init_seed)
 
 
+def method_choices() -> str:
+    """The --method help. Annotations are strings here, evaluated each time a parser is built, so
+    a method registered after this module was imported is listed too."""
+    return f"Method: {', '.join(method_names())}."
+
+
 @dataclass
 class MethodArgs(Validated):
-    method: str = "vpt-deep"
-    """Method: linear, full, vpt-shallow, vpt-deep, vapt, vp."""
+    method: Annotated[str, tyro.conf.arg(help=method_choices())] = DEFAULT_METHOD
     prompt_len: Annotated[int, at_least(1)] | None = None
     """Prompt tokens per layer (token-prompt methods; default 10)."""
     prompt_dropout: Annotated[float, at_least(0), below(1)] | None = None
@@ -456,7 +461,7 @@ class Sweep(Validated):
     out: Annotated[Path, Writable()]
     """Sweep folder: runs/TASK/METHOD/{grid/POINT,seedS}, results.json, results.md."""
     backbone: BackboneArgs
-    methods: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: ["vpt-deep"])
+    methods: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: [DEFAULT_METHOD])
     method_arg: list[str] = field(default_factory=list)
     """Options for every method as KEY=VALUE (e.g. prompt_dropout=0.1)."""
     base_lrs: Annotated[list[Annotated[float, above(0)]], NonEmpty()] = field(

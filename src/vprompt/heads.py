@@ -1,5 +1,5 @@
 """Heads that turn backbone features into target-task logits: a linear classifier, or the frozen
-source classifier read through a label mapping (METHODS.md §2).
+source classifier read through a label mapping (docs/methods/pixel-vp.md).
 
 Label mapping rules (target class ``j`` reads source logit ``mapping[j]`` when one-to-one; with
 ``k`` source classes per target, the mean or max of its ``k`` logits):

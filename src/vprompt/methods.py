@@ -11,12 +11,17 @@ new method never needs an edit here.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from torch import nn
 
 from vprompt.errors import ConfigError
 from vprompt.validation import Validated
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from vprompt.families.base import TokenLayout
 
 
 @dataclass
@@ -39,12 +44,15 @@ class LinearHeadConfig(MethodConfig):
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method: its name, config type, and how it changes the model."""
+    """A registered method: its name, config type, how it changes the model, and the facts the
+    rest of vprompt asks of it (the sweep, the compatibility matrix, the CLI and the trainer read
+    them here instead of keeping lists of method names)."""
 
     name: str
     config_cls: type[MethodConfig]
-    build_prompt: Callable[[MethodConfig, nn.Module], nn.Module | None]
-    """The token prompt attached to the backbone, or None."""
+    build_prompt: Callable[[MethodConfig, nn.Module], nn.Module] | None = None
+    """Builds the token prompt attached to the backbone (None: the method puts no tokens in it, so
+    it runs on any backbone; otherwise only on a supported transformer family, `vprompt.families`)."""
     trains_backbone: bool = False
     summary: str = ""
     build_input_prompt: Callable[[MethodConfig, tuple[int, int]], nn.Module | None] | None = None
@@ -52,12 +60,40 @@ class Method:
     head: Literal["linear", "label-map"] = "linear"
     """A new linear head on features, or the source classifier read through a label mapping (the
     config then provides ``label_mapping(num_source, num_classes)``)."""
+    layout_refusal: Callable[[TokenLayout], str | None] | None = None
+    """Why the method cannot run on a backbone of this token layout, or None when it can (token
+    methods only; None: every layout)."""
+    epoch_start: Callable[[nn.Module, Dataset, int, int], None] | None = None
+    """Called by the trainer before every epoch as ``(model, train_set, epoch, seed)`` (VP's label
+    mapping is recomputed there)."""
+
+    @property
+    def token_prompts(self) -> bool:
+        """Whether the method puts prompt tokens into the backbone."""
+        return self.build_prompt is not None
+
+    @property
+    def takes_prompt_len(self) -> bool:
+        """Whether the method has a prompt length, which the sweep searches over."""
+        return any(f.name == "prompt_len" for f in fields(self.config_cls))
+
+    def refusal(self, layout: TokenLayout | None) -> str | None:
+        """Why the method cannot run on a backbone of ``layout`` (None: a backbone of no supported
+        token family), or None when it can."""
+        if not self.token_prompts:
+            return None
+        if layout is None:
+            return "it puts prompt tokens into a transformer of a supported family"
+        return self.layout_refusal(layout) if self.layout_refusal else None
 
 
 _REGISTRY: dict[str, Method] = {}
+DEFAULT_METHOD = "vpt-deep"
+"""The method the command line trains when none is named."""
 
 
 def register_method(method: Method) -> Method:
+    """Make ``method`` known by name to the model builder, the CLI, the sweep and the matrix."""
     if method.name in _REGISTRY:
         raise ValueError(f"method '{method.name}' is registered twice")
     _REGISTRY[method.name] = method
@@ -73,6 +109,12 @@ def get_method(name: str) -> Method:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown method '{name}'; choose from {', '.join(method_names())}")
     return _REGISTRY[name]
+
+
+def registered_methods() -> list[Method]:
+    """Every registered method, in registration order."""
+    _ensure_builtin_methods()
+    return list(_REGISTRY.values())
 
 
 def method_names() -> list[str]:
@@ -99,13 +141,5 @@ def make_config(name: str, **options: Any) -> MethodConfig:
         raise ConfigError(f"method '{name}': {exc}") from None
 
 
-def no_prompt(config: MethodConfig, backbone: nn.Module) -> None:
-    return None
-
-
-register_method(
-    Method("linear", LinearHeadConfig, no_prompt, summary="linear probe on frozen features")
-)
-register_method(
-    Method("full", LinearHeadConfig, no_prompt, trains_backbone=True, summary="full fine-tuning")
-)
+register_method(Method("linear", LinearHeadConfig, summary="linear probe on frozen features"))
+register_method(Method("full", LinearHeadConfig, trains_backbone=True, summary="full fine-tuning"))

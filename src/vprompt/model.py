@@ -17,11 +17,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as serialize_tensors
 from torch import nn
+from torch.utils.data import Dataset
 
 from vprompt.backbones import BackboneSpec, DataConfig, create_backbone, data_config, fingerprint
 from vprompt.card import CARD_FILE, model_card
 from vprompt.errors import CheckpointError, ConfigError
-from vprompt.families import find_family, source_classifier
+from vprompt.families import find_family, source_classifier, token_family
 from vprompt.heads import LinearHead, source_head
 from vprompt.hub import is_hub_reference, resolve_hub_prompt
 from vprompt.methods import LinearHeadConfig, Method, MethodConfig, get_method, make_config
@@ -82,13 +83,16 @@ class PromptedModel(nn.Module):
     ) -> None:
         super().__init__()
         self.method = get_method(method)
+        if type(method_config) is not self.method.config_cls:
+            raise ConfigError(f"method '{method}' takes a {self.method.config_cls.__name__}, not a "
+                              f"{type(method_config).__name__} (build it with vprompt.make_config('{method}', ...))")
         self.method_config = method_config
         self.backbone_spec = backbone_spec
         self.backbone_fingerprint = fingerprint(backbone)
         self.data_config = data_config(backbone)
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         if len(self.class_names) != num_classes:
-            raise CheckpointError(f"{len(self.class_names)} class names for {num_classes} classes")
+            raise ConfigError(f"{len(self.class_names)} class names for {num_classes} classes")
         self.register_buffer("mean", torch.tensor(self.data_config.mean).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(self.data_config.std).view(1, 3, 1, 1), False)
         source, num_source = source_classifier(backbone), int(getattr(backbone, "num_classes", 0))
@@ -96,7 +100,13 @@ class PromptedModel(nn.Module):
         self.backbone = backbone
         build_input = self.method.build_input_prompt
         self.input_prompt = build_input(method_config, self.data_config.input_size) if build_input else None
-        self.token_prompt = self.method.build_prompt(method_config, backbone)
+        self.token_prompt = None
+        if self.method.build_prompt is not None:
+            family = token_family(backbone, method)
+            refusal = self.method.refusal(family.layout(backbone))
+            if refusal:
+                raise ConfigError(f"method '{method}' does not run on {family.name}: {refusal}")
+            self.token_prompt = self.method.build_prompt(method_config, backbone)
         if self.token_prompt is not None:
             self.token_prompt.attach(backbone)
         for param in backbone.parameters():
@@ -123,6 +133,11 @@ class PromptedModel(nn.Module):
     def image_size(self) -> tuple[int, int]:
         """The size images should have when they enter the model (datasets resize to it)."""
         return self.input_prompt.image_size if self.input_prompt is not None else self.data_config.input_size
+
+    def epoch_start(self, train_set: Dataset, epoch: int, seed: int) -> None:
+        """What the method does before each training epoch (VP recomputes its label mapping)."""
+        if self.method.epoch_start is not None:
+            self.method.epoch_start(self, train_set, epoch, seed)
 
     def train(self, mode: bool = True) -> PromptedModel:
         """Keep a frozen backbone in eval mode: its dropout and norm statistics are not ours to train."""

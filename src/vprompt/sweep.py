@@ -27,12 +27,12 @@ from vprompt.backbones import BackboneSpec
 from vprompt.data.registry import open_task
 from vprompt.errors import ConfigError
 from vprompt.failures import one_line
+from vprompt.methods import get_method
 from vprompt.report import markdown_table, mean_of_group_means, mean_std
 from vprompt.runs import train_on_task
 from vprompt.train import FINAL, TrainConfig, latest_checkpoint
 from vprompt.validation import NonEmpty, Validated, above, at_least
 
-PROMPTED = ("vpt-shallow", "vpt-deep", "vapt")  # methods that take a prompt length
 
 
 @dataclass
@@ -218,7 +218,7 @@ def grid_points(method: str, options: dict[str, Any],
                 protocol: Protocol) -> list[tuple[float, float, dict[str, Any], str]]:
     """(base_lr, weight_decay, method options, folder name) of every grid point for ``method``;
     the name carries the prompt length only where it is searched."""
-    lens = protocol.prompt_lens if protocol.prompt_lens and method in PROMPTED else [None]
+    lens = protocol.prompt_lens if protocol.prompt_lens and get_method(method).takes_prompt_len else [None]
     return [(lr, wd, options if p is None else options | {"prompt_len": p},
              f"lr{lr}_wd{wd}" + ("" if p is None else f"_p{p}"))
             for p in lens for lr in protocol.base_lrs for wd in protocol.weight_decays]

@@ -31,7 +31,6 @@ from vprompt.distill import Distillation, DistillationConfig
 from vprompt.errors import CheckpointError, ConfigError, NonFiniteLossError
 from vprompt.evaluate import evaluate
 from vprompt.hardware import MixedPrecision, pin_memory, resolve_precision, resolve_workers, training_attention
-from vprompt.heads import update_label_mapping
 from vprompt.hub import is_hub_reference, resolve_hub_prompt
 from vprompt.model import META_FILE, PromptedModel, load_prompt_into, save_prompt, write_atomic
 from vprompt.robust.adversarial import AdversarialConfig, adversarial_examples
@@ -224,7 +223,7 @@ def train(
     with speed_settings(model, config, accelerator.device.type, precision):
         for epoch in epochs:
             loader.set_epoch(epoch)  # accelerate passes it on to our sampler (and would otherwise count from 0)
-            update_label_mapping(accelerator.unwrap_model(prepared_model), train_set, epoch, config.seed)
+            accelerator.unwrap_model(prepared_model).epoch_start(train_set, epoch, config.seed)
             torch.manual_seed(epoch_seed(config.seed, epoch))
             prepared_model.train()
             started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Multi-source prompt transfer: HGPrompt and its baselines (METHODS.md §5, a **reconstruction**).
+"""Multi-source prompt transfer: HGPrompt and its baselines (docs/methods/transfer.md, a **reconstruction**).
 
 Every method ends the same way: the target's VPT prompt starts from an initial prompt and is
 tuned with a fresh head under one [`TrainConfig`][vprompt.TrainConfig]. They differ only in where

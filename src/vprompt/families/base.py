@@ -10,12 +10,17 @@ correctly (no rotary embedding, zero relative-position bias, a padded shift mask
 on unmodified timm models through hooks on their public modules; where an attention adds a bias
 of fixed size, the adapter shadows that one method on the instance, and removing the handles
 restores timm's own behaviour bit for bit.
+
+Hooks hold no closures: each is a ``functools.partial`` of a module-level function or a bound
+method whose arguments include the prompt. ``copy.deepcopy`` of a prompted model copies those
+arguments with the model, so a copy drives its own prompt, and ``torch.save`` can pickle it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, ClassVar, Protocol
 
 import torch
@@ -96,8 +101,6 @@ class TokenFamily(ABC):
     """The timm class the adapter serves (subclasses of it are served too)."""
     module_path: ClassVar[str]
     """Where timm defines that class."""
-    vapt: ClassVar[str | None] = None
-    """Why VAPT cannot run on this family, or None when it can."""
     checkpointing: ClassVar[str | None] = None
     """Why activation checkpointing cannot run with prompts on this family, or None when it can
     (the prompts' hooks run again when a block is recomputed, so they must keep no state)."""
@@ -145,26 +148,28 @@ class SequenceFamily(TokenFamily):
 
     def attach(self, model: nn.Module, source: PromptSource) -> list[Handle]:
         prefix, count = self.layout(model).num_prefix_tokens, source.num_tokens
-
-        def enter_block(index: int):
-            def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
-                hidden = args[0]
-                if index == 0:
-                    prompts = source.initial_prompts(hidden.shape[0]).to(hidden.dtype)
-                    hidden = torch.cat([hidden[:, :prefix], prompts, hidden[:, prefix:]], dim=1)
-                else:
-                    prompts = source.block_prompts(index, hidden[:, prefix + count:])
-                    if prompts is not None:
-                        hidden = torch.cat([hidden[:, :prefix], prompts.to(hidden.dtype), hidden[:, prefix + count:]], 1)
-                return (hidden, *args[1:]), self.block_kwargs(kwargs, count)
-
-            return hook
-
-        def leave(module: nn.Module, args: tuple) -> tuple:
-            hidden = args[0]
-            return (torch.cat([hidden[:, :prefix], hidden[:, prefix + count:]], dim=1), *args[1:])
-
-        handles: list[Handle] = [block.register_forward_pre_hook(enter_block(index), with_kwargs=True)
-                                 for index, block in enumerate(model.blocks)]
-        handles.append(model.norm.register_forward_pre_hook(leave))
+        handles: list[Handle] = [
+            block.register_forward_pre_hook(partial(self.enter_block, source, index, prefix), with_kwargs=True)
+            for index, block in enumerate(model.blocks)
+        ]
+        handles.append(model.norm.register_forward_pre_hook(partial(drop_prompts, prefix, count)))
         return handles + self.attention_handles(model, count)
+
+    def enter_block(self, source: PromptSource, index: int, prefix: int, module: nn.Module, args: tuple,
+                    kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        """Block ``index``'s input with the prompts inserted (block 0) or replaced (later blocks)."""
+        hidden, count = args[0], source.num_tokens
+        if index == 0:
+            prompts = source.initial_prompts(hidden.shape[0]).to(hidden.dtype)
+            hidden = torch.cat([hidden[:, :prefix], prompts, hidden[:, prefix:]], dim=1)
+        else:
+            prompts = source.block_prompts(index, hidden[:, prefix + count:])
+            if prompts is not None:
+                hidden = torch.cat([hidden[:, :prefix], prompts.to(hidden.dtype), hidden[:, prefix + count:]], 1)
+        return (hidden, *args[1:]), self.block_kwargs(kwargs, count)
+
+
+def drop_prompts(prefix: int, count: int, module: nn.Module, args: tuple) -> tuple:
+    """The final norm's input without the prompt tokens, so the family's pooling never sees them."""
+    hidden = args[0]
+    return (torch.cat([hidden[:, :prefix], hidden[:, prefix + count:]], dim=1), *args[1:])

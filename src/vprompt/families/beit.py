@@ -9,6 +9,9 @@ prompts BEiT); it matches how VPT's Swin variant pads its bias.
 
 from __future__ import annotations
 
+from functools import partial
+
+import torch
 from torch import nn
 
 from vprompt.families.base import Handle, MethodOverride, SequenceFamily, pad_bias
@@ -24,10 +27,19 @@ class BeitFamily(SequenceFamily):
         for block in model.blocks:
             attn = block.attn
             if attn.relative_position_bias_table is not None:
-                table_bias = type(attn)._get_rel_pos_bias.__get__(attn)
-                handles.append(MethodOverride(attn, "_get_rel_pos_bias",
-                                              lambda table_bias=table_bias: pad_bias(table_bias(), prefix, num_tokens)))
+                padded = partial(padded_table_bias, attn, prefix, num_tokens)
+                handles.append(MethodOverride(attn, "_get_rel_pos_bias", padded))
         if model.rel_pos_bias is not None:
-            handles.append(model.rel_pos_bias.register_forward_hook(
-                lambda module, args, bias: pad_bias(bias, prefix, num_tokens)))
+            handles.append(model.rel_pos_bias.register_forward_hook(partial(padded_shared_bias, prefix, num_tokens)))
         return handles
+
+
+def padded_table_bias(attn: nn.Module, prefix: int, count: int) -> torch.Tensor:
+    """A block's own relative position bias (timm's method on its class) with zero rows and
+    columns for the prompts."""
+    return pad_bias(type(attn)._get_rel_pos_bias(attn), prefix, count)
+
+
+def padded_shared_bias(prefix: int, count: int, module: nn.Module, args: tuple, bias: torch.Tensor) -> torch.Tensor:
+    """The bias shared by all blocks, padded the same way."""
+    return pad_bias(bias, prefix, count)

@@ -17,7 +17,6 @@ from vprompt.errors import ConfigError
 
 TINY_SEQUENCE = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
 TINY_SWIN = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(1, 2))
-TOKEN_METHODS = ("vpt-shallow", "vpt-deep", "vapt")
 
 
 @dataclass(frozen=True)
@@ -76,14 +75,13 @@ def describe(row: FamilyRow) -> dict[str, Any]:
     """The row with its timm class and the methods that run on it, read off a tiny build."""
     from vprompt.backbones import create_backbone
     from vprompt.families import find_family
+    from vprompt.methods import registered_methods
 
     backbone = create_backbone(tiny_spec(row))
     family = find_family(backbone)
-    methods = ["linear", "full"]
-    if family is not None:
-        methods += [m for m in TOKEN_METHODS if m != "vapt" or family.vapt is None]
-    methods.append("vp")
-    if family is not None and family.layout(backbone).uniform_width:
+    layout = family.layout(backbone) if family is not None else None
+    methods = [method.name for method in registered_methods() if method.refusal(layout) is None]
+    if layout is not None and layout.uniform_width:
         methods.append("transfer")
     return {"family": row.family, "timm_class": type(backbone).__name__,
             "adapter": family.name if family else None, "examples": list(row.examples),
@@ -105,11 +103,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def check(row: FamilyRow, methods: list[str]) -> dict[str, str]:
     """Run each method (train mode, forward and backward) on the row's tiny build: 'ok', or the
     error. Methods the row does not list must be refused with a ConfigError ('refused: ...')."""
+    from vprompt.methods import registered_methods
     from vprompt.model import create_model
 
     outcome = {}
-    for method in ("linear", "full", *TOKEN_METHODS, "vp"):
-        options = {"prompt_len": 2} if method in TOKEN_METHODS else {}
+    for registered in registered_methods():
+        method = registered.name
+        options = {"prompt_len": 2} if registered.takes_prompt_len else {}
         try:
             model = create_model(tiny_spec(row, num_classes=10), method, 3, **options).train()
             model(torch.rand(2, 3, *model.image_size)).logsumexp(1).sum().backward()

@@ -21,6 +21,7 @@ differ between images, i.e. after block 0 in shallow mode).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -32,8 +33,6 @@ from vprompt.families.base import Handle, MethodOverride, PromptSource, TokenFam
 class SwinFamily(TokenFamily):
     name = "SwinTransformer"
     module_path = "timm.models.swin_transformer"
-    vapt = ("VAPT generates prompts from one fixed patch grid and width; Swin's stages merge patches "
-            "and widen (use vpt-shallow or vpt-deep on Swin)")
     checkpointing = ("the prompts travel beside Swin's grid in state the hooks update block by block, which a "
                      "recomputed block would read at its end-of-forward value")
 
@@ -60,7 +59,8 @@ class SwinFamily(TokenFamily):
 
 
 class PromptStream:
-    """The prompt tokens of one forward pass as they travel beside the patch grid."""
+    """The prompt tokens of one forward pass as they travel beside the patch grid. Its hooks are
+    its own bound methods, so a deep copy of the model gets a stream of its own, on its own prompt."""
 
     def __init__(self, source: PromptSource) -> None:
         self.source = source
@@ -71,17 +71,16 @@ class PromptStream:
 
     def hooks(self, block: nn.Module, index: int, last: bool) -> list[Handle]:
         attn = block.attn
-        window_bias = type(attn)._get_rel_pos_bias.__get__(attn)
         return [
-            block.register_forward_pre_hook(lambda module, args: self.enter(index, args[0])),
-            attn.register_forward_pre_hook(lambda module, args, kwargs: self.into_windows(block, args, kwargs),
-                                           with_kwargs=True),
-            MethodOverride(attn, "_get_rel_pos_bias", lambda: pad_bias(window_bias(), 0, self.count)),
-            attn.register_forward_hook(lambda module, args, output: self.out_of_windows(output)),
-            block.register_forward_hook(lambda module, args, output: self.finish_block(block, last)),
+            block.register_forward_pre_hook(partial(self.enter, index)),
+            attn.register_forward_pre_hook(partial(self.into_windows, block), with_kwargs=True),
+            MethodOverride(attn, "_get_rel_pos_bias", partial(self.window_bias, attn)),
+            attn.register_forward_hook(self.out_of_windows),
+            block.register_forward_hook(partial(self.finish_block, block, last)),
         ]
 
-    def enter(self, index: int, grid: torch.Tensor) -> None:
+    def enter(self, index: int, module: nn.Module, args: tuple) -> None:
+        grid = args[0]
         self.batch = grid.shape[0]
         if index == 0:
             self.prompts = self.source.initial_prompts(self.batch).to(grid.dtype)
@@ -90,7 +89,8 @@ class PromptStream:
         if replacement is not None:
             self.prompts = replacement.to(grid.dtype)
 
-    def into_windows(self, block: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    def into_windows(self, block: nn.Module, module: nn.Module, args: tuple,
+                     kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
         windows = args[0]  # (B·nW, window area, C), timm's window_partition order: image-major
         per_image = windows.shape[0] // self.batch
         prompts = block.norm1(self.prompts).repeat_interleave(per_image, dim=0)
@@ -99,12 +99,17 @@ class PromptStream:
             kwargs = {**kwargs, "mask": pad_bias(mask, 0, self.count)}
         return (torch.cat([prompts, windows], dim=1), *args[1:]), kwargs
 
-    def out_of_windows(self, output: torch.Tensor) -> torch.Tensor:
+    def window_bias(self, attn: nn.Module) -> torch.Tensor:
+        """The window's relative position bias (timm's method on its class) with zero rows and
+        columns for the prompts."""
+        return pad_bias(type(attn)._get_rel_pos_bias(attn), 0, self.count)
+
+    def out_of_windows(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         prompts = output[:, :self.count]
         self.attended = prompts.reshape(self.batch, -1, *prompts.shape[1:]).mean(1)
         return output[:, self.count:]
 
-    def finish_block(self, block: nn.Module, last: bool) -> None:
+    def finish_block(self, block: nn.Module, last: bool, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         """The rest of the block for the prompts: residual, norm2 and MLP (as timm's block does for
         the grid). After the last block the prompts are dropped: nothing reads them."""
         if last:

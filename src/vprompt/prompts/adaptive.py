@@ -1,7 +1,7 @@
 """VAPT (Le et al. 2025): prompts that are functions of the input, on any transformer family with
 one patch grid (ViT, EVA, BEiT; not Swin, whose stages merge patches).
 
-Re-implemented from the specification (METHODS.md §4), not from the official code. Block 0 gets
+Re-implemented from the specification (docs/methods/vapt.md), not from the official code. Block 0 gets
 VPT-style static prompts (blocks 0..``static_layers``−1 with ``static_layers`` > 1). Every later
 block ``l`` gets ``p`` prompts generated from what enters it: the previous block's patch tokens
 (prompt and prefix tokens dropped), layer-normalised and laid out on the backbone's own patch
@@ -33,7 +33,7 @@ from torch import nn
 
 from vprompt.errors import ConfigError
 from vprompt.families import TokenLayout, token_family
-from vprompt.methods import LinearHeadConfig, Method, MethodConfig, register_method
+from vprompt.methods import LinearHeadConfig, Method, register_method
 from vprompt.prompts.tokens import TokenPrompt, vpt_init_bound
 from vprompt.validation import at_least, below
 
@@ -230,13 +230,17 @@ class VAPTPrompt(TokenPrompt):
         return generated + projected if self.residual else projected
 
 
-def _build(config: MethodConfig, backbone: nn.Module) -> VAPTPrompt:
-    family = token_family(backbone, "vapt")
-    if family.vapt:
-        raise ConfigError(f"method 'vapt' does not run on {family.name}: {family.vapt}")
-    assert isinstance(config, VAPTConfig)
-    return VAPTPrompt(family.layout(backbone), config)
+def build_vapt(config: VAPTConfig, backbone: nn.Module) -> VAPTPrompt:
+    return VAPTPrompt(token_family(backbone, "token prompts").layout(backbone), config)
 
 
-register_method(Method("vapt", VAPTConfig, _build,
+def layout_refusal(layout: TokenLayout) -> str | None:
+    """VAPT's generators read one patch grid of one width in every block."""
+    if layout.fixed_grid and layout.uniform_width:
+        return None
+    return ("VAPT generates prompts from one fixed patch grid and width, and this backbone's stages merge "
+            "patches and widen (use vpt-shallow or vpt-deep on it)")
+
+
+register_method(Method("vapt", VAPTConfig, build_vapt, layout_refusal=layout_refusal,
                        summary="VAPT: static prompts at block 0, input-generated prompts at later blocks"))

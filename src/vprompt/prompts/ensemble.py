@@ -1,8 +1,8 @@
-"""HGPrompt's math, as pure functions of tensors (a **reconstruction**, METHODS.md §5).
+"""HGPrompt's math, as pure functions of tensors (a **reconstruction**, docs/methods/transfer.md).
 
 The paper's full text is not reachable here; what follows is the verified outline (ensemble
 weights learned by maximising an information-theoretic transferability of prompt-induced features,
-minus a gradient-alignment regulariser) filled in with the choices METHODS.md spells out. Each
+minus a gradient-alignment regulariser) filled in with the choices its method page spells out. Each
 choice is a parameter, so a user with the paper can set it.
 
 Shapes: ``K`` sources, each prompt of one common shape ``S`` (e.g. ``(layers, p, d)``); a batch

@@ -2,7 +2,7 @@
 
 The prompt acts on images in [0, 1] before the model normalises them, and the frozen source
 classifier's own logits are re-used through a label mapping (``vprompt.heads``), as in Bahng
-et al. 2022 and ILM-VP (Chen et al. 2023). Four templates (METHODS.md §2):
+et al. 2022 and ILM-VP (Chen et al. 2023). Four templates (docs/methods/pixel-vp.md):
 
 * ``expansive``: the target image is resized to ``image_size`` and placed in the centre of the
   source-size canvas; the prompt fills the rest;
@@ -16,7 +16,7 @@ Except for ``full``, the canvas is ``image ⊙ (1 − mask) + sigmoid(θ) ⊙ ma
 holds only the prompt pixels, so its size is the papers' parameter count (Bahng's pad prompt at
 224 with width 30: 3 × (224² − 164²) = 69,840).
 
-**Prompt Boundary Loosening** (PBL, METHODS.md §3) is a *reconstruction*: the paper's equations are
+**Prompt Boundary Loosening** (PBL, docs/methods/pixel-vp.md) is a *reconstruction*: the paper's equations are
 not available. A robust source is insensitive to small input changes, and the prompt is one, so
 PBL loosens one boundary of the prompt by a strength λ ≥ 0 (λ = 0 is plain VP, bit for bit):
 
@@ -41,8 +41,8 @@ from torch import nn
 
 from vprompt.errors import ConfigError
 from vprompt.validation import at_least
-from vprompt.heads import LabelMapping
-from vprompt.methods import Method, MethodConfig, no_prompt, register_method
+from vprompt.heads import LabelMapping, update_label_mapping
+from vprompt.methods import Method, MethodConfig, register_method
 
 Template = Literal["expansive", "pad", "patch", "full"]
 MappingRule = Literal["flm", "ilm", "rlm", "first-n", "linear"]
@@ -189,7 +189,7 @@ class PixelPrompt(nn.Module):
 
 
 register_method(Method(
-    "vp", VPConfig, build_prompt=no_prompt, build_input_prompt=PixelPrompt,
-    head="label-map", summary="input-space visual prompt (expansive / pad / patch / full) with label mapping on the source head, "
+    "vp", VPConfig, build_input_prompt=PixelPrompt,
+    head="label-map", epoch_start=update_label_mapping, summary="input-space visual prompt (expansive / pad / patch / full) with label mapping on the source head, "
                               "optionally loosened by PBL",
 ))

@@ -22,7 +22,7 @@ from vprompt.errors import ConfigError
 from vprompt.validation import at_least, below
 from vprompt.families import TokenLayout, token_family
 from vprompt.families.base import Handle
-from vprompt.methods import LinearHeadConfig, Method, MethodConfig, register_method
+from vprompt.methods import LinearHeadConfig, Method, register_method
 
 
 class TokenPrompt(nn.Module):
@@ -180,20 +180,19 @@ class VPTPrompt(TokenPrompt):
         return self._layer(index, patches.shape[0])
 
 
-def _vpt_builder(deep: bool, name: str):
-    def build(config: MethodConfig, backbone: nn.Module) -> VPTPrompt:
-        layout = token_family(backbone, name).layout(backbone)
-        assert isinstance(config, VPTConfig)
-        return VPTPrompt(layout, config, deep=deep)
+def build_vpt_shallow(config: VPTConfig, backbone: nn.Module) -> VPTPrompt:
+    return VPTPrompt(token_family(backbone, "token prompts").layout(backbone), config, deep=False)
 
-    return build
+
+def build_vpt_deep(config: VPTConfig, backbone: nn.Module) -> VPTPrompt:
+    return VPTPrompt(token_family(backbone, "token prompts").layout(backbone), config, deep=True)
 
 
 register_method(
-    Method("vpt-shallow", VPTConfig, _vpt_builder(False, "vpt-shallow"),
+    Method("vpt-shallow", VPTConfig, build_vpt_shallow,
            summary="VPT-shallow: p prompt tokens at the input of block 0")
 )
 register_method(
-    Method("vpt-deep", VPTConfig, _vpt_builder(True, "vpt-deep"),
+    Method("vpt-deep", VPTConfig, build_vpt_deep,
            summary="VPT-deep: p prompt tokens per block, replaced at every block")
 )

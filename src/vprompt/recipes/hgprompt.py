@@ -119,7 +119,7 @@ def results_table(rows: list[dict[str, Any]], config: HGPromptReproduction, back
               f"epochs, GAR weight {config.search.gar_weight}; sources: the other tasks' {config.source_method} "
               f"prompts (p = {config.prompt_len}, {config.source_epochs} epochs, seed 0); backbone {backbone.describe()}. Last-epoch test accuracy, "
               f"mean ± sample std over seeds {seeds}. Averages: the mean over targets, and the mean of the group "
-              "means. HGPrompt is a reconstruction (METHODS.md §5); the oracle peeks at the test set.")
+              "means. HGPrompt is a reconstruction (docs/methods/transfer.md); the oracle peeks at the test set.")
     table = protocol_table([r | {"task": r["target"]} for r in rows])
     return header + "\n\n" + table + "\n\n" + wins_line(rows)
 

@@ -14,10 +14,11 @@ from typing import Annotated, Any
 
 from vprompt.backbones import BackboneSpec
 from vprompt.data.synthetic import synthetic_task_names
+from vprompt.methods import get_method
 from vprompt.recipes.demo import DEMO_BACKBONE
 from vprompt.recipes.run import task_dirs
 from vprompt.report import write_rows
-from vprompt.sweep import PROMPTED, LocalExecutor, Protocol, RayExecutor, protocol_header, protocol_table, run_protocol, summarise
+from vprompt.sweep import LocalExecutor, Protocol, RayExecutor, protocol_header, protocol_table, run_protocol, summarise
 from vprompt.train import TrainConfig
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, above, at_least
 
@@ -70,7 +71,7 @@ def run_vapt_reproduction(config: VAPTReproduction, backbone: BackboneSpec | Non
     """Every task × method through the protocol; writes results.json and results.md into ``out``."""
     backbone = backbone or DEMO_BACKBONE
     protocol = protocol or config.protocol()
-    methods = {m: {"prompt_len": config.prompt_len} if m in PROMPTED else {} for m in METHODS}
+    methods = {m: {"prompt_len": config.prompt_len} if get_method(m).takes_prompt_len else {} for m in METHODS}
     tasks = [str(task) for task in task_dirs(config.out, config.data, config.tasks)]
     rows = run_protocol(tasks, methods, backbone, protocol, config.out, executor, progress)
     write_rows(rows, config.out / "results.json")

@@ -1,5 +1,5 @@
 """Clean, PGD and AutoAttack accuracy of one model on the same images, reported side by side
-with everything needed to read them: eps, norm, attack settings and image count (METHODS.md §6).
+with everything needed to read them: eps, norm, attack settings and image count (docs/robustness.md).
 """
 
 from __future__ import annotations
