@@ -137,3 +137,17 @@ def test_a_wrong_number_of_class_names_is_a_config_error():
 def test_the_toy_prompt_is_counted_as_a_prompt(toy):
     model = create_model(tiny_vit_spec(), TOY, num_classes=2, prompt_len=5)
     assert parameter_report(model).prompt == 5 * TINY_VIT["embed_dim"]
+
+
+def test_transfer_asks_the_shared_prompt_protocol_what_to_mix():
+    from vprompt.prompts import SharedPrompt
+    from test_families import FAMILY_SPECS
+
+    vpt = create_model(tiny_vit_spec(), "vpt-deep", num_classes=2, prompt_len=2)
+    assert isinstance(vpt.token_prompt, SharedPrompt)
+    assert vpt.shared_prompt_key() == "token_prompt.prompts" and "token_prompt.prompts" in vpt.trainable_state()
+    assert vpt.shared_prompt().shared_prompts() is vpt.token_prompt.prompts
+    for refused in (create_model(tiny_vit_spec(), "vapt", num_classes=2),
+                    create_model(FAMILY_SPECS["swin"], "vpt-deep", num_classes=2, prompt_len=2)):
+        with pytest.raises(ConfigError, match="multi-source transfer needs a prompt of one shared tensor"):
+            refused.shared_prompt()

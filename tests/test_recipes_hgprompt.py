@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from vprompt.cli import main
-from vprompt.transfer import TRANSFER_METHODS
+from vprompt.transfer import transfer_method_names
 
 TINY = ["--model", "vit_tiny_patch16_224", "--model-arg", "img_size=16", "patch_size=4", "embed_dim=32", "depth=2",
         "num_heads=2"]
@@ -18,7 +18,7 @@ def test_reproduce_hgprompt_quick_writes_rows_table_and_weight_plot(tmp_path, ca
           "--seeds", "0", *TINY])
     rows = json.loads((out / "results.json").read_text())
     assert {(r["target"], r["method"], r["seed"]) for r in rows} == {
-        (t, m, s) for t in ("digits", "count") for m in TRANSFER_METHODS for s in (0,)}
+        (t, m, s) for t in ("digits", "count") for m in transfer_method_names() for s in (0,)}
     assert all(0 <= r["test_acc"] <= 1 for r in rows)
     assert all(r["sources"] == (["count"] if r["target"] == "digits" else ["digits"]) for r in rows)
     assert sorted(p.name for p in (out / "bank").iterdir()) == ["count", "digits"]

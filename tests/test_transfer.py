@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_vit_spec
-from vprompt.bank import PROMPT_TENSOR, add_to_bank, list_bank, select_entries, source_prompts
+from vprompt.bank import add_to_bank, list_bank, select_entries, source_prompts
 from vprompt.cli import main
 from vprompt.data import write_synthetic_suite
 from vprompt.errors import CheckpointError, ConfigError
@@ -20,8 +20,8 @@ from vprompt.model import create_model, save_prompt
 from vprompt.prompts.ensemble import ensemble_prompt, h_score
 from vprompt.runs import train_on_task
 from vprompt.train import TrainConfig
-from vprompt.transfer import (TRANSFER_METHODS, SearchConfig, TargetTransfer, TransferConfig, prompt_features,
-                              run_transfer, search_weights)
+from vprompt.transfer import (SearchConfig, TargetTransfer, TransferConfig, prompt_features, run_transfer,
+                              search_weights, transfer_method_names)
 
 SPEC = tiny_vit_spec()
 ONE_EPOCH = TrainConfig(epochs=1, batch_size=100, optimizer="adamw", base_lr=0.02, warmup_epochs=0)
@@ -87,7 +87,7 @@ def test_sources_leave_out_the_target_task_and_unknown_names_are_refused(bank, s
 
 
 def final_prompt(row) -> torch.Tensor:
-    return load_file(f"{row['prompt']}/prompt.safetensors")[PROMPT_TENSOR]
+    return load_file(f"{row['prompt']}/prompt.safetensors")["token_prompt.prompts"]  # the checkpoint key of VPT's shared prompt
 
 
 def test_every_method_starts_from_its_own_initial_prompt(bank, suite, tmp_path):
@@ -95,11 +95,11 @@ def test_every_method_starts_from_its_own_initial_prompt(bank, suite, tmp_path):
     choice can be read off its final checkpoint."""
     frozen = TransferConfig(tune=TrainConfig(**{**ONE_EPOCH.__dict__, "base_lr": 0.0}), search=QUICK.search)
     entries = list_bank(bank)
-    rows = {r["method"]: r for r in run_transfer(entries, str(suite[1]), TRANSFER_METHODS, [0], frozen, tmp_path,
+    rows = {r["method"]: r for r in run_transfer(entries, str(suite[1]), transfer_method_names(), [0], frozen, tmp_path,
                                                  progress=False)}
     job = TargetTransfer(entries, str(suite[1]), frozen, tmp_path, progress=False)
     sources = job.sources
-    assert set(rows) == set(TRANSFER_METHODS)
+    assert set(rows) == set(transfer_method_names())
     for method, row in rows.items():
         assert row["target"] == "digits" and row["seed"] == 0 and 0 <= row["test_acc"] <= 1
         assert row["sources"] == ["count", "objects"]

@@ -20,13 +20,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from vprompt.backbones import BackboneSpec
-from vprompt.errors import CheckpointError
+from vprompt.errors import CheckpointError, ConfigError
 from vprompt.hub import hub_name, is_hub_reference
 from vprompt.model import META_FILE, WEIGHTS_FILE, PromptedModel, read_metadata, write_atomic
 from vprompt.train import resolve_prompt_dir
 
 CARD_FILE = "card.json"
-PROMPT_TENSOR = "token_prompt.prompts"
 
 
 @dataclass(frozen=True)
@@ -122,10 +121,11 @@ def bank_backbone(entries: list[BankEntry]) -> tuple[BackboneSpec, str, dict[str
 
 def source_prompts(entries: list[BankEntry], model: PromptedModel) -> torch.Tensor:
     """The entries' prompts stacked as (K, *S), each checked against ``model``'s prompt."""
-    prompt = getattr(model.token_prompt, "prompts", None)
-    if prompt is None or not hasattr(model.token_prompt, "per_sample"):
-        raise CheckpointError(f"multi-source transfer needs a VPT prompt (vpt-shallow or vpt-deep) of one token "
-                              f"width, not {model.method.name} on {type(model.backbone).__name__}")
+    try:
+        prompt = model.shared_prompt().shared_prompts()
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+    key = model.shared_prompt_key()
     stacked = []
     for entry in entries:
         meta = entry.metadata()
@@ -136,7 +136,7 @@ def source_prompts(entries: list[BankEntry], model: PromptedModel) -> torch.Tens
         if meta["method"] != model.method.name:
             problems.append(f"method {meta['method']}, the target uses {model.method.name}")
         try:
-            tensor = load_file(str(entry.path / WEIGHTS_FILE)).get(PROMPT_TENSOR)
+            tensor = load_file(str(entry.path / WEIGHTS_FILE)).get(key)
         except (OSError, SafetensorError) as exc:
             raise CheckpointError(f"cannot read bank entry '{entry.name}': {exc}") from exc
         if tensor is None or tuple(tensor.shape) != tuple(prompt.shape):

@@ -34,9 +34,8 @@ from vprompt.recipes.vapt import VAPTReproduction
 from vprompt.robust.adversarial import AdversarialConfig
 from vprompt.robust.evaluation import AttackConfig, attack_threat
 from vprompt.train import TrainConfig
-from vprompt.transfer import TRANSFER_METHODS, TransferConfig
-from vprompt.validation import (Existing, NonEmpty, Validated, Writable, above, at_least, at_most, below,
-                                check_members)
+from vprompt.transfer import TransferConfig, check_methods
+from vprompt.validation import (Existing, NonEmpty, Validated, Writable, above, at_least, at_most, below)
 
 
 @dataclass
@@ -576,7 +575,7 @@ class Transfer(Validated):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_members("methods", self.methods, TRANSFER_METHODS)
+        check_methods(self.methods)
 
     def run(self) -> None:
         from vprompt.bank import list_bank, select_entries

@@ -26,6 +26,7 @@ from vprompt.families import find_family, source_classifier, token_family
 from vprompt.heads import LinearHead, source_head
 from vprompt.hub import is_hub_reference, resolve_hub_prompt
 from vprompt.methods import LinearHeadConfig, Method, MethodConfig, get_method, make_config
+from vprompt.prompts.shared import SharedPrompt
 
 CHECKPOINT_FORMAT = 1
 WEIGHTS_FILE = "prompt.safetensors"
@@ -138,6 +139,23 @@ class PromptedModel(nn.Module):
         """What the method does before each training epoch (VP recomputes its label mapping)."""
         if self.method.epoch_start is not None:
             self.method.epoch_start(self, train_set, epoch, seed)
+
+    def shared_prompt(self) -> SharedPrompt:
+        """The token prompt as multi-source transfer uses it: one tensor shared by every sample.
+
+        Raises:
+            ConfigError: The method's prompt is not one (no token prompt, a generated one, or a
+                backbone whose token width changes by stage).
+        """
+        prompt = self.token_prompt
+        if not isinstance(prompt, SharedPrompt) or prompt.shared_prompts() is None:
+            raise ConfigError(f"multi-source transfer needs a prompt of one shared tensor (VPT's, on a backbone of "
+                              f"one token width), not {self.method.name} on {type(self.backbone).__name__}")
+        return prompt
+
+    def shared_prompt_key(self) -> str:
+        """The shared prompt tensor's key in a prompt checkpoint."""
+        return f"token_prompt.{self.shared_prompt().shared_tensor_name}"
 
     def train(self, mode: bool = True) -> PromptedModel:
         """Keep a frozen backbone in eval mode: its dropout and norm statistics are not ours to train."""

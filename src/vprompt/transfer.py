@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from vprompt.bank import PROMPT_TENSOR, BankEntry, bank_backbone, source_prompts
+from vprompt.bank import BankEntry, bank_backbone, source_prompts
 from vprompt.data.registry import open_task
 from vprompt.errors import CheckpointError, ConfigError
 from vprompt.model import WEIGHTS_FILE, PromptedModel, create_model, write_atomic
@@ -46,7 +47,6 @@ from vprompt.prompts.ensemble import (ensemble_prompt, gradient_alignment, h_sco
 from vprompt.train import FINAL, TrainConfig, latest_checkpoint, train
 from vprompt.validation import Validated, above, at_least
 
-TRANSFER_METHODS = ("scratch", "uniform", "best-hscore", "oracle", "similarity", "hgprompt-no-gar", "hgprompt")
 SCORES_FILE = "source_scores.json"
 ROW_FILE = "row.json"
 START_FILE = "start.json"
@@ -85,11 +85,41 @@ class TransferConfig(Validated):
     """Softmax temperature on the prompt cosines of the similarity baseline."""
 
 
+Start = tuple[torch.Tensor | None, list[dict[str, Any]]]
+"""Ensemble weights over the sources (None: VPT's random init) and the search log."""
+
+
+@dataclass(frozen=True)
+class TransferMethod:
+    """A registered transfer method: where the target's initial prompt comes from."""
+
+    name: str
+    start: Callable[[TargetTransfer, int, PromptedModel], Start]
+    """The weights for a seed; HGPrompt searches on the given model, which it leaves untouched."""
+
+
+_TRANSFER_METHODS: dict[str, TransferMethod] = {}
+
+
+def register_transfer_method(method: TransferMethod) -> TransferMethod:
+    """Make ``method`` known to `vprompt transfer`, the HGPrompt recipe and [`run_transfer`][vprompt.transfer.run_transfer]."""
+    if method.name in _TRANSFER_METHODS:
+        raise ValueError(f"transfer method '{method.name}' is registered twice")
+    _TRANSFER_METHODS[method.name] = method
+    return method
+
+
+def transfer_method_names() -> list[str]:
+    """Every transfer method, in the order runs go (a method may read an earlier one's run)."""
+    return list(_TRANSFER_METHODS)
+
+
 def check_methods(methods: Sequence[str]) -> list[str]:
-    unknown = sorted(set(methods) - set(TRANSFER_METHODS))
+    """``methods`` in run order; an unknown one is refused, naming the known ones."""
+    unknown = sorted(set(methods) - set(_TRANSFER_METHODS))
     if unknown:
-        raise ConfigError(f"unknown transfer method {', '.join(unknown)}; choose from {', '.join(TRANSFER_METHODS)}")
-    return [m for m in TRANSFER_METHODS if m in methods]  # scratch first: similarity reads its prompt
+        raise ConfigError(f"unknown transfer method {', '.join(unknown)}; choose from {', '.join(_TRANSFER_METHODS)}")
+    return [m for m in _TRANSFER_METHODS if m in methods]
 
 
 def per_sample(prompt: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -105,7 +135,7 @@ def prompt_features(model: PromptedModel, prompt: torch.Tensor, dataset: Dataset
     device = prompt.device
     features, labels = [], []
     for images, targets in DataLoader(dataset, batch_size):
-        with model.token_prompt.per_sample(per_sample(prompt, len(images))):
+        with model.shared_prompt().per_sample(per_sample(prompt, len(images))):
             features.append(model.features(images.to(device)).float().cpu())
         labels.append(targets)
     return torch.cat(features), torch.cat(labels)
@@ -158,7 +188,7 @@ def search_forward(model: PromptedModel, head: nn.Module, weights: torch.Tensor,
                    images: torch.Tensor, labels: torch.Tensor) -> SearchPass:
     ensemble = ensemble_prompt(weights, sources)
     leaf = per_sample(ensemble.detach(), len(images)).clone().requires_grad_(True)
-    with model.token_prompt.per_sample(leaf):
+    with model.shared_prompt().per_sample(leaf):
         features = model.features(images)
     losses = F.cross_entropy(head(standardised(features)).float(), labels, reduction="none")
     return SearchPass(ensemble, leaf, features, losses)
@@ -270,38 +300,16 @@ class TargetTransfer:
             write_atomic(path, lambda tmp: tmp.write_text(json.dumps(self._scores, indent=2)))
         return self._scores
 
-    def initial_weights(self, method: str, seed: int,
-                        model: PromptedModel) -> tuple[torch.Tensor | None, list[dict[str, Any]]]:
-        """The method's ensemble weights over the sources (None: start from scratch) and the search log;
-        HGPrompt searches on ``model``, which the search leaves untouched (eval mode, its own head)."""
-        k, device = len(self.sources), self.sources.device
-        if method == "scratch":
-            return None, []
-        if method == "uniform":
-            return torch.full((k,), 1 / k, device=device), []
-        if method in ("best-hscore", "oracle"):
-            key = "h_score" if method == "best-hscore" else "probe_test_acc"
-            best = max(self.scores(), key=lambda r: r[key])["source"]
-            return one_hot(self.names.index(best), k, device), []
-        if method == "similarity":
-            reference = Path(self.run("scratch", seed)["prompt"]) / WEIGHTS_FILE
-            tuned = load_file(str(reference))[PROMPT_TENSOR].to(device)
-            return similarity_weights(tuned, self.sources, self.config.similarity_temperature), []
-        search = self.config.search
-        if method == "hgprompt-no-gar":
-            search = replace(search, gar_weight=0.0, conflict_weight=0.0)
-        return search_weights(model, self.sources, self.search_set, search, seed, self.progress)
-
     def starting_point(self, method: str, seed: int, model: PromptedModel,
                        run_dir: Path) -> tuple[torch.Tensor | None, list[dict[str, Any]]]:
-        """``initial_weights``, worked out once per run and kept in ``start.json``, so an
+        """The method's starting weights, worked out once per run and kept in ``start.json``, so an
         interrupted run resumes its tuning without searching for its weights again."""
         path = run_dir / START_FILE
         if path.is_file():
             saved = json.loads(path.read_text())
             weights = None if saved["weights"] is None else torch.tensor(saved["weights"], device=self.sources.device)
             return weights, saved["search"]
-        weights, search_log = self.initial_weights(method, seed, model)
+        weights, search_log = _TRANSFER_METHODS[method].start(self, seed, model)
         start = {"weights": None if weights is None else weights.cpu().tolist(), "search": search_log}
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(path, lambda tmp: tmp.write_text(json.dumps(start, indent=2)))
@@ -316,7 +324,7 @@ class TargetTransfer:
         weights, search_log = self.starting_point(method, seed, model, run_dir)
         if weights is not None:
             with torch.no_grad():
-                model.token_prompt.prompts.copy_(ensemble_prompt(weights, self.sources))
+                model.shared_prompt().shared_prompts().copy_(ensemble_prompt(weights, self.sources))
         config = replace(self.config.tune, seed=seed)
         result = train(model, self.train_set, run_dir, config, eval_set=self.test_set,
                        resume=latest_checkpoint(run_dir) is not None, progress=self.progress, eval_every=config.epochs)
@@ -334,3 +342,38 @@ def run_transfer(entries: list[BankEntry], target: str, methods: Sequence[str], 
     """Every method × seed on one target task, from the bank ``entries`` as sources."""
     job = TargetTransfer(entries, target, config, out, progress)
     return [job.run(method, seed) for seed in seeds for method in check_methods(methods)]
+
+
+def from_scratch(job: TargetTransfer, seed: int, model: PromptedModel) -> Start:
+    return None, []
+
+
+def uniform(job: TargetTransfer, seed: int, model: PromptedModel) -> Start:
+    return torch.full((len(job.sources),), 1 / len(job.sources), device=job.sources.device), []
+
+
+def one_source(key: str, job: TargetTransfer, seed: int, model: PromptedModel) -> Start:
+    """The single source that scores best by ``key`` of the source scores."""
+    best = max(job.scores(), key=lambda r: r[key])["source"]
+    return one_hot(job.names.index(best), len(job.sources), job.sources.device), []
+
+
+def similarity(job: TargetTransfer, seed: int, model: PromptedModel) -> Start:
+    """SPoT-style weights from the target's own scratch-tuned prompt (so scratch runs first)."""
+    reference = Path(job.run("scratch", seed)["prompt"]) / WEIGHTS_FILE
+    tuned = load_file(str(reference))[model.shared_prompt_key()].to(job.sources.device)
+    return similarity_weights(tuned, job.sources, job.config.similarity_temperature), []
+
+
+def hgprompt(job: TargetTransfer, seed: int, model: PromptedModel, gar: bool = True) -> Start:
+    search = job.config.search if gar else replace(job.config.search, gar_weight=0.0, conflict_weight=0.0)
+    return search_weights(model, job.sources, job.search_set, search, seed, job.progress)
+
+
+register_transfer_method(TransferMethod("scratch", from_scratch))
+register_transfer_method(TransferMethod("uniform", uniform))
+register_transfer_method(TransferMethod("best-hscore", partial(one_source, "h_score")))
+register_transfer_method(TransferMethod("oracle", partial(one_source, "probe_test_acc")))
+register_transfer_method(TransferMethod("similarity", similarity))
+register_transfer_method(TransferMethod("hgprompt-no-gar", partial(hgprompt, gar=False)))
+register_transfer_method(TransferMethod("hgprompt", hgprompt))

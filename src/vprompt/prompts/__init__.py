@@ -4,10 +4,12 @@ Each prompt module pairs with a method config: [`VPTConfig`][vprompt.prompts.VPT
 [`VPTPrompt`][vprompt.prompts.VPTPrompt] (``vpt-shallow``, ``vpt-deep``),
 [`VAPTConfig`][vprompt.prompts.VAPTConfig] a [`VAPTPrompt`][vprompt.prompts.VAPTPrompt] (``vapt``)
 and [`VPConfig`][vprompt.prompts.VPConfig] a [`PixelPrompt`][vprompt.prompts.PixelPrompt] (``vp``).
+[`SharedPrompt`][vprompt.prompts.SharedPrompt] is what multi-source transfer asks of a prompt.
 """
 
 from vprompt.prompts.adaptive import VAPTConfig, VAPTPrompt
 from vprompt.prompts.pixel import PixelPrompt, VPConfig
+from vprompt.prompts.shared import SharedPrompt
 from vprompt.prompts.tokens import TokenPrompt, VPTConfig, VPTPrompt
 
-__all__ = ["PixelPrompt", "TokenPrompt", "VAPTConfig", "VAPTPrompt", "VPConfig", "VPTConfig", "VPTPrompt"]
+__all__ = ["PixelPrompt", "SharedPrompt", "TokenPrompt", "VAPTConfig", "VAPTPrompt", "VPConfig", "VPTConfig", "VPTPrompt"]

@@ -120,6 +120,8 @@ class VPTPrompt(TokenPrompt):
     """Layers that get their own prompt: 1 (shallow) or every block (deep)."""
     dropout: nn.Dropout
     """Dropout on the shared prompts (per-sample prompts skip it)."""
+    shared_tensor_name = "prompts"
+    """Multi-source transfer's shared tensor ([`SharedPrompt`][vprompt.prompts.SharedPrompt]): ``prompts``."""
 
     def __init__(self, layout: TokenLayout, config: VPTConfig, deep: bool) -> None:
         super().__init__(config.prompt_len, layout)
@@ -139,6 +141,10 @@ class VPTPrompt(TokenPrompt):
             self._rows = [(stage, row) for stage, (_, count) in enumerate(stages) for row in range(count)]
         self.dropout = nn.Dropout(config.prompt_dropout)
         self._per_sample: torch.Tensor | None = None
+
+    def shared_prompts(self) -> torch.Tensor | None:
+        """The (layers, p, d) parameter every sample shares, or None on a backbone whose widths change by stage."""
+        return self.prompts
 
     @contextmanager
     def per_sample(self, prompts: torch.Tensor) -> Iterator[None]:

@@ -30,8 +30,8 @@ from vprompt.recipes.run import task_dirs
 from vprompt.report import markdown_table, new_figure, save_figure, write_rows
 from vprompt.sweep import Run, execute, protocol_table, summarise
 from vprompt.train import TrainConfig
-from vprompt.transfer import SCORES_FILE, TRANSFER_METHODS, SearchConfig, TransferConfig, run_transfer
-from vprompt.validation import Existing, NonEmpty, Validated, Writable, above, at_least, check_members
+from vprompt.transfer import SCORES_FILE, SearchConfig, TransferConfig, check_methods, run_transfer, transfer_method_names
+from vprompt.validation import Existing, NonEmpty, Validated, Writable, above, at_least
 
 
 @dataclass
@@ -41,7 +41,7 @@ class HGPromptReproduction(Validated):
     """Folder of VTAB-1k task folders; default: the offline synthetic suite."""
     tasks: Annotated[list[str], NonEmpty()] | None = None
     """Tasks to use, as targets and as each other's sources (default: all found)."""
-    methods: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: list(TRANSFER_METHODS))
+    methods: Annotated[list[str], NonEmpty()] = field(default_factory=transfer_method_names)
     seeds: Annotated[list[Annotated[int, at_least(0)]], NonEmpty()] = field(default_factory=lambda: [0, 1, 2])
     source_method: Literal["vpt-deep", "vpt-shallow"] = "vpt-deep"
     prompt_len: Annotated[int, at_least(1)] = 10
@@ -61,7 +61,7 @@ class HGPromptReproduction(Validated):
         super().__post_init__()
         if self.data is None:
             synthetic_task_names(self.tasks)
-        check_members("methods", self.methods, TRANSFER_METHODS)
+        check_methods(self.methods)
 
     def resolved(self) -> HGPromptReproduction:
         """This config, or its quick variant."""
