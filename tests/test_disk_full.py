@@ -22,7 +22,8 @@ from test_train import separable_task, trainable
 from vprompt.data import write_synthetic_suite
 from vprompt.errors import CheckpointError
 from vprompt.model import create_model, load_prompt
-from vprompt.train import CHECKPOINTS, FINAL, LATEST, TrainConfig, latest_checkpoint, train
+from vprompt.checkpoint import CHECKPOINTS, FINAL, LATEST, latest_checkpoint
+from vprompt.train import TrainConfig, train
 
 CONFIG = TrainConfig(epochs=3, batch_size=16, warmup_epochs=1, base_lr=2.0, weight_decay=0.0)
 METHOD = ("vpt-deep", {"prompt_len": 2, "prompt_dropout": 0.1})

@@ -12,7 +12,8 @@ from safetensors.torch import load_file, save_file
 from conftest import tiny_vit_spec
 from vprompt.backbones import BackboneSpec, create_backbone, fingerprint
 from vprompt.errors import CheckpointError, ConfigError
-from vprompt.model import META_FILE, WEIGHTS_FILE, create_model, load_prompt, save_prompt
+from vprompt.checkpoint import META_FILE, WEIGHTS_FILE
+from vprompt.model import create_model, load_prompt, save_prompt
 
 
 def perturbed(model):

@@ -11,7 +11,8 @@ from torch.utils.data import Dataset, TensorDataset
 
 from vprompt.errors import ConfigError, NonFiniteLossError
 from vprompt.model import create_model, load_prompt
-from vprompt.train import TrainConfig, latest_checkpoint, lr_at, train
+from vprompt.checkpoint import latest_checkpoint
+from vprompt.train import TrainConfig, lr_at, train
 
 
 def separable_task(n: int = 96) -> TensorDataset:

@@ -22,8 +22,9 @@ from safetensors.torch import load_file
 from vprompt.backbones import BackboneSpec
 from vprompt.errors import CheckpointError, ConfigError
 from vprompt.hub import hub_name, is_hub_reference
-from vprompt.model import META_FILE, WEIGHTS_FILE, PromptedModel, read_metadata, write_atomic
-from vprompt.train import resolve_prompt_dir
+from vprompt.checkpoint import (META_FILE, WEIGHTS_FILE, read_metadata, recorded_accuracy, resolve_prompt_dir,
+                                write_json)
+from vprompt.model import PromptedModel
 
 CARD_FILE = "card.json"
 
@@ -40,17 +41,6 @@ class BankEntry:
 
     def metadata(self) -> dict[str, Any]:
         return read_metadata(self.path)
-
-
-def recorded_accuracy(prompt_dir: Path) -> float | None:
-    """The last evaluated accuracy of the training run that wrote ``prompt_dir``, if it left metrics."""
-    for folder in (prompt_dir, prompt_dir.parent):
-        metrics = folder / "metrics.json"
-        if metrics.is_file():
-            rows = json.loads(metrics.read_text())
-            scored = [row["eval_acc"] for row in rows if row.get("eval_acc") is not None]
-            return scored[-1] if scored else None
-    return None
 
 
 def add_to_bank(bank: Path | str, prompt: Path | str, name: str | None = None, task: str | None = None,
@@ -82,7 +72,7 @@ def add_to_bank(bank: Path | str, prompt: Path | str, name: str | None = None, t
     target.mkdir(parents=True, exist_ok=True)
     for file in (WEIGHTS_FILE, META_FILE):
         shutil.copyfile(source / file, target / file)
-    write_atomic(target / CARD_FILE, lambda tmp: tmp.write_text(json.dumps(card, indent=2)))
+    write_json(target / CARD_FILE, card)
     return BankEntry(name, target, card)
 
 

@@ -220,8 +220,8 @@ class Export(Validated):
 
     def run(self) -> None:
         from vprompt.export import export_model
+        from vprompt.checkpoint import resolve_prompt_dir
         from vprompt.model import load_prompt
-        from vprompt.train import resolve_prompt_dir
 
         prompt_dir = resolve_prompt_dir(self.prompt)
         sidecar = export_model(load_prompt(prompt_dir), self.out, self.format, prompt_dir)

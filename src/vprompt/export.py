@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +22,8 @@ import torch
 
 from vprompt import __version__
 from vprompt.errors import ConfigError
-from vprompt.model import WEIGHTS_FILE, PromptedModel, write_atomic
+from vprompt.checkpoint import WEIGHTS_FILE, write_atomic, write_json
+from vprompt.model import PromptedModel
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
@@ -52,7 +52,7 @@ def export_model(model: PromptedModel, out: Path | str, fmt: str, prompt_dir: Pa
                           f"PromptedModel's by {disagreement:.2e} (more than {TOLERANCE})")
     sidecar = out.with_name(out.name + ".json")
     meta = sidecar_metadata(model, out, fmt, prompt_dir)
-    write_atomic(sidecar, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    write_json(sidecar, meta)
     return sidecar
 
 

@@ -15,7 +15,6 @@ from vprompt.errors import CheckpointError, ConfigError
 from vprompt.failures import one_line
 
 HUB_PREFIX = "hf://"
-PROMPT_FILES = ["prompt.json", "prompt.safetensors", "README.md"]
 
 
 REACH_TIMEOUT = 5.0
@@ -55,9 +54,9 @@ def hub_name(reference: str) -> str:
     return reference[len(HUB_PREFIX):].partition("@")[0].rpartition("/")[2]
 
 
-def resolve_hub_prompt(reference: str) -> Path:
-    """The local snapshot folder of a Hub prompt: downloaded when the Hub is reachable, else read
-    from the cache (``HF_HUB_CACHE``; ``HF_HUB_OFFLINE=1`` never tries the network)."""
+def resolve_hub_prompt(reference: str, files: list[str]) -> Path:
+    """The local snapshot folder of a Hub prompt (``files`` of it): downloaded when the Hub is
+    reachable, else read from the cache (``HF_HUB_CACHE``; ``HF_HUB_OFFLINE=1`` never tries the network)."""
     repo, _, revision = reference[len(HUB_PREFIX):].partition("@")
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise ConfigError(f"a Hub prompt is hf://ORG/NAME[@REVISION], got {reference!r}")
@@ -66,7 +65,7 @@ def resolve_hub_prompt(reference: str) -> Path:
     except ImportError as exc:
         raise ConfigError("hf:// prompts need huggingface_hub: pip install huggingface_hub") from exc
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or not hub_reachable()
-    options = dict(repo_id=repo, revision=revision or None, allow_patterns=PROMPT_FILES,
+    options = dict(repo_id=repo, revision=revision or None, allow_patterns=files,
                    cache_dir=os.environ.get("HF_HUB_CACHE") or None)
     try:
         return Path(snapshot_download(**options, local_files_only=offline))

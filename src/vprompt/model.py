@@ -1,36 +1,30 @@
 """PromptedModel: input prompt → normalise → frozen backbone (+ token prompts) → head.
 
 Every trainer, evaluator and attack only sees this module: images in [0, 1] in, logits out.
-It also owns the trainable-parameter accounting and the prompt-only checkpoint format
-(``prompt.safetensors`` + ``prompt.json``).
+It also says what a prompt checkpoint of it holds (its trainable state and metadata; the files
+themselves are ``vprompt.checkpoint``'s) and counts trainable parameters.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from safetensors.torch import save as serialize_tensors
 from torch import nn
 from torch.utils.data import Dataset
 
 from vprompt.backbones import BackboneSpec, DataConfig, create_backbone, data_config, fingerprint
-from vprompt.card import CARD_FILE, model_card
+from vprompt.card import model_card
+from vprompt.checkpoint import (CHECKPOINT_FORMAT, read_metadata, read_tensors, resolve_prompt_dir,
+                                write_prompt_files)
 from vprompt.errors import CheckpointError, ConfigError
 from vprompt.families import find_family, source_classifier, token_family
 from vprompt.heads import LinearHead, source_head
-from vprompt.hub import is_hub_reference, resolve_hub_prompt
 from vprompt.methods import LinearHeadConfig, Method, MethodConfig, get_method, make_config
 from vprompt.prompts.shared import SharedPrompt
 
-CHECKPOINT_FORMAT = 1
-WEIGHTS_FILE = "prompt.safetensors"
-META_FILE = "prompt.json"
 
 
 class PromptedModel(nn.Module):
@@ -314,9 +308,7 @@ def save_prompt(model: PromptedModel, directory: Path | str, training: dict[str,
     """Write the prompt-only checkpoint (trainable tensors + metadata) and its model card.
 
     Only what the method trains is stored, so a prompt's checkpoint stays small: the frozen
-    backbone is rebuilt from its spec. The tensors are serialised in memory and written like every
-    other file, so a full disk raises an OSError naming the file (safetensors' own file writer
-    raises a SafetensorError instead).
+    backbone is rebuilt from its spec. A full disk raises an OSError naming the file.
 
     Args:
         model: The trained model.
@@ -329,51 +321,17 @@ def save_prompt(model: PromptedModel, directory: Path | str, training: dict[str,
         ``directory``, as a path.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: (v.float() if v.is_floating_point() else v).contiguous().cpu()
-               for k, v in model.trainable_state().items()}
-    weights = serialize_tensors(tensors)
-    write_atomic(directory / WEIGHTS_FILE, lambda tmp: tmp.write_bytes(weights))
     meta = model.metadata()
-    write_atomic(directory / META_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
-    card = model_card(meta, training)
-    write_atomic(directory / CARD_FILE, lambda tmp: tmp.write_text(card))
+    write_prompt_files(directory, model.trainable_state(), meta, model_card(meta, training))
     return directory
-
-
-def write_atomic(path: Path, write) -> None:
-    """Write via a temporary sibling and rename, so a crash never leaves a half-written file; a
-    failed write (a full disk) leaves no temporary behind either, and its OSError names ``path``
-    (the OS reports a failing write() without a file name)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-    finally:
-        tmp.unlink(missing_ok=True)  # already renamed away unless the write failed
-
-
-def read_metadata(directory: Path | str) -> dict[str, Any]:
-    path = Path(directory) / META_FILE
-    if not path.is_file():
-        raise CheckpointError(f"no prompt checkpoint in {directory} ({META_FILE} not found)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} has checkpoint format {meta.get('format')}, expected {CHECKPOINT_FORMAT}")
-    return meta
 
 
 def load_prompt(directory: Path | str, backbone: BackboneSpec | None = None) -> PromptedModel:
     """Rebuild a PromptedModel from a prompt checkpoint.
 
     Args:
-        directory: A folder written by [`save_prompt`][vprompt.save_prompt], or a Hub reference
-            ``hf://ORG/NAME[@REVISION]``.
+        directory: A folder written by [`save_prompt`][vprompt.save_prompt], a training run's
+            folder (its final prompt), or a Hub reference ``hf://ORG/NAME[@REVISION]``.
         backbone: Build on this spec instead of the recorded one (e.g. weights moved to another
             path); its weights must still be those the prompt was trained on.
 
@@ -384,8 +342,7 @@ def load_prompt(directory: Path | str, backbone: BackboneSpec | None = None) -> 
     Raises:
         CheckpointError: The checkpoint is missing, corrupt, or does not fit the backbone.
     """
-    if is_hub_reference(directory):
-        directory = resolve_hub_prompt(directory)
+    directory = resolve_prompt_dir(directory)
     meta = read_metadata(directory)
     spec = backbone or BackboneSpec.from_dict(meta["backbone"])
     model = create_model(
@@ -401,10 +358,7 @@ def load_prompt_into(model: PromptedModel, directory: Path | str, meta: dict[str
     problems = compatibility_problems(meta, model)
     if problems:
         raise CheckpointError(f"prompt checkpoint {directory} does not fit this model: {'; '.join(problems)}")
-    try:
-        tensors = load_file(str(Path(directory) / WEIGHTS_FILE))
-    except (OSError, SafetensorError) as exc:
-        raise CheckpointError(f"cannot read {Path(directory) / WEIGHTS_FILE}: {exc}") from exc
+    tensors = read_tensors(directory)
     expected = model.trainable_state()
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     wanted = {k: tuple(v.shape) for k, v in expected.items()}

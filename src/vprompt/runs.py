@@ -19,7 +19,8 @@ from vprompt.evaluate import evaluate
 from vprompt.model import PromptedModel, create_model, load_prompt
 from vprompt.robust.adversarial import AdversarialConfig
 from vprompt.robust.evaluation import AttackConfig, attack_report
-from vprompt.train import TrainConfig, resolve_prompt_dir, train
+from vprompt.checkpoint import resolve_prompt_dir
+from vprompt.train import TrainConfig, train
 
 
 def train_on_task(

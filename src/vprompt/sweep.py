@@ -30,7 +30,8 @@ from vprompt.failures import one_line
 from vprompt.methods import get_method
 from vprompt.report import markdown_table, mean_of_group_means, mean_std
 from vprompt.runs import train_on_task
-from vprompt.train import FINAL, TrainConfig, latest_checkpoint
+from vprompt.checkpoint import FINAL, latest_checkpoint
+from vprompt.train import TrainConfig
 from vprompt.validation import NonEmpty, Validated, above, at_least
 
 

@@ -8,7 +8,6 @@ trainable tensors, the optimizer state and the metrics so far.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -18,10 +17,11 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal
+from typing import Annotated, Any, Callable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
@@ -31,17 +31,14 @@ from vprompt.distill import Distillation, DistillationConfig
 from vprompt.errors import CheckpointError, ConfigError, NonFiniteLossError
 from vprompt.evaluate import evaluate
 from vprompt.hardware import MixedPrecision, pin_memory, resolve_precision, resolve_workers, training_attention
-from vprompt.hub import is_hub_reference, resolve_hub_prompt
-from vprompt.model import META_FILE, PromptedModel, load_prompt_into, save_prompt, write_atomic
+from vprompt.checkpoint import (CHECKPOINTS, FINAL, LATEST, TRAIN_STATE, latest_checkpoint, write_atomic,
+                                write_metrics)
+from vprompt.model import PromptedModel, load_prompt_into, save_prompt
 from vprompt.robust.adversarial import AdversarialConfig, adversarial_examples
 from vprompt.validation import Validated, above, at_least, at_most
 
 SPEED_ONLY = ("workers", "cache_mb", "compile", "grad_checkpointing")
 """TrainConfig fields that change how fast a run goes, not what it computes: a resume may change them."""
-CHECKPOINTS = "checkpoints"
-LATEST = "latest"
-TRAIN_STATE = "train_state.pt"
-FINAL = "prompt"
 
 
 @dataclass
@@ -160,6 +157,50 @@ def cached_splits(train_set: Dataset, eval_set: Dataset | None, config: TrainCon
     return train_set, eval_set
 
 
+@dataclass
+class Schedule:
+    """The learning rate of every step: linear warm-up, then cosine decay (a pure function of the
+    global step, which is what makes a resume exact)."""
+
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    peak_lr: float
+
+    def lr(self, global_step: int) -> float:
+        return lr_at(global_step, self.total_steps, self.warmup_steps, self.peak_lr)
+
+
+@dataclass
+class TrainingRun:
+    """What the stages of one run share: the model as accelerate prepared it, its optimizer and
+    data, the schedule, and the run's settings."""
+
+    model: PromptedModel
+    """The model as the caller gave it (what is saved and evaluated)."""
+    prepared: nn.Module
+    """The model as accelerate prepared it (what trains)."""
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    """``prepared``, compiled when the config asks for it."""
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    accelerator: Any
+    params: list[nn.Parameter]
+    schedule: Schedule
+    config: TrainConfig
+    out_dir: Path
+    train_set: Dataset
+    eval_set: Dataset | None
+    eval_workers: int
+    adversarial: AdversarialConfig | None
+    distiller: Distillation | None
+    distillation: DistillationConfig | None
+    precision: str
+    """What ``auto`` resolved to, recorded in every metrics row."""
+    show: bool
+    """Show progress bars (the main process only)."""
+
+
 def train(
     model: PromptedModel,
     train_set: Dataset,
@@ -176,7 +217,8 @@ def train(
 
     Checkpointing every epoch is what makes a killed run resumable exactly; the finished prompt is
     saved with [`save_prompt`][vprompt.save_prompt] in ``out_dir/prompt``. Runs on one process
-    or under ``accelerate launch``.
+    or under ``accelerate launch``. Step metrics stay on the device and are read once per epoch,
+    so a GPU never waits for the host between steps.
 
     Args:
         model: The model to train, e.g. from [`create_model`][vprompt.create_model].
@@ -194,90 +236,151 @@ def train(
     Returns:
         The per-epoch metrics (loss, accuracy, learning rate, time; eval loss and accuracy when
         scored) and the folder of the saved prompt.
+
+    Raises:
+        NonFiniteLossError: The loss became NaN or infinite; the model is put back to the last
+            checkpoint, which is kept.
     """
     out_dir = Path(out_dir)
     check_out_dir(out_dir, resume)
+    run, start_epoch, history = start_run(model, train_set, out_dir, config, eval_set, resume, progress,
+                                          adversarial, distillation)
+    epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", disable=not run.show,
+                  initial=start_epoch, total=config.epochs)
+    with speed_settings(model, config, run.accelerator.device.type, run.precision):
+        for epoch in epochs:
+            row = train_epoch(run, epoch)
+            if run.eval_set is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
+                row |= evaluate_epoch(run)
+            history.append(row)
+            epochs.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "eval_acc")})
+            save_epoch(run, epoch, history)
+    return TrainResult(history, save_final(run, history))
+
+
+def start_run(model: PromptedModel, train_set: Dataset, out_dir: Path, config: TrainConfig, eval_set: Dataset | None,
+              resume: bool, progress: bool, adversarial: AdversarialConfig | None,
+              distillation: DistillationConfig | None) -> tuple[TrainingRun, int, list[dict[str, Any]]]:
+    """The run set up: accelerator, optimizer (restored on resume), cached splits, loader, schedule.
+    Returns the run, the epoch to start from and the metrics so far."""
     accelerator = make_accelerator(config.mixed_precision)
-    precision = accelerator.mixed_precision  # what auto resolved to
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config)
     start_epoch, history = 0, []
     if resume:
         start_epoch, history = restore(model, optimizer, out_dir, config, adversarial, distillation)
-    train_set, eval_set = cached_splits(train_set, eval_set, config, progress and accelerator.is_main_process)
-    workers = resolve_workers(config.workers, decodes_images(train_set))
-    eval_workers = resolve_workers(config.workers, decodes_images(eval_set))
-    sampler = EpochShuffle(len(train_set), config.seed)
-    loader = DataLoader(train_set, config.batch_size, sampler=sampler, drop_last=False, num_workers=workers,
-                        pin_memory=pin_memory())
-    prepared_model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    distiller = Distillation(distillation).to(accelerator.device) if distillation is not None else None
-    forward = torch.compile(prepared_model) if config.compile else prepared_model
-    steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = steps_per_epoch * config.warmup_epochs
-    peak_lr = config.peak_lr(accelerator.num_processes)
     show = progress and accelerator.is_main_process
-    epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", disable=not show,
-                  initial=start_epoch, total=config.epochs)
-    with speed_settings(model, config, accelerator.device.type, precision):
-        for epoch in epochs:
-            loader.set_epoch(epoch)  # accelerate passes it on to our sampler (and would otherwise count from 0)
-            accelerator.unwrap_model(prepared_model).epoch_start(train_set, epoch, config.seed)
-            torch.manual_seed(epoch_seed(config.seed, epoch))
-            prepared_model.train()
-            started = time.perf_counter()
-            loss_sum, correct, seen = 0.0, 0, 0
-            steps = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not show)
-            for step, (images, labels) in enumerate(steps):
-                global_step = epoch * steps_per_epoch + step
-                lr = lr_at(global_step, total_steps, warmup_steps, peak_lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                if adversarial is not None:  # attack the unwrapped model: no DDP reducer inside the attack
-                    images = adversarial_examples(accelerator.unwrap_model(prepared_model), images, labels,
-                                                  adversarial, step=global_step)
-                logits = forward(images)
-                if distiller is None:
-                    loss = F.cross_entropy(logits.float(), labels)
-                else:
-                    with accelerator.autocast():
-                        teacher_logits = distiller.teacher(images)
-                    loss = distiller.loss(logits.float(), teacher_logits, labels)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise NonFiniteLossError(nonfinite_message(loss_value, epoch, step, out_dir))
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
-                if config.grad_clip:
-                    accelerator.clip_grad_norm_(params, config.grad_clip)
-                optimizer.step()
-                loss_sum += loss_value * len(labels)
-                correct += (logits.argmax(1) == labels).sum().item()
-                seen += len(labels)
-                steps.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
-            loss_sum, correct, seen = accelerator.reduce(  # every process's shard, summed
-                torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=accelerator.device), "sum").tolist()
-            row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                   "train_images": int(seen), "seconds": time.perf_counter() - started, "precision": precision}
-            if eval_set is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
-                scores = evaluate(model, eval_set, config.batch_size, accelerator=accelerator, workers=eval_workers)
-                row.update({"eval_loss": scores["loss"], "eval_acc": scores["acc"]})
-            history.append(row)
-            epochs.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "eval_acc")})
-            if accelerator.is_main_process:
-                save_checkpoint(accelerator.unwrap_model(prepared_model), optimizer, out_dir, epoch + 1, history,
-                                config, adversarial, distillation)
-            accelerator.wait_for_everyone()
-    final_dir = out_dir / FINAL
-    if accelerator.is_main_process:
-        task = getattr(getattr(train_set, "task", None), "name", None)
-        with saving(out_dir, final_dir):
-            save_prompt(accelerator.unwrap_model(prepared_model), final_dir,
-                        training={"config": asdict(config), "metrics": history[-1] if history else {}, "task": task,
-                                  "eval_split": getattr(eval_set, "split", None),
-                                  "adversarial": adversarial.describe() if adversarial else None})
-    return TrainResult(history, final_dir)
+    train_set, eval_set = cached_splits(train_set, eval_set, config, show)
+    sampler = EpochShuffle(len(train_set), config.seed)
+    loader = DataLoader(train_set, config.batch_size, sampler=sampler, drop_last=False, pin_memory=pin_memory(),
+                        num_workers=resolve_workers(config.workers, decodes_images(train_set)))
+    prepared, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    steps_per_epoch = len(loader)
+    schedule = Schedule(steps_per_epoch, steps_per_epoch * config.epochs, steps_per_epoch * config.warmup_epochs,
+                        config.peak_lr(accelerator.num_processes))
+    run = TrainingRun(
+        model=model, prepared=prepared, forward=torch.compile(prepared) if config.compile else prepared,
+        optimizer=optimizer, loader=loader, accelerator=accelerator, params=params, schedule=schedule, config=config,
+        out_dir=out_dir, train_set=train_set, eval_set=eval_set,
+        eval_workers=resolve_workers(config.workers, decodes_images(eval_set)), adversarial=adversarial,
+        distiller=Distillation(distillation).to(accelerator.device) if distillation is not None else None,
+        distillation=distillation, precision=accelerator.mixed_precision, show=show,
+    )
+    return run, start_epoch, history
+
+
+def train_epoch(run: TrainingRun, epoch: int) -> dict[str, Any]:
+    """One pass over the training split; its metrics row (summed over every process)."""
+    run.loader.set_epoch(epoch)  # accelerate passes it on to our sampler (and would otherwise count from 0)
+    run.model.epoch_start(run.train_set, epoch, run.config.seed)
+    torch.manual_seed(epoch_seed(run.config.seed, epoch))
+    run.prepared.train()
+    started = time.perf_counter()
+    device = run.accelerator.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # the first step whose loss was not finite
+    bad_loss = torch.zeros((), device=device)
+    seen, lr = 0, 0.0
+    steps = tqdm(run.loader, desc=f"epoch {epoch + 1}", leave=False, disable=not run.show)
+    for step, (images, labels) in enumerate(steps):
+        lr = run.schedule.lr(epoch * run.schedule.steps_per_epoch + step)
+        loss, logits = train_step(run, images, labels, epoch * run.schedule.steps_per_epoch + step, lr)
+        newly_bad = (first_bad < 0) & ~torch.isfinite(loss)
+        first_bad = torch.where(newly_bad, step, first_bad)
+        bad_loss = torch.where(newly_bad, loss.float(), bad_loss)
+        loss_sum += loss.double() * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+        steps.set_postfix(lr=f"{lr:.2e}")
+    check_finite(run, int(first_bad), float(bad_loss), epoch)
+    loss_sum, correct, seen = run.accelerator.reduce(  # every process's shard, summed
+        torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)]),
+        "sum").tolist()
+    return {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+            "train_images": int(seen), "seconds": time.perf_counter() - started, "precision": run.precision}
+
+
+def train_step(run: TrainingRun, images: torch.Tensor, labels: torch.Tensor, global_step: int,
+               lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step at ``lr``; returns the (detached) loss and the logits, left on the device."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    if run.adversarial is not None:  # attack the unwrapped model: no DDP reducer inside the attack
+        images = adversarial_examples(run.accelerator.unwrap_model(run.prepared), images, labels, run.adversarial,
+                                      step=global_step)
+    logits = run.forward(images)
+    if run.distiller is None:
+        loss = F.cross_entropy(logits.float(), labels)
+    else:
+        with run.accelerator.autocast():
+            teacher_logits = run.distiller.teacher(images)
+        loss = run.distiller.loss(logits.float(), teacher_logits, labels)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.accelerator.backward(loss)
+    if run.config.grad_clip:
+        run.accelerator.clip_grad_norm_(run.params, run.config.grad_clip)
+    run.optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def check_finite(run: TrainingRun, first_bad: int, loss: float, epoch: int) -> None:
+    """Stop when a step's loss was not finite: the model goes back to the last checkpoint (the
+    steps since may have spread the NaN), which stays in charge for a resume."""
+    if first_bad < 0:
+        return
+    latest = latest_checkpoint(run.out_dir)
+    if latest is not None:
+        load_prompt_into(run.model, latest)
+    raise NonFiniteLossError(nonfinite_message(loss, epoch, first_bad, run.out_dir))
+
+
+def evaluate_epoch(run: TrainingRun) -> dict[str, float]:
+    """Loss and accuracy on the evaluation split."""
+    scores = evaluate(run.model, run.eval_set, run.config.batch_size, accelerator=run.accelerator,
+                      workers=run.eval_workers)
+    return {"eval_loss": scores["loss"], "eval_acc": scores["acc"]}
+
+
+def save_epoch(run: TrainingRun, epoch: int, history: list[dict[str, Any]]) -> None:
+    """The epoch's checkpoint, written by the main process while the others wait."""
+    if run.accelerator.is_main_process:
+        save_checkpoint(run.accelerator.unwrap_model(run.prepared), run.optimizer, run.out_dir, epoch + 1, history,
+                        run.config, run.adversarial, run.distillation)
+    run.accelerator.wait_for_everyone()
+
+
+def save_final(run: TrainingRun, history: list[dict[str, Any]]) -> Path:
+    """The finished prompt in ``out_dir/prompt``, with what the run knows for its model card."""
+    final_dir = run.out_dir / FINAL
+    if run.accelerator.is_main_process:
+        task = getattr(getattr(run.train_set, "task", None), "name", None)
+        with saving(run.out_dir, final_dir):
+            save_prompt(run.accelerator.unwrap_model(run.prepared), final_dir,
+                        training={"config": asdict(run.config), "metrics": history[-1] if history else {}, "task": task,
+                                  "eval_split": getattr(run.eval_set, "split", None),
+                                  "adversarial": run.adversarial.describe() if run.adversarial else None})
+    return final_dir
 
 
 @contextmanager
@@ -308,13 +411,6 @@ def check_out_dir(out_dir: Path, resume: bool) -> None:
         raise ConfigError(f"nothing to resume: {out_dir} holds no checkpoint")
     if not resume and exists:
         raise ConfigError(f"{out_dir} already holds a run; pass --resume to continue it or choose another output folder")
-
-
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    pointer = out_dir / CHECKPOINTS / LATEST
-    if not pointer.is_file():
-        return None
-    return out_dir / CHECKPOINTS / pointer.read_text().strip()
 
 
 def save_checkpoint(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Path, epoch: int,
@@ -400,21 +496,3 @@ def resume_conflicts(saved: dict[str, Any], config: TrainConfig) -> list[str]:
                   if key not in SPEED_ONLY and saved.get(key, getattr(TrainConfig, key)) != value)
 
 
-def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
-    """metrics.json (a list of rows) and metrics.csv, both rewritten atomically every epoch."""
-    write_atomic(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(history, indent=2)))
-    columns = list(dict.fromkeys(key for row in history for key in row))
-    text = io.StringIO()
-    writer = csv.DictWriter(text, columns)
-    writer.writeheader()
-    writer.writerows(history)
-    write_atomic(out_dir / "metrics.csv", lambda tmp: tmp.write_text(text.getvalue()))
-
-
-def resolve_prompt_dir(path: Path | str) -> Path:
-    """Accept a checkpoint folder, a training run's folder (whose final prompt is in ``prompt/``) or
-    a Hub reference ``hf://ORG/NAME[@REVISION]``."""
-    path = resolve_hub_prompt(path) if is_hub_reference(path) else Path(path)
-    if (path / META_FILE).is_file() or not (path / FINAL / META_FILE).is_file():
-        return path
-    return path / FINAL

@@ -41,10 +41,11 @@ from tqdm.auto import tqdm
 from vprompt.bank import BankEntry, bank_backbone, source_prompts
 from vprompt.data.registry import open_task
 from vprompt.errors import CheckpointError, ConfigError
-from vprompt.model import WEIGHTS_FILE, PromptedModel, create_model, write_atomic
+from vprompt.checkpoint import FINAL, WEIGHTS_FILE, latest_checkpoint, write_json
+from vprompt.model import PromptedModel, create_model
 from vprompt.prompts.ensemble import (ensemble_prompt, gradient_alignment, h_score, similarity_weights,
                                       simplex_weights, source_gradients)
-from vprompt.train import FINAL, TrainConfig, latest_checkpoint, train
+from vprompt.train import TrainConfig, train
 from vprompt.validation import Validated, above, at_least
 
 SCORES_FILE = "source_scores.json"
@@ -297,7 +298,7 @@ class TargetTransfer:
             self._scores = score_sources(self.reference, self.sources, self.names, self.search_set, self.test_set,
                                          self.config.search.h_ridge, self.progress)
             self.out.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, lambda tmp: tmp.write_text(json.dumps(self._scores, indent=2)))
+            write_json(path, self._scores)
         return self._scores
 
     def starting_point(self, method: str, seed: int, model: PromptedModel,
@@ -312,7 +313,7 @@ class TargetTransfer:
         weights, search_log = _TRANSFER_METHODS[method].start(self, seed, model)
         start = {"weights": None if weights is None else weights.cpu().tolist(), "search": search_log}
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, lambda tmp: tmp.write_text(json.dumps(start, indent=2)))
+        write_json(path, start)
         return weights, search_log
 
     def run(self, method: str, seed: int) -> dict[str, Any]:
@@ -333,7 +334,7 @@ class TargetTransfer:
                "train_acc": last["train_acc"], "epochs": config.epochs, "sources": self.names,
                "weights": None if weights is None else [round(w, 6) for w in weights.cpu().tolist()],
                "search": search_log, "prompt": str(run_dir / FINAL)}
-        write_atomic(run_dir / ROW_FILE, lambda tmp: tmp.write_text(json.dumps(row, indent=2)))
+        write_json(run_dir / ROW_FILE, row)
         return row
 
 

@@ -29,13 +29,14 @@ from vprompt.backbones import BackboneSpec, check_model_name
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
 from vprompt.data.synthetic import synthetic_task_names
 from vprompt.errors import ConfigError
-from vprompt.model import load_prompt, write_atomic
+from vprompt.checkpoint import FINAL, write_json
+from vprompt.model import load_prompt
 from vprompt.prompts.pixel import MappingRule, Template
 from vprompt.recipes.pbl_report import answers, results_markdown, write_prompt_images, write_tradeoff_plot
 from vprompt.report import write_rows
 from vprompt.robust.evaluation import AttackConfig, attack_report, attack_threat
 from vprompt.sweep import Run, execute
-from vprompt.train import FINAL, TrainConfig
+from vprompt.train import TrainConfig
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, at_least, check_members
 
 METHODS = ("vp", "vp+pbl-value", "vp+pbl-spatial", "vp+pbl-output")
@@ -193,7 +194,7 @@ def claim_run_dir(run_dir: Path, settings: dict[str, Any]) -> None:
         raise ConfigError(f"{run_dir} holds a run with other settings (source, method or training); "
                           "choose another --out or remove it")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(recorded, lambda tmp: tmp.write_text(json.dumps(settings, indent=2)))
+    write_json(recorded, settings)
 
 
 def optional_path(path: Path | None) -> str | None:

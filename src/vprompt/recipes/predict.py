@@ -12,7 +12,7 @@ from vprompt.data.registry import open_task
 from vprompt.errors import ConfigError, DataError
 from vprompt.model import load_prompt
 from vprompt.predict import ImageFiles, RowWriter, iter_predictions, output_format, scan_images
-from vprompt.train import resolve_prompt_dir
+from vprompt.checkpoint import resolve_prompt_dir
 
 
 def resolve_device(name: str) -> torch.device:

@@ -28,7 +28,8 @@ from vprompt.distill import DistillationConfig
 from vprompt.errors import ConfigError
 from vprompt.evaluate import evaluate
 from vprompt.methods import LinearHeadConfig
-from vprompt.model import PromptedModel, write_atomic
+from vprompt.checkpoint import write_atomic
+from vprompt.model import PromptedModel
 from vprompt.robust import AdversarialConfig, ThreatModel, robust_accuracy
 from vprompt.train import TrainConfig, adversarial_settings, train
 from vprompt.zoo import read_card
