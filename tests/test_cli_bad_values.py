@@ -1,12 +1,15 @@
 """Every option of every subcommand, given a bad value through the real entry point: exit status 2,
-exactly one ``error:`` line, no traceback, and nothing written.
+exactly one ``error:`` line that names the option or its value, no traceback, and nothing written.
 
 The subcommands and their value-taking options are read from the real ``--help`` output, so a
 new option without a bad-value case here fails :func:`test_every_value_option_has_a_bad_case`.
+Each subcommand's valid command line (``VALID``) is checked to parse on its own
+(:func:`test_each_valid_command_line_parses`), so a case cannot pass on a stale line's error.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -15,7 +18,7 @@ import pytest
 import torch
 
 from conftest import TINY_VIT
-from vprompt.cli import main
+from vprompt.cli import COMMANDS, main, parse
 from vprompt.cli_reference import leaf_commands
 from vprompt.data import write_synthetic_suite
 from vprompt.data.filelist import task_info
@@ -32,8 +35,16 @@ def value_options(text: str) -> list[str]:
     return OPTION.findall(text) + [f"POS{i}" for i in range(len(positionals))]
 
 
-HELP = leaf_commands()  # every leaf subcommand and its real --help text
-OPTIONS = {" ".join(path): value_options(text) for path, text in HELP.items()}
+@functools.cache
+def help_by_command() -> dict[str, str]:
+    """Every leaf subcommand's real ``--help`` text: walked once, when a test (or the parametrisation
+    below) first asks, not when this module is imported."""
+    return {" ".join(path): text for path, text in leaf_commands().items()}
+
+
+@functools.cache
+def options_by_command() -> dict[str, list[str]]:
+    return {sub: value_options(text) for sub, text in help_by_command().items()}
 
 # Valid arguments per subcommand (options, positionals), so that a case fails on its bad value only.
 VALID: dict[str, tuple[list[str], list[str]]] = {
@@ -52,10 +63,10 @@ VALID: dict[str, tuple[list[str], list[str]]] = {
     "bank list": ([], ["{bank}"]),
     "bank add": ([], ["{out}", "{prompt}"]),
     "report": (["--out", "{out}"], ["{results}"]),
-    "reproduce vapt": (["--out", "{out}", "--quick"], []),
+    "reproduce vapt": (["--out", "{out}", "--quick", *MODEL], []),  # --model: so --weights' cases reach the file
     "reproduce pbl": (["--out", "{out}", "--quick"], []),
     "reproduce robust-tokens": (["--out", "{out}", "--quick"], []),
-    "reproduce hgprompt": (["--out", "{out}", "--quick"], []),
+    "reproduce hgprompt": (["--out", "{out}", "--quick", *MODEL], []),
     "zoo build": (["--out", "{out}", "--work", "{out}-work", "--tiny"], ["fractal-resnet"]),
 }
 
@@ -106,9 +117,52 @@ BAD_FOR: dict[tuple[str, str], list[list[str]]] = {
 }
 
 
+# The field name of each positional, as the error lines name it (tyro's --help shows only a metavar).
+POSITIONAL_NAMES = {
+    ("predict", "POS0"): "images", ("data synth", "POS0"): "out", ("data check", "POS0"): "path",
+    ("bank list", "POS0"): "bank", ("bank add", "POS0"): "bank", ("bank add", "POS1"): "prompt",
+    ("report", "POS0"): "results", ("zoo build", "POS0"): "names",
+}
+# Cases whose bad path is refused for what it is given with, not for the path itself.
+PATH_NOT_NAMED = {("predict", "POS0")}  # IMAGES together with --data
+# What a command line that is wrong for another reason than the bad value says.
+NOT_ABOUT_THE_VALUE = re.compile(r"unrecognized|unknown (?:option|argument)|required|needs --", re.I)
+
+
 def cases() -> list[tuple[str, str, list[str]]]:
-    return [(sub, option, bad) for sub, options in OPTIONS.items() for option in options
+    return [(sub, option, bad) for sub, options in options_by_command().items() for option in options
             for bad in BAD_FOR.get((sub, option), BAD.get(option, []))]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The bad-value cases, one test id each: the --help walk runs at collection, not at import."""
+    if metafunc.definition.name == "test_a_bad_value_is_one_error_line_and_writes_nothing":
+        metafunc.parametrize("sub, option, bad", cases(), ids=lambda v: v if isinstance(v, str) else " ".join(v))
+
+
+def mentions(line: str, word: str, flags: int = 0) -> bool:
+    """``word`` in ``line`` as a whole word: ``epochs`` is not in ``search_epochs``, ``0.5`` not in ``0.55``."""
+    return re.search(rf"(?<![\w/.-]){re.escape(word)}(?![\w/-]|\.\w)", line, flags) is not None
+
+
+def names_the_offender(line: str, sub: str, option: str, bad: list[str]) -> bool:
+    """Whether ``line`` names the option (``--base-lr`` or its field ``base_lr``; a positional by its
+    field name) or the bad value (a number only quoted, ``'5'``; ``KEY=VALUE`` and ``zoo:NAME`` by
+    all their words)."""
+    if option.startswith("--"):
+        if mentions(line, option) or mentions(line, option[2:].replace("-", "_")):
+            return True
+    elif mentions(line, POSITIONAL_NAMES[sub, option], re.I):
+        return True
+    for value in filter(None, bad):
+        if re.fullmatch(r"[-+]?[\d.]+", value):
+            if f"'{value}'" in line:
+                return True
+            continue
+        parts = [part for part in re.split(r"[=:]", value) if part and not re.fullmatch(r"[-+]?[\d.]+", part)]
+        if mentions(line, value) or (parts and all(mentions(line, part) for part in parts)):
+            return True
+    return False
 
 
 def with_bad_value(sub: str, option: str, bad: list[str]) -> list[str]:
@@ -156,14 +210,51 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_every_value_option_has_a_bad_case():
-    missing = [f"{sub} {option}" for sub, options in OPTIONS.items() for option in options
+    options = options_by_command()
+    missing = [f"{sub} {option}" for sub, options in options.items() for option in options
                if (sub, option) not in BAD_FOR and option not in BAD]
     assert not missing, f"options without a bad-value case: {missing}"
     assert len(cases()) >= 60
-    assert {"train", "eval", "attack", "predict", "export", "sweep", "transfer", "zoo build"} <= set(OPTIONS)
+    assert {"train", "eval", "attack", "predict", "export", "sweep", "transfer", "zoo build"} <= set(options)
+    # every subcommand with a case has a valid command line, checked to parse on its own below
+    assert {sub for sub, _, _ in cases()} <= set(VALID), set(options) - set(VALID)
+    assert set(VALID) <= set(options), f"VALID names a subcommand --help does not list: {set(VALID) - set(options)}"
+    positionals = {(sub, option) for sub, option, _ in cases() if option.startswith("POS")}
+    assert positionals <= set(POSITIONAL_NAMES), positionals - set(POSITIONAL_NAMES)
 
 
-@pytest.mark.parametrize("sub, option, bad", cases(), ids=lambda v: v if isinstance(v, str) else " ".join(v))
+def leaf(command):
+    """The subcommand a group (``data``, ``bank``, ``reproduce``, ``zoo``) holds, else ``command``."""
+    while hasattr(command, "command"):
+        command = command.command
+    return command
+
+
+@pytest.mark.parametrize("sub", list(VALID))
+def test_each_valid_command_line_parses(sub, workspace, monkeypatch, capsys):
+    """The line every bad-value case starts from is accepted as it stands, and parses to ``sub``'s own
+    command with the values given: each case's error comes from its bad value, not from a stale line."""
+    root = Path(workspace["root"])
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    options, positionals = VALID[sub]
+    argv = [token.format(**workspace) for token in [*sub.split(), *options, *positionals]]
+    before = snapshot(root)
+    command = leaf(parse(argv))  # raises ConfigError (a one-line parse error) when the line is wrong
+    assert "error:" not in capsys.readouterr().err
+    assert snapshot(root) == before, f"parsing {argv} wrote files"
+    assert callable(getattr(command, "run", None)), command
+    # the same subcommand was parsed (not a prefix of it): a command is the class COMMANDS names for
+    # it; a group's subcommand is the one whose first docstring line its --help shows
+    words = sub.split()
+    if len(words) == 1:
+        assert type(command) is next(c for c in COMMANDS if c.name == sub).load(), (sub, type(command))
+        return
+    help_text = help_by_command()[sub]
+    first_line = (type(command).__doc__ or "").strip().splitlines()[0]
+    assert first_line and " ".join(first_line.split()) in " ".join(help_text.split()), (sub, type(command))
+
+
 def test_a_bad_value_is_one_error_line_and_writes_nothing(sub, option, bad, workspace, capsys, monkeypatch):
     root = Path(workspace["root"])
     monkeypatch.chdir(root)
@@ -176,6 +267,14 @@ def test_a_bad_value_is_one_error_line_and_writes_nothing(sub, option, bad, work
     assert stopped.value.code == 2, f"{argv} exited {stopped.value.code}: {err}"
     assert [line for line in err.splitlines() if line.startswith("error:")].__len__() == 1, err
     assert "Traceback" not in err, err
+    line = next(line for line in err.splitlines() if line.startswith("error:"))
+    assert names_the_offender(line, sub, option, [token.format(**workspace) for token in bad]), (
+        f"{argv}: the error does not name {option} or its value: {line}")
+    assert not NOT_ABOUT_THE_VALUE.search(line), f"{argv}: the command line is wrong for another reason: {line}"
+    if "{" in bad[0] and (sub, option) not in PATH_NOT_NAMED:  # a bad path: the error says which one
+        path = bad[0].format(**workspace)
+        assert mentions(line, path) or (Path(path).suffix and mentions(line, Path(path).name)), (
+            f"{argv}: the error does not name the path {path}: {line}")
     assert snapshot(root) == before, f"{argv} wrote files"
 
 
@@ -207,7 +306,7 @@ def test_a_bug_keeps_its_traceback_and_asks_for_a_report(capsys, monkeypatch):
     def broken(self) -> None:
         raise ZeroDivisionError("a bug of ours")
 
-    monkeypatch.setattr("vprompt.cli.Params.run", broken)
+    monkeypatch.setattr("vprompt.cli.run.Params.run", broken)
     with pytest.raises(SystemExit) as stopped:
         main(["params", *MODEL])
     err = capsys.readouterr().err

@@ -99,6 +99,19 @@ def test_every_figure_in_the_readme_is_in_a_results_file():
     figures = set(re.findall(r"(?<![\w./])\d+\.\d{2,}(?![\w.])", readme))
     assert len(figures) >= 5
     assert sorted(f for f in figures if f not in results) == []
+    # as a whole number: "0.62" is not in "0.625" or "10.62" (a sentence's full stop may follow it)
+    assert sorted(f for f in figures if not stated_as_a_number(f, results)) == []
+
+
+def stated_as_a_number(figure: str, text: str) -> bool:
+    """Whether ``figure`` stands in ``text`` as a number of its own, not as part of a longer one."""
+    return re.search(rf"(?<![\w.]){re.escape(figure)}(?!\w|\.\d)", text) is not None
+
+
+def test_a_figure_matches_only_itself():
+    text = "accuracy 0.625, gain +0.41 and 10.62% (see 1.0.63); final: 0.93."
+    assert [f for f in ("0.625", "0.41", "0.93") if stated_as_a_number(f, text)] == ["0.625", "0.41", "0.93"]
+    assert [f for f in ("0.62", "0.6", "0.4", "0.9", "10.6", "0.63", "5.0") if stated_as_a_number(f, text)] == []
 
 
 def test_offline_check_finds_a_remote_font_and_passes_local_assets(tmp_path):

@@ -119,10 +119,33 @@ def test_beit_bias_is_extended_with_zero_rows_and_columns():
 def test_beit_shared_bias_is_padded_too():
     spec = BackboneSpec("beit_base_patch16_224",
                         kwargs=dict(TINY_SEQUENCE, use_rel_pos_bias=False, use_shared_rel_pos_bias=True))
-    model = create_model(spec, "vpt-shallow", 3, prompt_len=2)
+    p = 2
+    model = create_model(spec, "vpt-shallow", 3, prompt_len=p)
+    shared = model.backbone.rel_pos_bias
+    with torch.no_grad():  # timm initialises the table to zeros; a trained BEiT's is not
+        shared.relative_position_bias_table.normal_()
     seen = capture_block_kwargs(model.backbone.blocks)
     model(images())
     assert seen[0]["shared_rel_pos_bias"].shape[-1] == 1 + 2 + 16
+    # the bias computed here, as BEiT defines it: the table looked up by each (query, key) pair's
+    # relative-position index, over CLS + the 16 patches; then zero rows and columns for the prompts
+    # right after CLS, the rest as it was
+    table, index = shared.relative_position_bias_table.detach(), shared.relative_position_index
+    n = index.shape[0]
+    assert n == 1 + 16
+    original = table[index.reshape(-1)].reshape(n, n, -1).permute(2, 0, 1)
+    keep = torch.tensor([0, *range(1 + p, n + p)])  # CLS, then the patches after the prompts
+    expected = torch.zeros(table.shape[1], n + p, n + p)
+    expected[:, keep[:, None], keep[None, :]] = original
+    assert len(seen) == len(model.backbone.blocks) == 2
+    for kwargs in seen:  # every block gets the one padded bias
+        bias = kwargs["shared_rel_pos_bias"].detach()
+        assert bias.shape == (2, n + p, n + p)
+        assert torch.equal(bias[:, 1:1 + p, :], torch.zeros_like(bias[:, 1:1 + p, :]))
+        assert torch.equal(bias[:, :, 1:1 + p], torch.zeros_like(bias[:, :, 1:1 + p]))
+        assert torch.equal(bias[:, keep][:, :, keep], original)
+        assert torch.equal(bias, expected)
+    assert original.abs().sum() > 0  # so the comparisons above could tell a kept bias from a zeroed one
 
 
 def test_swin_windows_are_partitioned_as_without_prompts_and_share_their_image_prompts():

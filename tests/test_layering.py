@@ -1,4 +1,5 @@
-"""Imports run downward: the recipes sit above the library, and only the CLI and other recipes use them."""
+"""Imports run downward: the recipes sit above the library, and only the CLI and other recipes use them;
+`vprompt --help` imports no command, no recipe and no timm."""
 
 from __future__ import annotations
 
@@ -40,9 +41,13 @@ def is_recipe(name: str) -> bool:
     return name == RECIPES or name.startswith(RECIPES + ".")
 
 
+def is_cli(name: str) -> bool:
+    return name == "vprompt.cli" or name.startswith("vprompt.cli.")
+
+
 def test_only_the_cli_and_the_recipes_import_the_recipes():
     below = [path for path in PACKAGE.rglob("*.py") if not is_recipe(module_name(path))
-             and module_name(path) != "vprompt.cli"]
+             and not is_cli(module_name(path))]
     assert len(below) > 20
     assert {module_name(path): found for path in below if (found := recipe_imports(path))} == {}
 
@@ -53,3 +58,17 @@ def test_the_scan_sees_imports_inside_functions_and_relative_ones():
     assert {m for m in imported_modules(source, "vprompt.data") if is_recipe(m)} == {
         "vprompt.recipes", "vprompt.recipes.run", "vprompt.recipes.run.task_dirs", "vprompt.recipes.demo"}
     assert "vprompt.data.filelist" in imported_modules("from .filelist import TaskInfo", "vprompt.data")
+
+
+def test_the_top_level_help_imports_no_command_no_recipe_and_no_timm():
+    """Each command's module is imported only when that command runs: the help of the whole command
+    line costs no model library (measured in a fresh interpreter, which imports nothing before)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\nfrom vprompt.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    main(['--help'])\n"
+            "print(sorted(m for m in sys.modules if m == 'timm' or m.startswith(('timm.', 'vprompt.recipes', "
+            "'vprompt.cli.'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -1,4 +1,8 @@
-"""Connecting to Ray never hangs: a cluster address that does not answer fails in one line, in time."""
+"""Connecting to Ray never hangs: a cluster address that does not answer fails in one line, in time.
+
+Time bounds are loose (a loaded machine must not fail them): what they check is which way the
+connection ended, a refusal at once or the --ray-timeout given, never Ray's minutes of retries.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ pytest.importorskip("ray")
 # process's Ray state while later tests start a local instance.
 CONNECT = """
 import sys, time
+import ray  # imported before the clock starts: a slow import on a busy machine is not the wait measured
 from vprompt.errors import ConfigError
 from vprompt.sweep import make_executor
 started = time.perf_counter()
@@ -36,13 +41,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_an_address_where_nothing_listens_fails_at_once_naming_it():
+def test_an_address_where_nothing_listens_fails_at_once_naming_it(monkeypatch):
+    import ray
+
+    def never(**_):
+        raise AssertionError("ray.init was asked to join an address that refused the connection")
+
+    monkeypatch.setattr(ray, "init", never)  # the refusal is found before Ray's own retries could start
     address = f"127.0.0.1:{free_port()}"
+    timeout = 60
     started = time.perf_counter()
     with pytest.raises(ConfigError, match=f"no Ray cluster answered at {address}: .*'ray start --head'") as caught:
-        make_executor(address, ray_timeout=30)
-    assert time.perf_counter() - started < 5
+        make_executor(address, ray_timeout=timeout)
+    assert time.perf_counter() - started < timeout / 2  # did not wait for the timeout
     assert "\n" not in str(caught.value)
+    assert "within" not in str(caught.value)  # the refusal's reason, not the timeout's
 
 
 def test_a_server_that_accepts_but_never_speaks_ray_is_given_up_on_after_the_timeout():
@@ -54,8 +67,8 @@ def test_a_server_that_accepts_but_never_speaks_ray_is_given_up_on_after_the_tim
                                timeout=120)
     assert child.returncode == 2, child.stderr
     seconds, message = child.stdout.strip().split(" ", 1)
-    assert 2 <= float(seconds) < 2 + 3
-    assert message.startswith(f"no Ray cluster answered at {address} within 2 s (")
+    assert 2 <= float(seconds) < 2 * 10  # waited the timeout given, and gave up: Ray alone retries for minutes
+    assert message.startswith(f"no Ray cluster answered at {address} within 2 s (")  # the 2 s passed is the one used
     assert "SIGTERM" not in child.stderr
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from report_numbers import check_hgprompt_report
 from vprompt.cli import main
 from vprompt.transfer import transfer_method_names
 
@@ -24,5 +25,7 @@ def test_reproduce_hgprompt_quick_writes_rows_table_and_weight_plot(tmp_path, ca
     assert sorted(p.name for p in (out / "bank").iterdir()) == ["count", "digits"]
     table = (out / "results.md").read_text()
     assert "| digits | natural |" in table and "mean of tasks" in table and "HGPrompt's mean beats" in table
+    # every cell, both averages, the count of HGPrompt's wins and the search table are what the rows give
+    check_hgprompt_report(table, rows)
     assert (out / "weights.png").stat().st_size > 1000
     assert "results:" in capsys.readouterr().out

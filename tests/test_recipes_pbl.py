@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from conftest import tiny_vit_spec
+from report_numbers import check_robustness_report
 from vprompt.errors import ConfigError
 from vprompt.recipes.pbl import ATTACK_FILE, PBLReproduction, run_robustness_reproduction
 
@@ -44,6 +45,8 @@ def test_outputs_are_written(reproduction):
     assert json.loads((config.out / "results.json").read_text()) == rows
     table = (config.out / "results.md").read_text()
     assert "Inherited robustness" in table and "vp+pbl-output" in table and "AutoAttack" in table
+    # the figures in the answers, the AutoAttack ≤ PGD line and both tables are what the rows give
+    check_robustness_report(table, rows, labels={"vp": "VP"}, comparisons=[("3", "vp", ["vp+pbl-output"])])
     assert (config.out / "tradeoff.png").stat().st_size > 1000
     assert len(list((config.out / "prompts").glob("*.png"))) == 2 * 2  # source × method × task
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from conftest import tiny_vit_spec
+from report_numbers import check_robustness_report
 from vprompt.errors import ConfigError
 from vprompt.model import load_prompt
 from vprompt.recipes.robust_tokens import RobustTokensReproduction
@@ -46,6 +47,10 @@ def test_the_answers_name_each_method_and_vapt_against_vpt_deep(reproduction):
         assert f"Inherited robustness: {label}'s AutoAttack" in table
     assert "(3) vapt on the robust source" in table and "against vpt-deep" in table
     assert "base_lr 0.1 for linear, vpt-deep; base_lr 0.02 for vapt; base_lr 0.2 for vp" in table
+    # each answer's figures, the AutoAttack ≤ PGD line and both tables are what the rows give
+    check_robustness_report(table, rows, labels={"linear": "the linear head", "vpt-deep": "VPT-deep", "vapt": "VAPT",
+                                                 "vp": "VP"},
+                            comparisons=[("3", "vpt-deep", ["vapt"]), ("PBL", "vp", [])])
     assert json.loads((config.out / "results.json").read_text()) == rows
     assert (config.out / "tradeoff.png").stat().st_size > 1000
     assert sorted(p.name for p in (config.out / "prompts").glob("*.png")) == [

@@ -78,9 +78,30 @@ def test_training_with_checkpointing_computes_what_training_without_does(tmp_pat
         torch.testing.assert_close(state_ckpt[name], state[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+def dynamo_counts() -> dict[str, int]:
+    """What TorchDynamo has done since its counters were last cleared: frames it turned into graphs,
+    the graphs, the ops captured in them, and the graphs handed on to AOTAutograd (forward + backward)."""
+    from torch._dynamo.utils import counters
+
+    return {"frames_ok": counters["frames"]["ok"], "graphs": counters["stats"]["unique_graphs"],
+            "ops": counters["stats"]["calls_captured"], "aot_graphs": counters["aot_autograd"]["total"]}
+
+
 def test_compiled_training_matches_eager_within_tolerance(tmp_path):
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # forget earlier tests' compiled code: this run compiles afresh
+    counters.clear()
     rows, state, eager = trained(tmp_path, "eager")
+    assert set(dynamo_counts().values()) == {0}, dynamo_counts()  # eager training compiles nothing
     rows_compiled, state_compiled, compiled = trained(tmp_path, "compiled", compile=True)
+    ran = dynamo_counts()  # read before the eager calls below
+    # --compile did compile: Dynamo captured the model's forward as graphs of many ops and handed them
+    # to AOTAutograd, which compiles the backward too (both run in training)
+    assert ran["frames_ok"] >= 1 and ran["graphs"] >= 1 and ran["aot_graphs"] >= 1, ran
+    assert ran["ops"] >= 20, ran  # the tiny ViT's blocks, not a stray helper
+    assert len(rows_compiled) == len(rows) == 2
     for row, other in zip(rows, rows_compiled):
         assert other["train_loss"] == pytest.approx(row["train_loss"], rel=1e-4)
     for name in state:

@@ -24,8 +24,8 @@ from pathlib import Path
 from mkdocs.structure.files import File, Files
 
 from vprompt.cli_reference import markdown as cli_markdown
-from vprompt.families.matrix import markdown as models_markdown
 from vprompt.families.matrix import matrix
+from vprompt.report import matrix_markdown as models_markdown
 from vprompt.methods import make_config
 from vprompt.robust import AdversarialConfig
 from vprompt.zoo import list_cards

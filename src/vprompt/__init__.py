@@ -16,8 +16,9 @@ from vprompt.methods import method_names
 from vprompt.model import PromptedModel, create_model, load_prompt, parameter_report, save_prompt
 from vprompt.predict import predict
 from vprompt.train import TrainConfig, train
+from vprompt.version import VERSION
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "BackboneSpec",

@@ -13,13 +13,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import timm
-from timm.models import parse_model_name
 import torch
 from torch import nn
 
 from vprompt import zoo
-from vprompt.zoo import architectures  # noqa: F401  (registers the zoo's own timm architectures)
 from vprompt.errors import CheckpointError, ConfigError
 from vprompt.hub import cache_only_when_unreachable
 
@@ -72,6 +69,16 @@ class DataConfig:
     std: tuple[float, float, float]
 
 
+def timm_with_zoo():
+    """timm, with the zoo's own architectures registered. Imported on first use, not with vprompt:
+    timm (and the torchvision it loads) is most of the start-up time of a command that builds no model."""
+    import timm
+
+    from vprompt.zoo import architectures  # noqa: F401  (registers the zoo's own timm architectures)
+
+    return timm
+
+
 def create_backbone(spec: BackboneSpec) -> nn.Module:
     """Build the timm model named by ``spec`` (or a ``zoo:NAME`` / ``robustbench:NAME``), load its
     weights and freeze it."""
@@ -86,7 +93,7 @@ def create_backbone(spec: BackboneSpec) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.init_seed)
             with cache_only_when_unreachable() if spec.pretrained else contextlib.nullcontext():
-                model = timm.create_model(spec.name, pretrained=spec.pretrained, **spec.kwargs)
+                model = timm_with_zoo().create_model(spec.name, pretrained=spec.pretrained, **spec.kwargs)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise unknown_model(spec.name) from exc
@@ -128,8 +135,9 @@ def check_model_name(name: str) -> None:
         return
     if name.startswith(ROBUSTBENCH_PREFIX):
         return
+    timm = timm_with_zoo()
     try:
-        source = parse_model_name(name)[0]
+        source = timm.models.parse_model_name(name)[0]
     except ValueError as exc:  # an unknown NAME: prefix, or a path where a model name belongs
         raise unknown_model(name) from exc
     if source is None and not timm.is_model(name):
@@ -196,6 +204,20 @@ def robustbench_backbone(spec: BackboneSpec) -> nn.Module:
     return backbone
 
 
+def check_weights(path: Path) -> None:
+    """Refuse a weights file that does not hold tensors, reading no more of it than needed (a
+    safetensors header, a memory-mapped .pt), so a command refuses it before it writes anything."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt"):
+                return
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001  (a full read decides, and says why in one line)
+        read_state_dict(path)
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read tensors from safetensors, or from a ``.pt`` file with ``weights_only=True``."""
     if not path.is_file():
@@ -229,7 +251,7 @@ def data_config(model: nn.Module) -> DataConfig:
     timm's pretrained config keeps the default 224 even when ``img_size`` is overridden, so a
     ViT's real size is read from its patch embedding.
     """
-    cfg = timm.data.resolve_data_config(model=model)
+    cfg = timm_with_zoo().data.resolve_data_config(model=model)
     size = tuple(cfg["input_size"][1:])
     patch_embed = getattr(model, "patch_embed", None)
     if patch_embed is not None and getattr(patch_embed, "img_size", None) is not None:

@@ -19,7 +19,7 @@ from typing import Any
 from vprompt.data.fgvc import FGVC_TASKS
 from vprompt.data.vtab import VTAB_TASKS, vtab_task
 from vprompt.errors import DataError
-from vprompt.reference import paper_value
+from vprompt.reference import paper_numbers, paper_value
 from vprompt.report import markdown_table, mean_of_group_means, mean_std, new_figure, save_figure, write_rows
 
 AVERAGES = ("mean of tasks", "mean of group means", "natural", "specialized", "structured")
@@ -135,6 +135,11 @@ def comparison_plot(table: Sequence[dict[str, Any]], path: Path, title: str) -> 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def papers_table() -> str:
+    """The quoted paper numbers vprompt compares with, as a markdown table."""
+    return markdown_table(list(paper_numbers()), ["paper", "method", "benchmark", "average", "value"])
 
 
 def write_report(results: Sequence[Path], out: Path) -> str:

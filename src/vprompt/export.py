@@ -20,9 +20,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from vprompt import __version__
 from vprompt.errors import ConfigError
 from vprompt.checkpoint import WEIGHTS_FILE, write_atomic, write_json
+from vprompt.version import VERSION
 from vprompt.model import PromptedModel
 
 FORMATS = ("onnx", "torchscript")
@@ -126,6 +126,6 @@ def sidecar_metadata(model: PromptedModel, out: Path, fmt: str, prompt_dir: Path
         "backbone_fingerprint": model.backbone_fingerprint,
         "prompt_sha256": hashlib.sha256(weights.read_bytes()).hexdigest() if weights and weights.is_file() else None,
         "checked": {"max_abs_logit_difference_limit": TOLERANCE, "batches": list(CHECK_BATCHES)},
-        "vprompt_version": __version__,
+        "vprompt_version": VERSION,
         "torch_version": torch.__version__,
     }

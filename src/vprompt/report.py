@@ -69,3 +69,50 @@ def save_figure(figure: Any, path: Path) -> Path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def attack_lines(task: str, split: str, report: dict[str, Any], eps_text: str) -> list[str]:
+    """One line for clean accuracy and the threat, then one per attack with its robust accuracy."""
+    threat = f"{report['norm']} eps {report['eps']:.4g} ({eps_text}), first {report['n']} images of {split}"
+    lines = [f"{task}: clean {report['clean_acc']:.4f}; {threat}"]
+    for key, name in (("robust_acc_pgd", "attack_pgd"), ("robust_acc_aa", "attack_aa")):
+        if key in report:
+            lines.append(f"  robust {report[key]:.4f} under {report[name]}")
+    return lines
+
+
+def parameter_lines(report: dict[str, int]) -> list[str]:
+    """A parameter report as aligned ``name: count`` lines and the trainable share of the backbone."""
+    lines = [f"{key:>16}: {value:,}" for key, value in report.items()]
+    share = report["total_trainable"] / report["backbone_total"]
+    return lines + [f"{'trainable share':>16}: {share:.4%} of the backbone"]
+
+
+def matrix_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The compatibility matrix as text: family, timm class and methods, then examples and notes."""
+    width = max(len(row["family"]) for row in rows)
+    lines = []
+    for row in rows:
+        lines.append(f"{row['family']:{width}}  {row['timm_class']:26} {', '.join(row['methods'])}")
+        lines.append(f"{'':{width}}  e.g. {', '.join(row['examples'])}" + (f"; {row['notes']}" if row["notes"] else ""))
+    return lines
+
+
+def matrix_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The compatibility matrix as the README's markdown table."""
+    lines = ["| family | timm class | examples | methods | notes |", "|---|---|---|---|---|"]
+    for row in rows:
+        examples = ", ".join(f"`{name}`" for name in row["examples"])
+        lines.append(f"| {row['family']} | `{row['timm_class']}` | {examples} | {', '.join(row['methods'])} | {row['notes']} |")
+    return "\n".join(lines)
+
+
+def zoo_lines(cards: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per zoo model: its name, architecture and recorded scores."""
+    if not cards:
+        return ["no zoo models yet"]
+    lines = []
+    for card in cards:
+        scores = ", ".join(f"{k} {card[k]:.3f}" for k in ("source_acc", "clean_acc", "robust_acc_pgd20") if k in card)
+        lines.append(f"zoo:{card['name']:24} {card['arch']} ({card.get('variant', '?')}) {scores}")
+    return lines

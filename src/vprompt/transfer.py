@@ -39,12 +39,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vprompt.bank import BankEntry, bank_backbone, source_prompts
+from vprompt.checkpoint import FINAL, WEIGHTS_FILE, latest_checkpoint, write_json
 from vprompt.data.registry import open_task
 from vprompt.errors import CheckpointError, ConfigError
-from vprompt.checkpoint import FINAL, WEIGHTS_FILE, latest_checkpoint, write_json
 from vprompt.model import PromptedModel, create_model
 from vprompt.prompts.ensemble import (ensemble_prompt, gradient_alignment, h_score, similarity_weights,
                                       simplex_weights, source_gradients)
+from vprompt.report import write_rows
 from vprompt.train import TrainConfig, train
 from vprompt.validation import Validated, above, at_least
 
@@ -343,6 +344,20 @@ def run_transfer(entries: list[BankEntry], target: str, methods: Sequence[str], 
     """Every method × seed on one target task, from the bank ``entries`` as sources."""
     job = TargetTransfer(entries, target, config, out, progress)
     return [job.run(method, seed) for seed in seeds for method in check_methods(methods)]
+
+
+def transfer_to(entries: list[BankEntry], target: str, methods: Sequence[str], seeds: Sequence[int],
+                config: TransferConfig, out: Path | str, progress: bool = True) -> list[dict[str, Any]]:
+    """[`run_transfer`][vprompt.transfer.run_transfer], its rows also written to ``out/results.json``."""
+    rows = run_transfer(entries, target, methods, seeds, config, out, progress)
+    write_rows(rows, Path(out) / "results.json")
+    return rows
+
+
+def rank_sources(entries: list[BankEntry], target: str, config: TransferConfig, out: Path | str,
+                 progress: bool = True) -> list[dict[str, Any]]:
+    """The sources ranked by H-score on the target's training set (cached in ``out``), nothing tuned."""
+    return TargetTransfer(entries, target, config, out, progress).scores()
 
 
 def from_scratch(job: TargetTransfer, seed: int, model: PromptedModel) -> Start:

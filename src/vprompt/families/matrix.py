@@ -1,13 +1,14 @@
 """The compatibility matrix: which timm families each method runs on, as data.
 
 `vprompt models` prints it and the README's table is generated from it (a test keeps the two
-equal). Supported methods are not typed by hand: they come from the family adapters, read off a
+equal; ``vprompt.report`` formats it). Supported methods are not typed by hand: they come from the family adapters, read off a
 tiny random-init build of each row's first example, and ``check`` runs every listed method on
 that build (what the tests do).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,14 +93,6 @@ def matrix() -> list[dict[str, Any]]:
     return [describe(row) for row in ROWS]
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| family | timm class | examples | methods | notes |", "|---|---|---|---|---|"]
-    for row in rows:
-        examples = ", ".join(f"`{name}`" for name in row["examples"])
-        lines.append(f"| {row['family']} | `{row['timm_class']}` | {examples} | {', '.join(row['methods'])} | {row['notes']} |")
-    return "\n".join(lines)
-
-
 def check(row: FamilyRow, methods: list[str]) -> dict[str, str]:
     """Run each method (train mode, forward and backward) on the row's tiny build: 'ok', or the
     error. Methods the row does not list must be refused with a ConfigError ('refused: ...')."""
@@ -119,3 +112,17 @@ def check(row: FamilyRow, methods: list[str]) -> dict[str, str]:
         if (method in methods) != (outcome[method] == "ok"):
             outcome[method] = f"MISMATCH ({'listed' if method in methods else 'not listed'}): {outcome[method]}"
     return outcome
+
+
+def checked(rows: list[dict[str, Any]], progress: bool = True) -> list[dict[str, Any]]:
+    """``rows`` (from [`matrix`][vprompt.families.matrix.matrix]) each with its ``check`` outcome."""
+    from tqdm import tqdm
+
+    bar = tqdm(rows, desc="checking families", file=sys.stderr, disable=not progress)
+    return [row | {"check": check(spec, row["methods"])} for spec, row in zip(ROWS, bar)]
+
+
+def mismatches(rows: list[dict[str, Any]]) -> list[str]:
+    """Every checked method that behaves unlike its row says, as ``family: method outcome``."""
+    return [f"{row['family']}: {method} {result}" for row in rows
+            for method, result in row.get("check", {}).items() if result.startswith("MISMATCH")]

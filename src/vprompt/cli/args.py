@@ -1,0 +1,145 @@
+"""Arguments several commands share: the backbone, the method and its options, adversarial
+training, and ``KEY=VALUE`` lists. Each is checked when built, before any model is."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tyro
+
+from vprompt.backbones import BackboneSpec, check_model_name, check_weights
+from vprompt.errors import ConfigError
+from vprompt.methods import DEFAULT_METHOD, make_config, method_names
+from vprompt.robust.adversarial import AdversarialConfig
+from vprompt.robust.evaluation import attack_threat
+from vprompt.train import TrainConfig
+from vprompt.validation import Existing, Validated, at_least, below
+
+
+def parse_key_values(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs; values are JSON when they parse (numbers, booleans, lists), else strings."""
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected KEY=VALUE, got '{item}'")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
+def refuse_single_seed(train: TrainConfig) -> None:
+    """Commands that run every seed in --seeds share TrainConfig's --seed flag; a value there would
+    otherwise be silently ignored, so a user who meant --seeds learns it at once."""
+    if train.seed != TrainConfig.seed:
+        raise ConfigError(f"--seed does not apply to this command, which runs each seed in --seeds "
+                          f"(use --seeds {train.seed})")
+
+
+def method_choices() -> str:
+    """The --method help. Annotations are strings here, evaluated each time a parser is built, so
+    a method registered after this module was imported is listed too."""
+    return f"Method: {', '.join(method_names())}."
+
+
+class Group:
+    """A command with subcommands: runs the one chosen."""
+
+    command: Any
+
+    def run(self) -> None:
+        self.command.run()
+
+
+@dataclass
+class BackboneArgs(Validated):
+    model: str
+    """timm model name, e.g. vit_base_patch16_224."""
+    model_arg: list[str] = field(default_factory=list)
+    """Extra timm constructor arguments as KEY=VALUE (VALUE parsed as JSON when it can be), e.g. img_size=32."""
+    pretrained: bool = False
+    """Load timm's pretrained weights (needs the network or a filled cache)."""
+    weights: Annotated[Path, Existing()] | None = None
+    """Local backbone weights: .safetensors, or .pt read with weights_only=True."""
+    init_seed: Annotated[int, at_least(0)] = 0
+    """Seed of the random init when neither --pretrained nor --weights is given."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.model_kwargs  # noqa: B018  (parsed once, here, so a bad pair is refused before anything runs)
+        if self.weights is not None:
+            check_weights(self.weights)
+        if self.model is not None:
+            check_model_name(self.model)
+        elif self.model_arg or self.weights or self.pretrained:
+            raise ConfigError("--model-arg, --weights and --pretrained describe a backbone: name it with --model")
+
+    @cached_property
+    def model_kwargs(self) -> dict[str, Any]:
+        """--model-arg as constructor keyword arguments."""
+        return parse_key_values(self.model_arg)
+
+    def spec(self) -> BackboneSpec:
+        return BackboneSpec(self.model, self.pretrained, str(self.weights) if self.weights else None,
+                            self.model_kwargs, self.init_seed)
+
+
+@dataclass
+class OptionalBackboneArgs(BackboneArgs):
+    model: str | None = None  # type: ignore[assignment]
+    """timm model name (default: the recipe's own offline backbone)."""
+
+    def spec_or_none(self) -> BackboneSpec | None:
+        return self.spec() if self.model else None
+
+
+@dataclass
+class MethodArgs(Validated):
+    method: Annotated[str, tyro.conf.arg(help=method_choices())] = DEFAULT_METHOD
+    prompt_len: Annotated[int, at_least(1)] | None = None
+    """Prompt tokens per layer (token-prompt methods; default 10)."""
+    prompt_dropout: Annotated[float, at_least(0), below(1)] | None = None
+    """Dropout on prompt tokens (token-prompt methods; default 0.0)."""
+    method_arg: list[str] = field(default_factory=list)
+    """Other method options as KEY=VALUE, e.g. for vapt: kernel=3 projector=per-layer residual=false; for vp:
+    template=expansive|pad|patch|full mapping=flm|ilm|rlm|first-n|linear mapping_k=2 pbl=output pbl_strength=0.1;
+    head_norm=false for a plain linear head."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        make_config(self.method, **self.options)  # the method's own types and bounds, before anything is built
+
+    @cached_property
+    def options(self) -> dict[str, Any]:
+        """The method's options: the flags given and --method-arg, parsed once."""
+        given = {"prompt_len": self.prompt_len, "prompt_dropout": self.prompt_dropout}
+        return {k: v for k, v in given.items() if v is not None} | parse_key_values(self.method_arg)
+
+
+@dataclass
+class AdversarialArgs(Validated):
+    adv_train: Literal["none", "fgsm-rs", "pgd"] = "none"
+    """Train the prompt on adversarial examples: fgsm-rs (fast AT) or pgd (Madry); none: clean training."""
+    adv_norm: Literal["linf", "l2"] = "linf"
+    adv_eps: str = "8/255"
+    """Training eps in [0, 1] pixel units (a number or a fraction like 8/255)."""
+    adv_steps: Annotated[int, at_least(1)] = 7
+    """PGD steps per training example (pgd only)."""
+    adv_ramp_steps: Annotated[int, at_least(0)] = 0
+    """Ramp eps up linearly from 0 over this many optimizer steps."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        attack_threat(self.adv_norm, self.adv_eps)
+
+    def config(self) -> AdversarialConfig | None:
+        if self.adv_train == "none":
+            return None
+        threat = attack_threat(self.adv_norm, self.adv_eps)
+        return AdversarialConfig(threat, self.adv_train, pgd_steps=self.adv_steps, ramp_steps=self.adv_ramp_steps)

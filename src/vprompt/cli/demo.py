@@ -1,0 +1,19 @@
+"""`vprompt demo`: the offline tour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vprompt.recipes.demo import DemoConfig
+
+
+@dataclass
+class Demo:
+    config: DemoConfig = field(default_factory=DemoConfig)
+
+    def run(self) -> None:
+        from vprompt.recipes.demo import demo_table, run_demo
+
+        rows = run_demo(self.config)
+        print(demo_table(rows, self.config))
+        print(f"\nresults: {self.config.out / 'results.json'}")

@@ -1,0 +1,95 @@
+"""`vprompt reproduce`: the paper recipes (imported here, and only by the commands that run them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Union
+
+from tyro.conf import subcommand
+
+from vprompt.cli.args import Group, OptionalBackboneArgs
+from vprompt.recipes.hgprompt import HGPromptReproduction
+from vprompt.recipes.pbl import PBLReproduction
+from vprompt.recipes.robust_tokens import RobustTokensReproduction
+from vprompt.recipes.vapt import VAPTReproduction
+
+RECIPES = {
+    "vapt": "VAPT vs VPT-deep / VPT-shallow / linear, VTAB-1k protocol (offline: synthetic suite)",
+    "pbl": "VP and PBL on standard vs robust zoo CNNs: clean, PGD and AutoAttack accuracy (offline)",
+    "robust-tokens": "linear, VPT-deep, VAPT, VP (+ PBL) on standard vs robust zoo ViTs: clean, PGD, AutoAttack",
+    "hgprompt": "HGPrompt vs six baselines, leave-one-task-out prompt transfer (offline: synthetic suite)",
+}
+
+
+@dataclass
+class ReproduceVAPT:
+    """VAPT vs VPT-deep / VPT-shallow / linear under the VTAB-1k protocol (offline by default)."""
+
+    config: VAPTReproduction = field(default_factory=VAPTReproduction)
+    backbone: OptionalBackboneArgs = field(default_factory=OptionalBackboneArgs)
+
+    def run(self) -> None:
+        from vprompt.recipes.vapt import run_vapt_reproduction
+
+        run_vapt_reproduction(self.config, self.backbone.spec_or_none())
+        print((self.config.out / "results.md").read_text())
+        print(f"results: {self.config.out / 'results.json'}")
+
+
+@dataclass
+class ReproducePBL:
+    """VP and PBL on the zoo's standard and robust CNN: clean, PGD and AutoAttack accuracy."""
+
+    config: PBLReproduction = field(default_factory=PBLReproduction)
+
+    def run(self) -> None:
+        run_robustness(self.config)
+
+
+@dataclass
+class ReproduceRobustTokens:
+    """Linear, VPT-deep, VAPT and VP (+ PBL) on the zoo's standard and robust ViT: clean, PGD and AutoAttack."""
+
+    config: RobustTokensReproduction = field(default_factory=RobustTokensReproduction)
+
+    def run(self) -> None:
+        run_robustness(self.config)
+
+
+def run_robustness(config: PBLReproduction) -> None:
+    from vprompt.recipes.pbl import run_robustness_reproduction
+
+    run_robustness_reproduction(config)
+    print((config.out / "results.md").read_text())
+    print(f"results: {config.out / 'results.json'}, plot: {config.out / 'tradeoff.png'}")
+
+
+@dataclass
+class ReproduceHGPrompt:
+    """HGPrompt vs its baselines: leave-one-task-out prompt transfer (offline: the synthetic suite, zoo ViT)."""
+
+    config: HGPromptReproduction = field(default_factory=HGPromptReproduction)
+    backbone: OptionalBackboneArgs = field(default_factory=OptionalBackboneArgs)
+
+    def run(self) -> None:
+        from vprompt.recipes.hgprompt import run_hgprompt_reproduction
+
+        run_hgprompt_reproduction(self.config, self.backbone.spec_or_none())
+        print((self.config.out / "results.md").read_text())
+        print(f"results: {self.config.out / 'results.json'}, weights: {self.config.out / 'weights.png'}")
+
+
+@dataclass
+class ReproduceList:
+    """List the paper recipes that `vprompt reproduce` runs."""
+
+    def run(self) -> None:
+        for name, what in RECIPES.items():
+            print(f"{name:14} {what}")
+
+
+@dataclass
+class Reproduce(Group):
+    command: Union[Annotated[ReproduceVAPT, subcommand("vapt")], Annotated[ReproducePBL, subcommand("pbl")],
+                   Annotated[ReproduceRobustTokens, subcommand("robust-tokens")],
+                   Annotated[ReproduceHGPrompt, subcommand("hgprompt")], Annotated[ReproduceList, subcommand("list")]]

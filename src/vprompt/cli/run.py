@@ -1,0 +1,160 @@
+"""Commands on one task or one prompt: train, eval, attack, predict, export, params."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+from tyro.conf import Positional
+
+from vprompt.cli.args import AdversarialArgs, BackboneArgs, MethodArgs
+from vprompt.robust.evaluation import AttackConfig
+from vprompt.train import TrainConfig
+from vprompt.validation import Validated, Writable, at_least
+
+
+@dataclass
+class Train(Validated):
+    data: str
+    """Task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT."""
+    out: Annotated[Path, Writable()]
+    """Run folder: checkpoints every epoch, metrics.json/csv, and the final prompt in OUT/prompt."""
+    backbone: BackboneArgs
+    method: MethodArgs = field(default_factory=MethodArgs)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    adversarial: AdversarialArgs = field(default_factory=AdversarialArgs)
+    train_split: str | None = None
+    """Split to train on (default: the final-training split, train800val200 for VTAB-1k and trainval
+    for FGVC and torchvision sets; train800 or train while tuning on val200 / val)."""
+    download: bool = False
+    """Let a torchvision dataset download itself when it is not on disk."""
+    eval_split: str | None = "test"
+    """Split scored after every epoch (None: no evaluation)."""
+    resume: bool = False
+    """Continue the run in OUT from its last checkpoint."""
+    progress: bool = True
+    """Show progress bars (--no-progress for logs)."""
+
+    def run(self) -> None:
+        from accelerate import PartialState
+
+        from vprompt.runs import train_on_task
+
+        row = train_on_task(self.data, self.backbone.spec(), self.method.method, self.method.options,
+                            self.train, self.out, self.train_split, self.eval_split, self.resume, self.progress,
+                            adversarial=self.adversarial.config(), download=self.download)
+        if PartialState().is_main_process:  # once, also under `accelerate launch`
+            print(json.dumps(row, indent=2))
+
+
+@dataclass
+class Eval(Validated):
+    prompt: str
+    """A prompt checkpoint folder, a run folder from `vprompt train`, or hf://ORG/NAME[@REVISION]."""
+    data: str
+    """Task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT."""
+    split: str = "test"
+    """Split to score (train800, val200, train800val200, test; train, val, trainval for FGVC and torchvision)."""
+    attack: AttackConfig = field(default_factory=lambda: AttackConfig(attack="none"))
+    json: bool = False
+    """Print the result as JSON."""
+
+    def run(self) -> None:
+        from vprompt.report import attack_lines
+        from vprompt.runs import evaluate_on_task
+
+        row = evaluate_on_task(self.prompt, self.data, self.split, self.attack.batch_size, progress=not self.json,
+                               attack=self.attack)
+        if self.json:
+            print(json.dumps(row))
+            return
+        if "robust" in row:
+            print("\n".join(attack_lines(row["task"], self.split, row["robust"], self.attack.eps)))
+        print(f"{row['task']} [{row['split']}, {row['n']} images]: accuracy {row['acc']:.4f} "
+              f"({row['method']} on {row['backbone']})")
+
+
+@dataclass
+class Predict(Validated):
+    prompt: str
+    """A prompt checkpoint folder, a run folder from `vprompt train`, or hf://ORG/NAME[@REVISION]."""
+    images: Positional[list[str]] = field(default_factory=list)
+    """Image files, folders (searched recursively for image files) or glob patterns."""
+    data: str | None = None
+    """Instead of IMAGES: a task (any --data spec) whose --split is predicted."""
+    split: str = "test"
+    """The split of --data to predict."""
+    top_k: Annotated[int, at_least(1)] = 5
+    """Classes per image, most probable first."""
+    out: Annotated[Path, Writable()] | None = None
+    """Write the rows to a .csv or .json file (default: a line per image on stdout)."""
+    batch_size: Annotated[int, at_least(1)] = 64
+    device: str = "cpu"
+    """cpu, cuda, cuda:N, or auto (cuda when available)."""
+    strict: bool = False
+    """Stop at the first unreadable file (exit 2) instead of giving it an error row."""
+    progress: bool = True
+    """Show a progress bar (--no-progress for logs)."""
+
+    def run(self) -> None:
+        from vprompt.recipes.predict import predict_to
+
+        predict_to(self.prompt, self.images, self.data, self.split, self.top_k, self.out, self.batch_size,
+                   self.device, self.strict, self.progress)
+
+
+@dataclass
+class Export(Validated):
+    prompt: str
+    """A prompt checkpoint folder, a run folder from `vprompt train`, or hf://ORG/NAME[@REVISION]."""
+    out: Annotated[Path, Writable()]
+    """The file to write (e.g. model.onnx or model.pt); the sidecar is OUT.json."""
+    format: Literal["onnx", "torchscript"] = "onnx"
+    """onnx (runs with onnxruntime; needs the export extra) or torchscript (runs with torch.jit.load)."""
+
+    def run(self) -> None:
+        from vprompt.checkpoint import resolve_prompt_dir
+        from vprompt.export import export_model
+        from vprompt.model import load_prompt
+
+        prompt_dir = resolve_prompt_dir(self.prompt)
+        sidecar = export_model(load_prompt(prompt_dir), self.out, self.format, prompt_dir)
+        print(f"exported {self.out} ({self.format}, checked against the PromptedModel) and {sidecar}")
+
+
+@dataclass
+class Attack(Validated):
+    prompt: str
+    """A prompt checkpoint folder, a run folder from `vprompt train`, or hf://ORG/NAME[@REVISION]."""
+    data: str
+    """Task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT."""
+    split: str = "test"
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    json: bool = False
+    """Print the result as JSON."""
+
+    def run(self) -> None:
+        from vprompt.report import attack_lines
+        from vprompt.runs import attack_on_task
+
+        row = attack_on_task(self.prompt, self.data, self.split, self.attack, progress=not self.json)
+        print(json.dumps(row) if self.json else "\n".join(attack_lines(row["task"], self.split, row, self.attack.eps)))
+
+
+@dataclass
+class Params(Validated):
+    backbone: BackboneArgs
+    method: MethodArgs = field(default_factory=MethodArgs)
+    num_classes: Annotated[int, at_least(1)] = 100
+    """Target classes (sets the head size)."""
+    json: bool = False
+
+    def run(self) -> None:
+        from vprompt.model import create_model, parameter_report
+        from vprompt.report import parameter_lines
+
+        model = create_model(self.backbone.spec(), self.method.method, self.num_classes, **self.method.options)
+        report = parameter_report(model).to_dict()
+        print(json.dumps(report) if self.json else "\n".join(parameter_lines(report)))
