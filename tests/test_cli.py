@@ -103,6 +103,7 @@ def test_data_check_says_what_is_wrong(capsys, tmp_path, task):
 
 
 
+@pytest.mark.slow  # end to end: accelerate launch, two processes
 def test_the_same_train_command_runs_on_two_processes(tmp_path, task):
     """`accelerate launch` (CPU, gloo) as on N GPUs: one result line, global metrics, a loadable prompt."""
     import os
@@ -153,6 +154,7 @@ def test_adversarial_prompt_training_then_attack_and_eval_attack(capsys, tmp_pat
     assert "accuracy" in out.splitlines()[-1]
 
 
+@pytest.mark.slow  # end to end: a sweep through the CLI
 def test_sweep_through_the_cli_writes_the_table_and_rows(capsys, tmp_path, task):
     code, out, err = run_cli(capsys, "sweep", "--data", str(task.parent), "--out", str(tmp_path), *MODEL,
                              "--methods", "linear", "vpt-shallow", "--prompt-lens", "1", "2", "--base-lrs", "0.02",

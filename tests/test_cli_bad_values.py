@@ -290,13 +290,14 @@ def test_an_unusually_large_eps_is_one_warning_line_and_the_attack_runs(workspac
     assert len(warnings) == 1 and "unusually large" in warnings[0], err
 
 
-def test_pretrained_weights_without_the_network_or_a_cache_say_what_to_do(capsys, monkeypatch, tmp_path):
+def test_pretrained_weights_without_the_network_or_a_cache_say_what_to_do(capsys, monkeypatch, tmp_path, workspace):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache" / "hub"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache" / "hub"))
-    with pytest.raises(SystemExit) as stopped:
-        main(["params", "--model", "vit_tiny_patch16_224", "--pretrained"])
+    with pytest.raises(SystemExit) as stopped:  # train needs the weights (params counts on the meta device, without)
+        main(["train", "--data", workspace["task"], "--out", str(tmp_path / "run"), "--model", "vit_tiny_patch16_224",
+              "--pretrained"])
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and "Traceback" not in err
     assert err.startswith("error: --pretrained needs timm's weights") and "--weights" in err

@@ -18,6 +18,8 @@ import pytest
 
 from vprompt.cli import main
 
+pytestmark = pytest.mark.slow  # every documentation example, run
+
 DOCS = Path(__file__).parents[1] / "docs"
 EXECUTED = ["quickstart.md", *sorted(p.relative_to(DOCS).as_posix() for p in (DOCS / "methods").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)

@@ -65,6 +65,7 @@ def test_exported_logits_equal_the_prompted_models(tmp_path, method, fmt, runner
     assert sidecar["backbone_fingerprint"] == model.backbone_fingerprint and sidecar["method"] == method
 
 
+@pytest.mark.slow  # an ONNX export per family, end to end
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_token_prompt_family_exports(tmp_path, family):
     model = trained(FAMILIES[family], "vpt-deep", prompt_len=2)
@@ -95,6 +96,7 @@ STANDALONE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # end to end: exports run in a fresh process
 def test_exports_run_without_vprompt_or_timm(capsys, tmp_path):
     model = trained(*CASES["vapt"][:1], "vapt", prompt_len=2)
     prompt = save_prompt(model, tmp_path / "prompt")

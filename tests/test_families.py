@@ -11,7 +11,9 @@ from timm.models.swin_transformer import window_partition
 
 from vprompt.backbones import BackboneSpec, create_backbone
 from vprompt.errors import ConfigError
+from vprompt.families import find_family
 from vprompt.families.matrix import ROWS, TINY_SEQUENCE, TINY_SWIN, check, matrix, tiny_spec
+from vprompt.methods import registered_methods
 from vprompt.model import create_model, load_prompt, parameter_report, save_prompt
 
 SEQUENCE_FAMILIES = {
@@ -25,7 +27,16 @@ SEQUENCE_FAMILIES = {
 }
 FAMILY_SPECS = {key: BackboneSpec(name, kwargs=dict(TINY_SEQUENCE)) for key, name in SEQUENCE_FAMILIES.items()}
 FAMILY_SPECS["swin"] = BackboneSpec("swin_tiny_patch4_window7_224", kwargs=dict(TINY_SWIN))
-TOKEN_METHODS = {key: ("vpt-shallow", "vpt-deep") + (() if key == "swin" else ("vapt",)) for key in FAMILY_SPECS}
+
+
+def token_methods(spec: BackboneSpec) -> tuple[str, ...]:
+    """Every registered token method that the family of ``spec`` runs, as the registry declares it."""
+    backbone = create_backbone(spec)
+    layout = find_family(backbone).layout(backbone)
+    return tuple(m.name for m in registered_methods() if m.token_prompts and m.refusal(layout) is None)
+
+
+TOKEN_METHODS = {key: token_methods(spec) for key, spec in FAMILY_SPECS.items()}
 CASES = [(key, method) for key, methods in TOKEN_METHODS.items() for method in methods]
 
 
@@ -277,6 +288,7 @@ def test_vp_reads_distilled_deit_as_timm_does_at_eval():
 
 # --- the compatibility matrix ---------------------------------------------------------------------
 
+@pytest.mark.slow  # every family × method, trained
 def test_matrix_covers_the_families_and_every_listed_method_runs():
     rows = matrix()
     assert len(rows) >= 15
@@ -300,6 +312,7 @@ def test_unsupported_family_gets_one_line_naming_the_supported_ones():
 
 # --- end to end from the command line -------------------------------------------------------------
 
+@pytest.mark.slow  # end to end through the CLI
 @pytest.mark.parametrize("name", ["vit_small_patch16_dinov3", "eva02_tiny_patch14_224"])
 @pytest.mark.parametrize("method", ["vpt-deep", "vapt"])
 def test_dinov3_and_eva02_train_and_evaluate_from_the_cli(capsys, tmp_path, name, method):
@@ -317,3 +330,14 @@ def test_dinov3_and_eva02_train_and_evaluate_from_the_cli(capsys, tmp_path, name
     assert scored["n"] == 20 and scored["acc"] == pytest.approx(trained["eval_acc"])
     meta = json.loads((run / "prompt" / "prompt.json").read_text())
     assert meta["backbone"]["name"] == name and meta["method"] == method
+
+
+@pytest.mark.parametrize("spec, method", [(FAMILY_SPECS["vit"], "vapt"), (FAMILY_SPECS["swin"], "vpt-deep"),
+                                          (FAMILY_SPECS["beit"], "full"),
+                                          (BackboneSpec("vit_tiny_patch16_224", kwargs=dict(TINY_SEQUENCE, num_classes=9)), "vp"),
+                                          (BackboneSpec("zoo:fractal-vit"), "vpt-shallow")])
+def test_counting_on_the_meta_device_gives_the_built_models_counts(spec, method):
+    from vprompt.model import count_parameters
+
+    options = {"prompt_len": 3} if method.startswith("vpt") else {}
+    assert count_parameters(spec, method, 4, **options) == parameter_report(create_model(spec, method, 4, **options))

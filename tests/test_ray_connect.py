@@ -17,6 +17,7 @@ from vprompt.errors import ConfigError
 from vprompt.sweep import make_executor
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # Ray
 
 # Run in a child process: the ray.init left blocked behind the timeout would otherwise hold this
 # process's Ray state while later tests start a local instance.

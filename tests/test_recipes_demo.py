@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import math
 from pathlib import Path
@@ -11,6 +13,8 @@ import torch
 from vprompt.data.filelist import task_info
 from vprompt.model import create_model, load_prompt
 from vprompt.recipes.demo import DEMO_BACKBONE, DEMO_METHODS, DemoConfig, demo_table, run_demo
+
+pytestmark = pytest.mark.slow  # end to end: the demo
 
 TRAIN_IMAGES, BATCH = 1000, 64  # the demo trains on train800val200 (1000 images) in batches of 64
 STEPS = math.ceil(TRAIN_IMAGES / BATCH)  # optimizer steps in its one epoch here

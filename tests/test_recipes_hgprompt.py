@@ -3,11 +3,15 @@ target × method × seed in results.json, the table and the weight plot."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from report_numbers import check_hgprompt_report
 from vprompt.cli import main
 from vprompt.transfer import transfer_method_names
+
+pytestmark = pytest.mark.slow  # end to end: a whole recipe
 
 TINY = ["--model", "vit_tiny_patch16_224", "--model-arg", "img_size=16", "patch_size=4", "embed_dim=32", "depth=2",
         "num_heads=2"]

@@ -13,6 +13,8 @@ from report_numbers import check_robustness_report
 from vprompt.errors import ConfigError
 from vprompt.recipes.pbl import ATTACK_FILE, PBLReproduction, run_robustness_reproduction
 
+pytestmark = pytest.mark.slow  # end to end: a whole recipe
+
 REQUIRED = {"source", "method", "task", "seed", "clean_acc", "robust_acc_pgd", "robust_acc_aa"}
 
 

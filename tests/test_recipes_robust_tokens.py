@@ -13,6 +13,8 @@ from vprompt.model import load_prompt
 from vprompt.recipes.robust_tokens import RobustTokensReproduction
 from vprompt.recipes.pbl import run_robustness_reproduction
 
+pytestmark = pytest.mark.slow  # end to end: a whole recipe
+
 METHODS = ["linear", "vpt-deep", "vapt", "vp"]
 
 

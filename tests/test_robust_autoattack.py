@@ -40,6 +40,7 @@ def test_autoattack_breaks_an_undefended_model_inside_the_ball(standard, norm, e
     assert adversarial.min() >= 0 and adversarial.max() <= 1
 
 
+@pytest.mark.slow  # end to end: AutoAttack on a trained prompt
 def test_report_gives_clean_pgd_and_autoattack_on_the_same_images(standard):
     images, labels = toy_task(80, 1)
     config = AttackConfig(attack="both", eps="1/20", steps=10, images=50)

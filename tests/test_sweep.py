@@ -44,6 +44,7 @@ def test_protocol_picks_on_val200_retrains_per_seed_and_skips_finished_runs(tmp_
     assert finished.stat().st_mtime_ns == stamp  # read back, not retrained
 
 
+@pytest.mark.slow  # end to end: a sweep
 def test_prompt_length_is_searched_for_prompted_methods_only(tmp_path, task):
     protocol = Protocol(base_lrs=[0.02], weight_decays=[0.0], prompt_lens=[1, 3], seeds=[0],
                         train=TINY_PROTOCOL.train)
@@ -59,6 +60,7 @@ def test_prompt_length_is_searched_for_prompted_methods_only(tmp_path, task):
     assert chosen["method_config"]["prompt_len"] == by_method["vpt-shallow"]["prompt_len"]
 
 
+@pytest.mark.slow  # Ray, end to end
 def test_ray_runs_the_same_sweep_and_a_crashed_sweep_redoes_only_unfinished_runs(tmp_path, task):
     import ray
 
@@ -96,6 +98,7 @@ def test_summary_reports_mean_and_sample_std():
                                 "std": pytest.approx(0.1414, abs=1e-4), "seeds": 2}]
 
 
+@pytest.mark.slow  # end to end: a whole recipe
 def test_reproduce_vapt_writes_rows_and_a_table_for_every_method(tmp_path, task):
     config = VAPTReproduction(out=tmp_path, data=task.parent, tasks=["digits"], prompt_len=2)
     protocol = Protocol(base_lrs=[0.02], weight_decays=[0.0], seeds=[0, 1], train=TINY_PROTOCOL.train)

@@ -90,6 +90,7 @@ def final_prompt(row) -> torch.Tensor:
     return load_file(f"{row['prompt']}/prompt.safetensors")["token_prompt.prompts"]  # the checkpoint key of VPT's shared prompt
 
 
+@pytest.mark.slow  # end to end: every transfer method
 def test_every_method_starts_from_its_own_initial_prompt(bank, suite, tmp_path):
     """With a zero learning rate the tuned prompt *is* the initial prompt, so each method's
     choice can be read off its final checkpoint."""

@@ -11,6 +11,8 @@ from vprompt.errors import ConfigError
 from vprompt.recipes.zoo_build import RECIPES, build
 from vprompt.zoo import find_card
 
+pytestmark = pytest.mark.slow  # end to end: zoo builds
+
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):

@@ -13,7 +13,7 @@ model = vprompt.load_prompt("my-prompt")
 from vprompt.backbones import BackboneSpec
 from vprompt.errors import VpromptError
 from vprompt.methods import method_names
-from vprompt.model import PromptedModel, create_model, load_prompt, parameter_report, save_prompt
+from vprompt.model import PromptedModel, count_parameters, create_model, load_prompt, parameter_report, save_prompt
 from vprompt.predict import predict
 from vprompt.train import TrainConfig, train
 from vprompt.version import VERSION
@@ -25,6 +25,7 @@ __all__ = [
     "PromptedModel",
     "TrainConfig",
     "VpromptError",
+    "count_parameters",
     "create_model",
     "load_prompt",
     "method_names",

@@ -120,6 +120,16 @@ def zoo_twin(name: str, init_seed: int = 0) -> BackboneSpec:
     return card_architecture(zoo.find_card(name), init_seed)
 
 
+def meta_backbone(spec: BackboneSpec) -> nn.Module:
+    """The backbone's architecture on the meta device: every shape, no weights (none downloaded,
+    read, initialised or hashed), whatever the model's size."""
+    if zoo.is_zoo_name(spec.name):
+        architecture = card_architecture(zoo.find_card(spec.name))
+        spec = replace(architecture, kwargs={**architecture.kwargs, **spec.kwargs})
+    with torch.device("meta"):
+        return create_backbone(replace(spec, pretrained=False, checkpoint=None))
+
+
 def card_architecture(card: dict[str, Any], init_seed: int = 0) -> BackboneSpec:
     """A zoo card's timm architecture, source head and input size, without its weights."""
     return BackboneSpec(card["arch"], kwargs={**card["kwargs"], "num_classes": card["num_classes"]},
@@ -264,7 +274,10 @@ def feature_dim(model: nn.Module) -> int:
 
 
 def fingerprint(model: nn.Module) -> str:
-    """A short hash of the frozen weights, to refuse prompts trained on another network."""
+    """A short hash of the frozen weights, to refuse prompts trained on another network (``meta``
+    for a model built on the meta device, which has shapes but no weights)."""
+    if any(tensor.is_meta for tensor in model.state_dict().values()):
+        return "meta"
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())

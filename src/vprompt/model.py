@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from vprompt.backbones import BackboneSpec, DataConfig, create_backbone, data_config, fingerprint
+from vprompt.backbones import BackboneSpec, DataConfig, create_backbone, data_config, fingerprint, meta_backbone
 from vprompt.card import model_card
 from vprompt.checkpoint import (CHECKPOINT_FORMAT, read_metadata, read_tensors, resolve_prompt_dir,
                                 write_prompt_files)
@@ -275,6 +275,25 @@ class ParameterReport:
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+def count_parameters(model: str | BackboneSpec, method: str, num_classes: int, **method_options: Any) -> ParameterReport:
+    """[`parameter_report`][vprompt.parameter_report] of a model whose backbone is never
+    materialised: counting needs shapes only, so the backbone is built on the meta device (its
+    weights are not downloaded, initialised or hashed), in a moment and no memory whatever its size.
+
+    Args:
+        model: As [`create_model`][vprompt.create_model] takes it.
+        method: A registered method name.
+        num_classes: Classes of the target task (the head's size).
+        **method_options: Fields of the method's config.
+
+    Returns:
+        The counts, exactly those of the built model.
+    """
+    spec = BackboneSpec(model) if isinstance(model, str) else model
+    config = make_config(method, **method_options)
+    return parameter_report(PromptedModel(meta_backbone(spec), spec, method, config, num_classes))
 
 
 def parameter_report(model: PromptedModel) -> ParameterReport:

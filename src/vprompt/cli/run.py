@@ -152,9 +152,9 @@ class Params(Validated):
     json: bool = False
 
     def run(self) -> None:
-        from vprompt.model import create_model, parameter_report
+        from vprompt.model import count_parameters
         from vprompt.report import parameter_lines
 
-        model = create_model(self.backbone.spec(), self.method.method, self.num_classes, **self.method.options)
-        report = parameter_report(model).to_dict()
+        report = count_parameters(self.backbone.spec(), self.method.method, self.num_classes,
+                                  **self.method.options).to_dict()
         print(json.dumps(report) if self.json else "\n".join(parameter_lines(report)))
