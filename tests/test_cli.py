@@ -78,7 +78,7 @@ def test_bad_input_is_one_clear_line(capsys, argv, message):
 def test_corrupt_image_is_one_clear_line_from_train(capsys, tmp_path, task, workers):
     import shutil
 
-    broken = tmp_path / "broken"
+    broken = tmp_path / "dtd"  # named after a VTAB-1k task: VTAB-1k's split sizes are required
     shutil.copytree(task, broken)
     first_image = (broken / "train800val200.txt").read_text().split()[0]
     (broken / first_image).write_bytes(b"garbage")
@@ -91,7 +91,7 @@ def test_corrupt_image_is_one_clear_line_from_train(capsys, tmp_path, task, work
 def test_data_check_says_what_is_wrong(capsys, tmp_path, task):
     import shutil
 
-    broken = tmp_path / "broken"
+    broken = tmp_path / "dtd"  # named after a VTAB-1k task: VTAB-1k's split sizes are required
     shutil.copytree(task, broken)
     lines = (broken / "val200.txt").read_text().splitlines()
     (broken / "val200.txt").write_text("\n".join(lines[:-1]) + "\n")
@@ -172,3 +172,21 @@ def test_sweep_through_the_cli_writes_the_table_and_rows(capsys, tmp_path, task)
                            "--seed", "3", "--ray", "none")
     assert code == 2 and "use --seeds 3" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "y").exists()
+
+
+def test_a_thirty_image_file_list_folder_of_your_own_trains(capsys, tmp_path, task):
+    """Split files of any size: only a folder named after a VTAB-1k task must have VTAB-1k's sizes."""
+    import shutil
+
+    own = tmp_path / "own"
+    shutil.copytree(task, own)
+    train = (own / "train800val200.txt").read_text().splitlines()[:30]
+    (own / "train800val200.txt").write_text("\n".join(train) + "\n")
+    for split in ("train800", "val200"):
+        (own / f"{split}.txt").unlink()
+    code, out, err = run_cli(capsys, "train", "--data", str(own), "--out", str(tmp_path / "run"), *MODEL,
+                             "--method", "vpt-shallow", "--prompt-len", "2", "--epochs", "1", "--warmup-epochs", "0",
+                             "--no-progress")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics[0]["train_images"] == 30 and json.loads(out)["task"] == "own"

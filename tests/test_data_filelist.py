@@ -51,10 +51,17 @@ def test_read_split_takes_the_last_token_as_label(tmp_path: Path) -> None:
 
 
 def test_read_split_enforces_vtab_sizes(tmp_path: Path) -> None:
-    write_lines(tmp_path / "train800.txt", [f"img/{i}.jpg {i % 5}" for i in range(799)])
+    dtd = tmp_path / "dtd"  # a folder named after a VTAB-1k task holds VTAB-1k's splits
+    write_lines(dtd / "train800.txt", [f"img/{i}.jpg {i % 5}" for i in range(799)])
     with pytest.raises(DataError, match=r"train800\.txt has 799 entries, expected 800"):
-        read_split(tmp_path, "train800")
-    assert len(read_split(tmp_path, "train800", check_size=False)) == 799
+        read_split(dtd, "train800")
+    assert len(read_split(dtd, "train800", check_size=False)) == 799
+
+
+def test_split_files_of_any_size_are_your_own_data(tmp_path: Path) -> None:
+    own = tmp_path / "own"  # not a VTAB-1k task: any non-empty size
+    write_lines(own / "train800val200.txt", [f"img/{i}.jpg {i % 3}" for i in range(30)])
+    assert len(read_split(own, "train800val200")) == 30
 
 
 def test_read_split_rejects_an_empty_test_split(tmp_path: Path) -> None:
@@ -138,8 +145,9 @@ def test_train_augment_flips_horizontally_sometimes(small_task: Path) -> None:
 
 
 def test_dataset_enforces_split_size_by_default(small_task: Path) -> None:
+    vtab_named = small_task.rename(small_task.with_name("cifar"))
     with pytest.raises(DataError, match=r"train800\.txt has 4 entries, expected 800"):
-        FileListDataset(small_task, "train800", 8)
+        FileListDataset(vtab_named, "train800", 8)
 
 
 def test_corrupt_image_names_file_split_and_line(small_task: Path) -> None:

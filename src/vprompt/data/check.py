@@ -35,6 +35,7 @@ from .filelist import (
     size_problem,
     split_file,
     task_folders,
+    vtab_size_note,
 )
 from .vtab import vtab_task
 
@@ -144,6 +145,7 @@ def _check_task(task_dir: Path, report: CheckReport, progress: bool) -> None:
     group = meta.get("group", known.group if known else "unknown")
     num_classes = _label_problems(task_dir, splits, names, report)
     problems.extend(_image_problems(task_dir, splits, progress))
+    report.warnings.extend(filter(None, (vtab_size_note(task_dir, split, len(entries)) for split, entries in splits.items())))
     sizes = ", ".join(f"{split} {len(entries)}" for split, entries in splits.items())
     report.summary.append(
         f"{task_dir.resolve().name}: {num_classes} classes; {sizes}; group {group}"

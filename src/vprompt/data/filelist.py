@@ -88,12 +88,13 @@ def parse_split(task_dir: Path | str, split: str) -> tuple[list[SplitEntry], lis
 
 
 def expected_size(task_dir: Path | str, split: str) -> int | None:
-    """The size ``split`` must have: fixed for the training splits, and for ``test`` when the folder
-    is one of the 19 VTAB-1k tasks (None when any non-empty size will do)."""
-    if split == "test":
-        known = vtab_task(Path(task_dir).resolve().name)
-        return known.test_size if known else None
-    return SPLIT_SIZES.get(split)
+    """The size ``split`` must have when the folder is one of the 19 VTAB-1k tasks (VTAB-1k's fixed
+    training sizes, and that task's test size); None for any other folder, where a split of any
+    non-empty size is your own data's business."""
+    known = vtab_task(Path(task_dir).resolve().name)
+    if known is None:
+        return None
+    return known.test_size if split == "test" else SPLIT_SIZES.get(split)
 
 
 def size_problem(task_dir: Path | str, split: str, count: int) -> str | None:
@@ -104,9 +105,19 @@ def size_problem(task_dir: Path | str, split: str, count: int) -> str | None:
         return None if count > 0 else f"{path} has no entries"
     if count == expected:
         return None
-    known = vtab_task(Path(task_dir).resolve().name) if split == "test" else None
-    why = f" (the size of VTAB-1k's {known.folder} test split)" if known else ""
+    known = vtab_task(Path(task_dir).resolve().name)
+    why = f" (the size of VTAB-1k's {known.folder} test split)" if split == "test" else ""
     return f"{path} has {count} entries, expected {expected}{why}"
+
+
+def vtab_size_note(task_dir: Path | str, split: str, count: int) -> str | None:
+    """For a folder that is not a VTAB-1k task: that ``split`` differs from VTAB-1k's size, which is
+    fine for your own data and worth knowing when comparing with VTAB-1k numbers."""
+    vtab_size = SPLIT_SIZES.get(split)
+    if vtab_size is None or count in (0, vtab_size) or expected_size(task_dir, split) is not None:
+        return None
+    return (f"{split_file(task_dir, split)} has {count} entries where VTAB-1k's {split} has {vtab_size}: "
+            "results are not comparable with VTAB-1k numbers")
 
 
 def load_split(task_dir: Path | str, split: str, *, check_size: bool = True) -> list[SplitEntry]:
@@ -127,8 +138,9 @@ def read_split(task_dir: Path | str, split: str, *, check_size: bool = True) -> 
     Args:
         task_dir: The task folder.
         split: One of [`SPLITS`][vprompt.data.SPLITS].
-        check_size: Enforce the VTAB-1k sizes (train800 800, val200 200, train800val200 1000,
-            test non-empty), because a short split silently changes the benchmark.
+        check_size: Refuse an empty split and, in a folder named after a VTAB-1k task, a split
+            of another size than VTAB-1k's (train800 800, val200 200, train800val200 1000, the
+            task's test size), because a short split silently changes the benchmark.
 
     Returns:
         The pairs, in file order; a malformed line is a DataError naming it.
