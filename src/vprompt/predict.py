@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vprompt.data.filelist import read_rgb, to_pixels
+from vprompt.data.images import IMAGE_SUFFIXES
 from vprompt.errors import ConfigError, DataError
 from vprompt.model import PromptedModel
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 WHERE = "the images to predict"
 Row = dict[str, Any]
 

@@ -42,6 +42,12 @@ def refuse_single_seed(train: TrainConfig) -> None:
                           f"(use --seeds {train.seed})")
 
 
+TASK_KINDS = ("a VTAB-1k-layout folder, an image folder of class sub-folders (imagefolder:PATH), "
+              "fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT")
+"""What --data takes (vprompt.data.registry reads it), said once for every command's help."""
+Task = Annotated[str, tyro.conf.arg(help=f"Task: {TASK_KINDS}.")]
+
+
 def method_choices() -> str:
     """The --method help. Annotations are strings here, evaluated each time a parser is built, so
     a method registered after this module was imported is listed too."""

@@ -45,7 +45,7 @@ class Check(Validated):
     """Verify a task folder or a folder of tasks, and say precisely what is wrong."""
 
     path: Positional[Annotated[Path, Existing()]]
-    """A task folder (with the split files) or a folder of task folders."""
+    """A task folder (split files, or an image folder of class sub-folders) or a folder of task folders."""
 
     def run(self) -> None:
         from vprompt.data import check_dataset

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from tyro.conf import Positional
 
-from vprompt.cli.args import AdversarialArgs, BackboneArgs, MethodArgs
+from vprompt.cli.args import AdversarialArgs, BackboneArgs, MethodArgs, Task
 from vprompt.robust.evaluation import AttackConfig
 from vprompt.train import TrainConfig
 from vprompt.validation import Validated, Writable, at_least
@@ -17,8 +17,7 @@ from vprompt.validation import Validated, Writable, at_least
 
 @dataclass
 class Train(Validated):
-    data: str
-    """Task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT."""
+    data: Task
     out: Annotated[Path, Writable()]
     """Run folder: checkpoints every epoch, metrics.json/csv, and the final prompt in OUT/prompt."""
     backbone: BackboneArgs
@@ -53,8 +52,7 @@ class Train(Validated):
 class Eval(Validated):
     prompt: str
     """A prompt checkpoint folder, a run folder from `vprompt train`, or hf://ORG/NAME[@REVISION]."""
-    data: str
-    """Task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT."""
+    data: Task
     split: str = "test"
     """Split to score (train800, val200, train800val200, test; train, val, trainval for FGVC and torchvision)."""
     attack: AttackConfig = field(default_factory=lambda: AttackConfig(attack="none"))
@@ -128,8 +126,7 @@ class Export(Validated):
 class Attack(Validated):
     prompt: str
     """A prompt checkpoint folder, a run folder from `vprompt train`, or hf://ORG/NAME[@REVISION]."""
-    data: str
-    """Task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT."""
+    data: Task
     split: str = "test"
     attack: AttackConfig = field(default_factory=AttackConfig)
     json: bool = False

@@ -7,9 +7,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
+import tyro
 from tyro.conf import Positional
 
-from vprompt.cli.args import BackboneArgs, parse_key_values, refuse_single_seed
+from vprompt.cli.args import TASK_KINDS, BackboneArgs, parse_key_values, refuse_single_seed
 from vprompt.errors import ConfigError
 from vprompt.methods import DEFAULT_METHOD, make_config
 from vprompt.sweep import Protocol
@@ -22,8 +23,7 @@ GRID = Protocol()
 
 @dataclass
 class Sweep(Validated):
-    data: Annotated[list[str], NonEmpty()]
-    """Tasks: VTAB-layout task folders (or a folder of them), fgvc:[NAME:]PATH, torchvision:NAME:ROOT."""
+    data: Annotated[list[str], NonEmpty(), tyro.conf.arg(help=f"Tasks (or a folder of task folders), each {TASK_KINDS}.")]
     out: Annotated[Path, Writable()]
     """Sweep folder: runs/TASK/METHOD/{grid/POINT,seedS}, results.json, results.md."""
     backbone: BackboneArgs

@@ -10,7 +10,7 @@ from typing import Annotated, Union
 import tyro
 from tyro.conf import Positional, subcommand
 
-from vprompt.cli.args import Group, refuse_single_seed
+from vprompt.cli.args import TASK_KINDS, Group, refuse_single_seed
 from vprompt.transfer import TransferConfig, check_methods, transfer_method_names
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, at_least, at_most
 
@@ -24,8 +24,7 @@ def transfer_choices() -> str:
 class Transfer(Validated):
     bank: Annotated[Path, Existing()]
     """Prompt bank folder (`vprompt bank add`); its prompts are the sources and fix the backbone."""
-    target: str
-    """Target task: a VTAB-1k-layout folder, fgvc:[NAME:]PATH or torchvision:NAME:ROOT."""
+    target: Annotated[str, tyro.conf.arg(help=f"Target task: {TASK_KINDS}.")]
     out: Annotated[Path, Writable()]
     """Folder for source_scores.json, METHOD/seedS runs and results.json."""
     methods: Annotated[list[str], NonEmpty(), tyro.conf.arg(help=transfer_choices())] = field(

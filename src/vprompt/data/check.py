@@ -1,4 +1,5 @@
-"""``vprompt data check``: say precisely what is wrong with a prepared VTAB-1k-layout folder.
+"""``vprompt data check``: say precisely what is wrong with a prepared VTAB-1k-layout folder or an
+image folder.
 
 A run that silently trains on 799 images, a relabelled duplicate or a truncated JPEG gives numbers
 that cannot be compared with anyone's; this checker finds those before training does. Structural
@@ -9,6 +10,7 @@ what a model can learn, such as a class without training examples (SUN397 has so
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -37,6 +39,8 @@ from .filelist import (
     task_folders,
     vtab_size_note,
 )
+from .imagefolder import is_image_folder, read_layout
+from .images import IMAGE_SUFFIXES
 from .vtab import vtab_task
 
 EXAMPLES = 3  # how many offending items a message names
@@ -91,6 +95,8 @@ def check_dataset(path: Path | str, *, progress: bool = False) -> CheckReport:
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder")
+    if not has_split_files(root) and is_image_folder(root):
+        return check_image_folder(root, progress)
     if has_split_files(root):
         task_dirs = [root]
     else:
@@ -101,6 +107,43 @@ def check_dataset(path: Path | str, *, progress: bool = False) -> CheckReport:
     report = CheckReport(root, problems=_suite_problems(root), summary=[])
     for task_dir in task_dirs:
         _check_task(task_dir, report, progress)
+    return report
+
+
+def check_image_folder(root: Path, progress: bool = False) -> CheckReport:
+    """An image folder's report: a layout that cannot train (an empty class folder, a single
+    class) is its one problem; otherwise files that are not images (warnings), images that occur
+    in two splits (compared by content) and images that cannot be decoded."""
+    report = CheckReport(root, problems=[], summary=[])
+    try:
+        layout = read_layout(root)
+    except DataError as e:
+        report.problems.append(str(e))
+        return report
+    strays = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES
+              and not p.name.startswith(".")]
+    if strays:
+        report.warnings.append(f"{root}: {len(strays)} files are not images and are left out: "
+                               f"{_examples([str(p.relative_to(root)) for p in strays])}")
+    first: dict[str, tuple[str, Path]] = {}
+    repeated = []
+    for split in ("train", "val", "test"):
+        for image, _ in layout.samples[split]:
+            earlier_split, earlier = first.setdefault(hashlib.sha1(image.read_bytes()).hexdigest(), (split, image))
+            if earlier_split != split:
+                repeated.append(f"{image.relative_to(root)} ({split}) = {earlier.relative_to(root)} ({earlier_split})")
+    if repeated:
+        report.problems.append(f"{root}: {len(repeated)} images occur in two splits: {_examples(repeated)}")
+    images = [image for split in ("train", "val", "test") for image, _ in layout.samples[split]]
+    with ThreadPoolExecutor() as pool:
+        reasons = tqdm(pool.map(_decode_error, images), total=len(images), disable=not progress, unit="img",
+                       desc=root.name)
+        unreadable = [f"{image.relative_to(root)}: {reason}" for image, reason in zip(images, reasons) if reason]
+    if unreadable:
+        report.problems.append(f"{root}: {len(unreadable)} of {len(images)} images cannot be read: "
+                               f"{_examples(unreadable)}")
+    report.summary.append(f"{root.resolve().name}: {len(layout.class_names)} classes "
+                          f"({_examples(layout.class_names)}); {layout.describe()}")
     return report
 
 

@@ -19,6 +19,8 @@ from vprompt.errors import DataError
 from .filelist import TaskDataset, TaskInfo, read_rgb
 
 FGVC_RESIZE = 256 / 224  # VPT's FGVC recipe: resize to 256, crop 224
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+"""The file endings read as images when a folder is searched for them."""
 
 
 class PixelTransform:

@@ -4,6 +4,8 @@ Spellings:
   PATH                        a task folder in the VTAB-1k file-list layout (the default)
   fgvc:PATH, fgvc:NAME:PATH   an FGVC folder with VPT's json splits (NAME: cub, nabirds, flowers, dogs, cars)
   torchvision:NAME:ROOT       a torchvision dataset on disk (``tv:`` for short); fetched only with download
+  imagefolder:PATH            a folder of class sub-folders of images (optionally under train/ val/ test/);
+                              a PATH that is clearly one is read as one without the prefix
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 from vprompt.errors import DataError
 
 from .fgvc import FGVC_TASKS, fgvc_source
-from .filelist import FileListDataset, task_info
+from .filelist import FileListDataset, has_split_files, task_info
+from .imagefolder import PREFIX as IMAGEFOLDER, imagefolder_source, is_image_folder
 from .source import VTAB_PROTOCOL, TaskSource
 from .torchvision_sets import torchvision_source
 
@@ -45,5 +48,9 @@ def open_task(spec: Path | str, download: bool = False, check_sizes: bool = True
         if not name or not root:
             raise DataError(f"expected torchvision:NAME:ROOT, got {text!r}")
         return torchvision_source(name, root, download)
+    if text.startswith(IMAGEFOLDER):
+        return imagefolder_source(text[len(IMAGEFOLDER):])
+    if not has_split_files(Path(text)) and is_image_folder(Path(text)):
+        return imagefolder_source(text)
     return vtab_source(text, check_sizes)
 
