@@ -78,7 +78,7 @@ def test_bad_input_is_one_clear_line(capsys, argv, message):
 def test_corrupt_image_is_one_clear_line_from_train(capsys, tmp_path, task, workers):
     import shutil
 
-    broken = tmp_path / "dtd"  # named after a VTAB-1k task: VTAB-1k's split sizes are required
+    broken = tmp_path / "broken"
     shutil.copytree(task, broken)
     first_image = (broken / "train800val200.txt").read_text().split()[0]
     (broken / first_image).write_bytes(b"garbage")
