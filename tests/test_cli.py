@@ -174,6 +174,7 @@ def test_sweep_through_the_cli_writes_the_table_and_rows(capsys, tmp_path, task)
     assert not (tmp_path / "y").exists()
 
 
+@pytest.mark.slow  # end to end: train through the CLI
 def test_a_thirty_image_file_list_folder_of_your_own_trains(capsys, tmp_path, task):
     """Split files of any size: only a folder named after a VTAB-1k task must have VTAB-1k's sizes."""
     import shutil

@@ -330,6 +330,7 @@ def test_a_parse_error_in_a_terminal_encoding_is_one_line_too():
         "error: vprompt train needs --data, --model (see vprompt train --help)"]
 
 
+@pytest.mark.slow  # end to end: a command in a fresh process
 def test_a_reader_that_stops_early_is_not_an_error():
     """`vprompt models --json | head -1`: the closed pipe ends the command quietly."""
     import subprocess

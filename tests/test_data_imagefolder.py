@@ -64,6 +64,7 @@ def test_split_folders_are_used_and_only_the_missing_val_is_drawn(digits, tmp_pa
     assert "val drawn per class" in source.image_source and "test and val" not in source.image_source
 
 
+@pytest.mark.slow  # end to end: train and predict through the CLI
 @pytest.mark.parametrize("split_folders", [False, True])
 def test_an_image_folder_trains_and_predicts_with_its_class_names(capsys, digits, tmp_path, split_folders):
     layout = {"train": "train800val200", "test": "test"} if split_folders else {"": "train800val200"}

@@ -25,6 +25,7 @@ def task(tmp_path_factory):
                                  progress=False)[0]
 
 
+@pytest.mark.slow  # end to end: a sweep
 def test_protocol_picks_on_val200_retrains_per_seed_and_skips_finished_runs(tmp_path, task):
     methods = {"vpt-deep": {"prompt_len": 2}}
     rows = run_protocol([str(task)], methods, tiny_vit_spec(), TINY_PROTOCOL, tmp_path, progress=False)
