@@ -62,13 +62,13 @@ def test_the_scan_sees_imports_inside_functions_and_relative_ones():
 
 def test_the_top_level_help_imports_no_command_no_recipe_and_no_timm():
     """Each command's module is imported only when that command runs: the help of the whole command
-    line costs no model library (measured in a fresh interpreter, which imports nothing before)."""
+    line costs no model library, timm or torchvision (checked in a fresh interpreter)."""
     import subprocess
     import sys
 
     code = ("import sys, contextlib, io\nfrom vprompt.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    main(['--help'])\n"
-            "print(sorted(m for m in sys.modules if m == 'timm' or m.startswith(('timm.', 'vprompt.recipes', "
-            "'vprompt.cli.'))))")
+            "print(sorted(m for m in sys.modules if m in ('timm', 'torchvision') or m.startswith(('timm.', "
+            "'torchvision.', 'vprompt.recipes', 'vprompt.cli.'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"

@@ -22,8 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from vprompt.data.filelist import read_rgb, to_pixels
-from vprompt.data.images import IMAGE_SUFFIXES
+from vprompt.data.filelist import IMAGE_SUFFIXES, read_rgb, to_pixels
 from vprompt.errors import ConfigError, DataError
 from vprompt.model import PromptedModel
 

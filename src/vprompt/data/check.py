@@ -26,6 +26,7 @@ from vprompt.errors import DataError
 
 from .filelist import (
     CLASSES_FILE,
+    IMAGE_SUFFIXES,
     IMAGE_ERRORS,
     SPLITS,
     SUITE_FILE,
@@ -40,7 +41,6 @@ from .filelist import (
     vtab_size_note,
 )
 from .imagefolder import is_image_folder, read_layout
-from .images import IMAGE_SUFFIXES
 from .vtab import vtab_task
 
 EXAMPLES = 3  # how many offending items a message names

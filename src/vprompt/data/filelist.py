@@ -35,6 +35,8 @@ CLASSES_FILE = "classes.txt"
 TASK_FILE = "task.json"
 SUITE_FILE = "suite.json"
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+"""The file endings read as images when a folder is searched for them."""
 # What PIL raises for a missing, truncated, corrupt or hostile image file.
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from vprompt.errors import DataError
 
-from .filelist import TaskInfo, has_split_files
-from .images import IMAGE_SUFFIXES, ImageListDataset, PixelTransform
+from .filelist import IMAGE_SUFFIXES, TaskInfo, has_split_files
+from .images import ImageListDataset, PixelTransform
 from .source import TRAINVAL_PROTOCOL, TaskSource
 
 SPLIT_FOLDERS = ("train", "val", "test")

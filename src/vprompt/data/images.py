@@ -12,15 +12,12 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
-from torchvision import transforms as T
 
 from vprompt.errors import DataError
 
 from .filelist import TaskDataset, TaskInfo, read_rgb
 
 FGVC_RESIZE = 256 / 224  # VPT's FGVC recipe: resize to 256, crop 224
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
-"""The file endings read as images when a folder is searched for them."""
 
 
 class PixelTransform:
@@ -30,6 +27,8 @@ class PixelTransform:
     random flip for training. Decoding ends at the resize, so cached pixels are the same every epoch."""
 
     def __init__(self, size: tuple[int, int], train: bool, crop: bool) -> None:
+        from torchvision import transforms as T  # on first use: torchvision is slow to import
+
         resize = tuple(round(s * FGVC_RESIZE) for s in size) if crop else size
         self.decode = T.Compose([T.Resize(resize), T.PILToTensor()])
         crops = [T.RandomCrop(size) if train else T.CenterCrop(size)] if crop else []
