@@ -17,7 +17,7 @@ from vprompt import methods
 from vprompt.backbones import create_backbone
 from vprompt.cli_reference import help_text
 from vprompt.errors import ConfigError
-from vprompt.families import TokenLayout, token_family
+from vprompt.families import TokenLayout
 from vprompt.families.matrix import ROWS, check, matrix
 from vprompt.methods import LinearHeadConfig, Method, make_config, method_names, register_method
 from vprompt.model import PromptedModel, create_model, parameter_report
@@ -44,8 +44,8 @@ class ToyPrompt(TokenPrompt):
         return self.tokens.expand(batch_size, -1, -1)
 
 
-def build_toy(config: ToyConfig, backbone: nn.Module) -> ToyPrompt:
-    return ToyPrompt(token_family(backbone, TOY).layout(backbone), config)
+def build_toy(config: ToyConfig, layout: TokenLayout) -> ToyPrompt:
+    return ToyPrompt(layout, config)
 
 
 def one_grid_only(layout: TokenLayout) -> str | None:

@@ -85,10 +85,7 @@ def create_backbone(spec: BackboneSpec) -> nn.Module:
     if spec.name.startswith(ROBUSTBENCH_PREFIX):
         return robustbench_backbone(spec)
     if zoo.is_zoo_name(spec.name):
-        card = zoo.find_card(spec.name)
-        architecture = card_architecture(card)
-        return create_backbone(replace(architecture, checkpoint=card["weights"],
-                                       kwargs={**architecture.kwargs, **spec.kwargs}))
+        return create_backbone(zoo_spec(spec))
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.init_seed)
@@ -124,10 +121,17 @@ def meta_backbone(spec: BackboneSpec) -> nn.Module:
     """The backbone's architecture on the meta device: every shape, no weights (none downloaded,
     read, initialised or hashed), whatever the model's size."""
     if zoo.is_zoo_name(spec.name):
-        architecture = card_architecture(zoo.find_card(spec.name))
-        spec = replace(architecture, kwargs={**architecture.kwargs, **spec.kwargs})
+        spec = zoo_spec(spec)
     with torch.device("meta"):
         return create_backbone(replace(spec, pretrained=False, checkpoint=None))
+
+
+def zoo_spec(spec: BackboneSpec) -> BackboneSpec:
+    """What a ``zoo:NAME`` spec builds: the card's architecture with the card's weights, and the
+    spec's own constructor arguments on top."""
+    card = zoo.find_card(spec.name)
+    architecture = card_architecture(card)
+    return replace(architecture, checkpoint=card["weights"], kwargs={**architecture.kwargs, **spec.kwargs})
 
 
 def card_architecture(card: dict[str, Any], init_seed: int = 0) -> BackboneSpec:

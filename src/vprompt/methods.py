@@ -50,9 +50,10 @@ class Method:
 
     name: str
     config_cls: type[MethodConfig]
-    build_prompt: Callable[[MethodConfig, nn.Module], nn.Module] | None = None
-    """Builds the token prompt attached to the backbone (None: the method puts no tokens in it, so
-    it runs on any backbone; otherwise only on a supported transformer family, `vprompt.families`)."""
+    build_prompt: Callable[[MethodConfig, TokenLayout], nn.Module] | None = None
+    """Builds the token prompt for a backbone of this token layout, which the model then attaches
+    (None: the method puts no tokens in the backbone, so it runs on any backbone; otherwise only on
+    a supported transformer family, `vprompt.families`)."""
     trains_backbone: bool = False
     summary: str = ""
     build_input_prompt: Callable[[MethodConfig, tuple[int, int]], nn.Module | None] | None = None

@@ -98,10 +98,11 @@ class PromptedModel(nn.Module):
         self.token_prompt = None
         if self.method.build_prompt is not None:
             family = token_family(backbone, method)
-            refusal = self.method.refusal(family.layout(backbone))
+            layout = family.layout(backbone)
+            refusal = self.method.refusal(layout)
             if refusal:
                 raise ConfigError(f"method '{method}' does not run on {family.name}: {refusal}")
-            self.token_prompt = self.method.build_prompt(method_config, backbone)
+            self.token_prompt = self.method.build_prompt(method_config, layout)
         if self.token_prompt is not None:
             self.token_prompt.attach(backbone)
         for param in backbone.parameters():

@@ -304,8 +304,9 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict[str, Any]:
     seen, lr = 0, 0.0
     steps = tqdm(run.loader, desc=f"epoch {epoch + 1}", leave=False, disable=not run.show)
     for step, (images, labels) in enumerate(steps):
-        lr = run.schedule.lr(epoch * run.schedule.steps_per_epoch + step)
-        loss, logits = train_step(run, images, labels, epoch * run.schedule.steps_per_epoch + step, lr)
+        global_step = epoch * run.schedule.steps_per_epoch + step
+        lr = run.schedule.lr(global_step)
+        loss, logits = train_step(run, images, labels, global_step, lr)
         newly_bad = (first_bad < 0) & ~torch.isfinite(loss)
         first_bad = torch.where(newly_bad, step, first_bad)
         bad_loss = torch.where(newly_bad, loss.float(), bad_loss)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Union
 
 from tyro.conf import subcommand
@@ -32,8 +33,7 @@ class ReproduceVAPT:
         from vprompt.recipes.vapt import run_vapt_reproduction
 
         run_vapt_reproduction(self.config, self.backbone.spec_or_none())
-        print((self.config.out / "results.md").read_text())
-        print(f"results: {self.config.out / 'results.json'}")
+        show_results(self.config.out)
 
 
 @dataclass
@@ -56,12 +56,17 @@ class ReproduceRobustTokens:
         run_robustness(self.config)
 
 
+def show_results(out: Path, *more: str) -> None:
+    """A recipe's table, then where its results (and ``more`` files) are."""
+    print((out / "results.md").read_text())
+    print(", ".join([f"results: {out / 'results.json'}", *more]))
+
+
 def run_robustness(config: PBLReproduction) -> None:
     from vprompt.recipes.pbl import run_robustness_reproduction
 
     run_robustness_reproduction(config)
-    print((config.out / "results.md").read_text())
-    print(f"results: {config.out / 'results.json'}, plot: {config.out / 'tradeoff.png'}")
+    show_results(config.out, f"plot: {config.out / 'tradeoff.png'}")
 
 
 @dataclass
@@ -75,8 +80,7 @@ class ReproduceHGPrompt:
         from vprompt.recipes.hgprompt import run_hgprompt_reproduction
 
         run_hgprompt_reproduction(self.config, self.backbone.spec_or_none())
-        print((self.config.out / "results.md").read_text())
-        print(f"results: {self.config.out / 'results.json'}, weights: {self.config.out / 'weights.png'}")
+        show_results(self.config.out, f"weights: {self.config.out / 'weights.png'}")
 
 
 @dataclass

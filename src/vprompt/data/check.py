@@ -95,7 +95,7 @@ def check_dataset(path: Path | str, *, progress: bool = False) -> CheckReport:
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder")
-    if not has_split_files(root) and is_image_folder(root):
+    if is_image_folder(root):
         return check_image_folder(root, progress)
     if has_split_files(root):
         task_dirs = [root]

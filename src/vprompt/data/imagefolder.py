@@ -29,7 +29,6 @@ VAL_SHARE = 0.125
 """Of each class's remaining training images, the share drawn for ``val`` when there is no ``val/``."""
 SPLIT_SEED = 0
 """The draw is seeded, so the same folder always splits the same way."""
-PREFIX = "imagefolder:"
 
 Samples = list[tuple[Path, int]]
 

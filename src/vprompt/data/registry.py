@@ -15,8 +15,8 @@ from pathlib import Path
 from vprompt.errors import DataError
 
 from .fgvc import FGVC_TASKS, fgvc_source
-from .filelist import FileListDataset, has_split_files, task_info
-from .imagefolder import PREFIX as IMAGEFOLDER, imagefolder_source, is_image_folder
+from .filelist import FileListDataset, task_info
+from .imagefolder import imagefolder_source, is_image_folder
 from .source import VTAB_PROTOCOL, TaskSource
 from .torchvision_sets import torchvision_source
 
@@ -48,9 +48,9 @@ def open_task(spec: Path | str, download: bool = False, check_sizes: bool = True
         if not name or not root:
             raise DataError(f"expected torchvision:NAME:ROOT, got {text!r}")
         return torchvision_source(name, root, download)
-    if text.startswith(IMAGEFOLDER):
-        return imagefolder_source(text[len(IMAGEFOLDER):])
-    if not has_split_files(Path(text)) and is_image_folder(Path(text)):
+    if kind == "imagefolder":
+        return imagefolder_source(rest)
+    if is_image_folder(Path(text)):
         return imagefolder_source(text)
     return vtab_source(text, check_sizes)
 

@@ -1,9 +1,9 @@
 """The compatibility matrix: which timm families each method runs on, as data.
 
 `vprompt models` prints it and the README's table is generated from it (a test keeps the two
-equal; ``vprompt.report`` formats it). Supported methods are not typed by hand: they come from the family adapters, read off a
-tiny random-init build of each row's first example, and ``check`` runs every listed method on
-that build (what the tests do).
+equal; ``vprompt.report`` formats it). Supported methods are not typed by hand: they come from the
+method registry and the family adapters, read off a tiny random-init build of each row's first
+example, and ``check`` runs every listed method on that build (what the tests do).
 """
 
 from __future__ import annotations

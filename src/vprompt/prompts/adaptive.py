@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vprompt.errors import ConfigError
-from vprompt.families import TokenLayout, token_family
+from vprompt.families import TokenLayout
 from vprompt.methods import LinearHeadConfig, Method, register_method
 from vprompt.prompts.tokens import TokenPrompt, vpt_init_bound
 from vprompt.validation import at_least, below
@@ -230,8 +230,8 @@ class VAPTPrompt(TokenPrompt):
         return generated + projected if self.residual else projected
 
 
-def build_vapt(config: VAPTConfig, backbone: nn.Module) -> VAPTPrompt:
-    return VAPTPrompt(token_family(backbone, "token prompts").layout(backbone), config)
+def build_vapt(config: VAPTConfig, layout: TokenLayout) -> VAPTPrompt:
+    return VAPTPrompt(layout, config)
 
 
 def layout_refusal(layout: TokenLayout) -> str | None:

@@ -190,6 +190,7 @@ class PixelPrompt(nn.Module):
 
 register_method(Method(
     "vp", VPConfig, build_input_prompt=PixelPrompt,
-    head="label-map", epoch_start=update_label_mapping, summary="input-space visual prompt (expansive / pad / patch / full) with label mapping on the source head, "
-                              "optionally loosened by PBL",
+    head="label-map", epoch_start=update_label_mapping,
+    summary="input-space visual prompt (expansive / pad / patch / full) with label mapping on the source head, "
+            "optionally loosened by PBL",
 ))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Annotated, Iterator
@@ -186,19 +187,15 @@ class VPTPrompt(TokenPrompt):
         return self._layer(index, patches.shape[0])
 
 
-def build_vpt_shallow(config: VPTConfig, backbone: nn.Module) -> VPTPrompt:
-    return VPTPrompt(token_family(backbone, "token prompts").layout(backbone), config, deep=False)
-
-
-def build_vpt_deep(config: VPTConfig, backbone: nn.Module) -> VPTPrompt:
-    return VPTPrompt(token_family(backbone, "token prompts").layout(backbone), config, deep=True)
+def build_vpt(config: VPTConfig, layout: TokenLayout, deep: bool) -> VPTPrompt:
+    return VPTPrompt(layout, config, deep=deep)
 
 
 register_method(
-    Method("vpt-shallow", VPTConfig, build_vpt_shallow,
+    Method("vpt-shallow", VPTConfig, partial(build_vpt, deep=False),
            summary="VPT-shallow: p prompt tokens at the input of block 0")
 )
 register_method(
-    Method("vpt-deep", VPTConfig, build_vpt_deep,
+    Method("vpt-deep", VPTConfig, partial(build_vpt, deep=True),
            summary="VPT-deep: p prompt tokens per block, replaced at every block")
 )
