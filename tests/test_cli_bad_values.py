@@ -55,6 +55,7 @@ VALID: dict[str, tuple[list[str], list[str]]] = {
     "predict": (["--prompt", "{prompt}", "--data", "{task}", "--out", "{out}.csv"], []),
     "export": (["--prompt", "{prompt}", "--out", "{out}.pt", "--format", "torchscript"], []),
     "params": (MODEL, []),
+    "presets": ([], []),
     "data synth": ([], ["{out}"]),
     "data check": ([], ["{task}"]),
     "sweep": (["--data", "{task}", "--out", "{out}", *MODEL, "--ray", "none", "--seeds", "0", "--base-lrs", "1",
@@ -102,6 +103,8 @@ BAD: dict[str, list[list[str]]] = {
     "--standard": [["zoo:nosuch"]], "--robust": [["zoo:nosuch"]], "--standard-weights": [["{missing}"]],
     "--robust-weights": [["{missing}"]],
     "--source-method": [["vp"]], "--source-epochs": [["0"]], "--tune-epochs": [["0"]],
+    "--image-column": [["img"]], "--label-column": [["fine_label"]],  # on a task that is not hf:
+    "--preset": [["nosuch/preset/name"]], "--source": [["nowhere"]],
 }
 BAD_FOR: dict[tuple[str, str], list[list[str]]] = {
     ("predict", "POS0"): [["{images}"]],  # with --data given too

@@ -14,8 +14,10 @@ import pytest
 from test_cli import MODEL, run_cli
 from vprompt.data import check_dataset, write_synthetic_suite
 from vprompt.data.filelist import read_split, task_info
-from vprompt.data.imagefolder import TEST_SHARE, VAL_SHARE, is_image_folder
+from vprompt.data.holdout import TEST_SHARE, VAL_SHARE
+from vprompt.data.imagefolder import is_image_folder
 from vprompt.data.registry import open_task
+from vprompt.sweep import expand_tasks
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +115,9 @@ def test_data_check_reports_stray_files_and_images_in_two_splits(capsys, digits,
     assert f"copy{leaked.suffix} (test)" in report.problems[0]
     code, out, _ = run_cli(capsys, "data", "check", str(folder))
     assert code == 1 and "image folder" in out
+
+
+def test_a_sweep_takes_an_image_folder_as_one_task_and_a_folder_of_task_folders_as_its_tasks(digits, tmp_path):
+    folder = as_image_folder(digits, tmp_path / "photos", {"": "test"})
+    assert expand_tasks([str(folder)]) == [str(folder)]
+    assert expand_tasks([str(digits.parent)]) == [str(digits)]

@@ -14,6 +14,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import datasets
 import pytest
 
 from vprompt.cli import main
@@ -21,7 +22,7 @@ from vprompt.cli import main
 pytestmark = pytest.mark.slow  # every documentation example, run
 
 DOCS = Path(__file__).parents[1] / "docs"
-EXECUTED = ["quickstart.md", *sorted(p.relative_to(DOCS).as_posix() for p in (DOCS / "methods").glob("*.md"))]
+EXECUTED = ["quickstart.md", "own-data.md", *sorted(p.relative_to(DOCS).as_posix() for p in (DOCS / "methods").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
 
 
@@ -73,12 +74,13 @@ def run_page(page: str, folder: Path) -> int:
 @pytest.mark.parametrize("page", EXECUTED)
 def test_every_block_on_the_page_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / ".hf-cache"))  # not the user's
     monkeypatch.setenv("COLUMNS", "100")
     assert run_page(page, tmp_path) > 0, f"{page} has no code block to run"
 
 
 def test_the_pages_that_must_run_are_all_there():
-    assert {"quickstart.md", "methods/token-prompts.md", "methods/vapt.md", "methods/pixel-vp.md",
+    assert {"quickstart.md", "own-data.md", "methods/token-prompts.md", "methods/vapt.md", "methods/pixel-vp.md",
             "methods/adversarial.md", "methods/transfer.md"} <= set(EXECUTED)
 
 

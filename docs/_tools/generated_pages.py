@@ -4,6 +4,7 @@
 - ``results.md``: every committed results table under ``docs/results``, with what produced it.
 - ``<!-- vprompt:models-table -->`` in a page: the family × method matrix of ``vprompt models``.
 - ``<!-- vprompt:zoo-table -->``: the shipped zoo models, from their cards.
+- ``<!-- vprompt:presets-table -->``: every shipped preset, per source and method (``vprompt presets``).
 - ``<!-- vprompt:options METHOD -->``: every option of a method's config, with its type, default
   and the docstring under the field, read from the dataclass itself.
 
@@ -25,13 +26,16 @@ from mkdocs.structure.files import File, Files
 
 from vprompt.cli_reference import markdown as cli_markdown
 from vprompt.families.matrix import matrix
+from vprompt.presets import all_presets
 from vprompt.report import matrix_markdown as models_markdown
+from vprompt.report import preset_markdown
 from vprompt.methods import make_config
 from vprompt.robust import AdversarialConfig
 from vprompt.zoo import list_cards
 
 MODELS_TABLE = "<!-- vprompt:models-table -->"
 ZOO_TABLE = "<!-- vprompt:zoo-table -->"
+PRESETS_TABLE = "<!-- vprompt:presets-table -->"
 OPTIONS_TABLE = re.compile(r"<!-- vprompt:options ([\w-]+) -->")
 CONFIGS = {"adversarial": AdversarialConfig}  # option tables that are not a method's config
 
@@ -179,4 +183,6 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         markdown = markdown.replace(MODELS_TABLE, models_markdown(matrix()))
     if ZOO_TABLE in markdown:
         markdown = markdown.replace(ZOO_TABLE, zoo_table())
+    if PRESETS_TABLE in markdown:
+        markdown = markdown.replace(PRESETS_TABLE, preset_markdown(list(all_presets().values())))
     return OPTIONS_TABLE.sub(lambda m: options_table(m.group(1)), markdown)

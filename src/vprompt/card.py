@@ -49,8 +49,9 @@ def model_card(meta: dict[str, Any], training: dict[str, Any] | None = None) -> 
              f"- **Classes** ({meta['num_classes']}): {shown}"]
     if training:
         config = training.get("config", {})
-        settings = ", ".join(f"{k} {config[k]}" for k in ("epochs", "batch_size", "optimizer", "base_lr",
-                                                            "weight_decay", "warmup_epochs", "seed") if k in config)
+        settings = ", ".join(f"{k} {config[k]}" for k in ("preset", "epochs", "batch_size", "optimizer", "base_lr",
+                                                            "weight_decay", "warmup_epochs", "seed")
+                             if config.get(k) is not None)
         lines.append(f"- **Training**: {settings}" + (f"; adversarial: {training['adversarial']}"
                                                        if training.get("adversarial") else ""))
         metrics = training.get("metrics", {})

@@ -116,3 +116,23 @@ def zoo_lines(cards: Sequence[dict[str, Any]]) -> list[str]:
         scores = ", ".join(f"{k} {card[k]:.3f}" for k in ("source_acc", "clean_acc", "robust_acc_pgd20") if k in card)
         lines.append(f"zoo:{card['name']:24} {card['arch']} ({card.get('variant', '?')}) {scores}")
     return lines
+
+
+def preset_markdown(presets: Sequence[Any]) -> str:
+    """Presets (``vprompt.presets.Preset``) as one markdown section per source and method: what the
+    source is and how its numbers were found, then a row per task."""
+    sections = []
+    for source in dict.fromkeys(p.source for p in presets):
+        lines = [f"**{source.name}**: {source.citation} ({source.url}"
+                 + (f" at {source.commit[:12]}" if source.commit else "") + ").",
+                 f"Backbone {source.backbone}. Picked by: {source.search}. Accuracy: {source.accuracy}."]
+        if source.not_reproduced:
+            lines.append(f"Not reproduced by vprompt's trainer: {source.not_reproduced}.")
+        for method in dict.fromkeys(p.method for p in presets if p.source == source):
+            rows = [{"preset": f"`{p.name}`", "base_lr": f"{p.train['base_lr']:g}", "weight decay": f"{p.train['weight_decay']:g}",
+                     "prompt length": p.options.get("prompt_len", "–"), "epochs": p.train["epochs"],
+                     "reported accuracy": "–" if p.accuracy is None else f"{p.accuracy:.3f}"}
+                    for p in presets if p.source == source and p.method == method]
+            lines += ["", f"*{method}*", "", markdown_table(rows)]
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections)

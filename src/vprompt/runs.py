@@ -6,6 +6,7 @@ them, so they live below both.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from torch.utils.data import Dataset
 
 from vprompt.backbones import BackboneSpec
 from vprompt.data.registry import open_task
-from vprompt.errors import DataError
+from vprompt.errors import DataError, VpromptWarning
 from vprompt.evaluate import evaluate
 from vprompt.model import PromptedModel, create_model, load_prompt
+from vprompt.presets import get_preset
 from vprompt.robust.adversarial import AdversarialConfig
 from vprompt.robust.evaluation import AttackConfig, attack_report
 from vprompt.checkpoint import resolve_prompt_dir
@@ -45,6 +47,9 @@ def train_on_task(
     source = open_task(task_dir, download=download)
     task = source.info
     train_split = train_split or source.protocol.final_train
+    if config.preset is not None:
+        for note in get_preset(config.preset).mismatches(method, task.name):
+            warnings.warn(note, VpromptWarning, stacklevel=2)
     torch.manual_seed(config.seed)  # prompt and head init
     model = create_model(backbone, method, task.num_classes, task.class_names, **method_options)
     size = model.image_size
@@ -66,6 +71,7 @@ def train_on_task(
         "precision": last["precision"],
         "image_source": source.image_source,
         "adversarial": None if adversarial is None else adversarial.describe(),
+        "preset": config.preset,
         "prompt": str(result.final_dir),
     }
 

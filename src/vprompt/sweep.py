@@ -319,13 +319,15 @@ def protocol_header(protocol: Protocol, backbone: BackboneSpec) -> str:
 
 
 def expand_tasks(specs: Sequence[str]) -> list[str]:
-    """``--data`` specs, with a folder of VTAB-layout task folders expanded into its tasks."""
+    """``--data`` specs, with a folder of VTAB-layout task folders expanded into its tasks (a task
+    folder or an image folder is one task)."""
     from vprompt.data.filelist import has_split_files, task_folders
+    from vprompt.data.imagefolder import is_image_folder
 
     tasks = []
     for spec in specs:
         path = Path(spec)
-        if path.is_dir() and not has_split_files(path):
+        if path.is_dir() and not has_split_files(path) and not is_image_folder(path):
             found = [str(p) for p in task_folders(path)]
             if not found:
                 raise ConfigError(f"{path} is neither a task folder nor a folder of task folders")

@@ -34,6 +34,7 @@ from vprompt.hardware import MixedPrecision, pin_memory, resolve_precision, reso
 from vprompt.checkpoint import (CHECKPOINTS, FINAL, LATEST, TRAIN_STATE, latest_checkpoint, write_atomic,
                                 write_metrics)
 from vprompt.model import PromptedModel, load_prompt_into, save_prompt
+from vprompt.presets import get_preset
 from vprompt.robust.adversarial import AdversarialConfig, adversarial_examples
 from vprompt.validation import Validated, above, at_least, at_most
 
@@ -73,6 +74,21 @@ class TrainConfig(Validated):
     """Recompute the backbone's activations in the backward pass: less memory, more compute."""
     grad_clip: Annotated[float, above(0)] | None = None
     """Clip the gradient norm to this value (off by default)."""
+    preset: str | None = None
+    """Start from published settings, SOURCE/METHOD/TASK (`vprompt presets` lists them): the method, optimizer,
+    base_lr, weight decay, epochs, batch size, warm-up and prompt length; flags given on the command line win.
+    Recorded with the run."""
+
+    def __post_init__(self) -> None:
+        """Refuse a bad value or an unknown preset name when the settings are built."""
+        super().__post_init__()
+        if self.preset is not None:
+            get_preset(self.preset)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """The settings of preset ``name`` (its method options are ``get_preset(name).options``)."""
+        return cls(**{**get_preset(name).train, "preset": name, **overrides})
 
     def peak_lr(self, processes: int = 1) -> float:
         """base_lr × global batch / 256; --batch-size is per process under `accelerate launch`."""

@@ -38,6 +38,8 @@ class Command:
     """``module:Class`` of the dataclass that parses the command and runs it."""
     summary: str
     """The line `vprompt --help` shows, and the description of `vprompt NAME --help`."""
+    presets: bool = False
+    """Takes ``--preset NAME``, whose flags are read before the command line's."""
 
     def load(self) -> type:
         module, _, name = self.target.partition(":")
@@ -47,7 +49,8 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command("demo", "vprompt.cli.demo:Demo",
             "Offline tour: synthetic suite, then linear / VPT-shallow / VPT-deep on a small ViT; prints a table."),
-    Command("train", "vprompt.cli.run:Train", "Train one method on one task and save its prompt."),
+    Command("train", "vprompt.cli.run:Train",
+            "Train one method on one task and save its prompt; --preset starts from published settings.", presets=True),
     Command("eval", "vprompt.cli.run:Eval",
             "Accuracy of a saved prompt on one split of a task folder; with --attack, robust accuracy too."),
     Command("attack", "vprompt.cli.run:Attack",
@@ -59,6 +62,9 @@ COMMANDS: tuple[Command, ...] = (
             "A trained prompt as one standalone file (TorchScript or ONNX): [0, 1] images in, logits out, without "
             "vprompt or timm; a JSON sidecar holds class names, input size and fingerprints."),
     Command("params", "vprompt.cli.run:Params", "Trainable parameters of a model × method: prompt, head and total."),
+    Command("presets", "vprompt.cli.presets:Presets",
+            "Settings to start from: published per-task lr, weight decay and prompt length, with their source and "
+            "reported accuracy (`vprompt train --preset NAME`)."),
     Command("models", "vprompt.cli.models:Models",
             "The compatibility matrix: timm model families, example names, the methods that run on each."),
     Command("data", "vprompt.cli.data:Data", "Dataset tools: write the synthetic suite, check a prepared folder."),
@@ -113,7 +119,12 @@ def parse(argv: list[str] | None) -> Any:
     if command is None:  # --help, nothing, or an unknown command: tyro prints the help or the error
         tyro_cli(command_menu(), args, "vprompt", DESCRIPTION)
         raise ConfigError(f"name a command: {', '.join(c.name for c in COMMANDS)}")
-    return tyro_cli(command.load(), args[1:], f"vprompt {command.name}", command.summary)
+    rest = args[1:]
+    if command.presets:
+        from vprompt.presets import expand_preset
+
+        rest = expand_preset(rest)
+    return tyro_cli(command.load(), rest, f"vprompt {command.name}", command.summary)
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

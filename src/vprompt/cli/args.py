@@ -43,9 +43,26 @@ def refuse_single_seed(train: TrainConfig) -> None:
 
 
 TASK_KINDS = ("a VTAB-1k-layout folder, an image folder of class sub-folders (imagefolder:PATH), "
-              "fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT")
+              "a Hugging Face dataset (hf:PATH_OR_NAME[:CONFIG]: save_to_disk folder, parquet/arrow files, "
+              "or a cached ORG/NAME), fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT")
 """What --data takes (vprompt.data.registry reads it), said once for every command's help."""
 Task = Annotated[str, tyro.conf.arg(help=f"Task: {TASK_KINDS}.")]
+
+
+@dataclass
+class ColumnArgs:
+    """Which columns of a Hugging Face dataset hold the images and labels, where its features do not say."""
+
+    image_column: str | None = None
+    """Hugging Face datasets (--data hf:…): the image column, when there is not exactly one Image feature."""
+    label_column: str | None = None
+    """Hugging Face datasets: the label column (ClassLabel or integers), when there is not exactly one ClassLabel."""
+
+    def on(self, data: str) -> str:
+        """``data`` with the columns folded into the spec, which is what runs record."""
+        from vprompt.data.huggingface import with_columns
+
+        return with_columns(data, self.image_column, self.label_column)
 
 
 def method_choices() -> str:

@@ -10,7 +10,7 @@ from tyro.conf import Positional, subcommand
 
 from vprompt.cli.args import Group
 from vprompt.data.synthetic import synthetic_task_names
-from vprompt.validation import Existing, NonEmpty, Validated, Writable, at_least
+from vprompt.validation import NonEmpty, Validated, Writable, at_least
 
 
 @dataclass
@@ -44,8 +44,9 @@ class Synth(Validated):
 class Check(Validated):
     """Verify a task folder or a folder of tasks, and say precisely what is wrong."""
 
-    path: Positional[Annotated[Path, Existing()]]
-    """A task folder (split files, or an image folder of class sub-folders) or a folder of task folders."""
+    path: Positional[str]
+    """A task folder (split files, or an image folder of class sub-folders), a folder of task folders, or
+    hf:PATH_OR_NAME[:CONFIG] (a Hugging Face dataset)."""
 
     def run(self) -> None:
         from vprompt.data import check_dataset

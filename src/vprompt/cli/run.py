@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from tyro.conf import Positional
 
-from vprompt.cli.args import AdversarialArgs, BackboneArgs, MethodArgs, Task
+from vprompt.cli.args import AdversarialArgs, BackboneArgs, ColumnArgs, MethodArgs, Task
 from vprompt.robust.evaluation import AttackConfig
 from vprompt.train import TrainConfig
 from vprompt.validation import Validated, Writable, at_least
@@ -28,7 +28,8 @@ class Train(Validated):
     """Split to train on (default: the final-training split, train800val200 for VTAB-1k and trainval
     for FGVC and torchvision sets; train800 or train while tuning on val200 / val)."""
     download: bool = False
-    """Let a torchvision dataset download itself when it is not on disk."""
+    """Let a torchvision or Hugging Face dataset download itself when it is not on disk or in the cache."""
+    columns: ColumnArgs = field(default_factory=ColumnArgs)
     eval_split: str | None = "test"
     """Split scored after every epoch (None: no evaluation)."""
     resume: bool = False
@@ -41,7 +42,7 @@ class Train(Validated):
 
         from vprompt.runs import train_on_task
 
-        row = train_on_task(self.data, self.backbone.spec(), self.method.method, self.method.options,
+        row = train_on_task(self.columns.on(self.data), self.backbone.spec(), self.method.method, self.method.options,
                             self.train, self.out, self.train_split, self.eval_split, self.resume, self.progress,
                             adversarial=self.adversarial.config(), download=self.download)
         if PartialState().is_main_process:  # once, also under `accelerate launch`
@@ -56,6 +57,7 @@ class Eval(Validated):
     split: str = "test"
     """Split to score (train800, val200, train800val200, test; train, val, trainval for FGVC and torchvision)."""
     attack: AttackConfig = field(default_factory=lambda: AttackConfig(attack="none"))
+    columns: ColumnArgs = field(default_factory=ColumnArgs)
     json: bool = False
     """Print the result as JSON."""
 
@@ -63,8 +65,8 @@ class Eval(Validated):
         from vprompt.report import attack_lines
         from vprompt.runs import evaluate_on_task
 
-        row = evaluate_on_task(self.prompt, self.data, self.split, self.attack.batch_size, progress=not self.json,
-                               attack=self.attack)
+        row = evaluate_on_task(self.prompt, self.columns.on(self.data), self.split, self.attack.batch_size,
+                               progress=not self.json, attack=self.attack)
         if self.json:
             print(json.dumps(row))
             return
@@ -84,6 +86,7 @@ class Predict(Validated):
     """Instead of IMAGES: a task (any --data spec) whose --split is predicted."""
     split: str = "test"
     """The split of --data to predict."""
+    columns: ColumnArgs = field(default_factory=ColumnArgs)
     top_k: Annotated[int, at_least(1)] = 5
     """Classes per image, most probable first."""
     out: Annotated[Path, Writable()] | None = None
@@ -99,8 +102,9 @@ class Predict(Validated):
     def run(self) -> None:
         from vprompt.recipes.predict import predict_to
 
-        predict_to(self.prompt, self.images, self.data, self.split, self.top_k, self.out, self.batch_size,
-                   self.device, self.strict, self.progress)
+        data = self.data and self.columns.on(self.data)
+        predict_to(self.prompt, self.images, data, self.split, self.top_k, self.out, self.batch_size, self.device,
+                   self.strict, self.progress)
 
 
 @dataclass
@@ -129,6 +133,7 @@ class Attack(Validated):
     data: Task
     split: str = "test"
     attack: AttackConfig = field(default_factory=AttackConfig)
+    columns: ColumnArgs = field(default_factory=ColumnArgs)
     json: bool = False
     """Print the result as JSON."""
 
@@ -136,7 +141,7 @@ class Attack(Validated):
         from vprompt.report import attack_lines
         from vprompt.runs import attack_on_task
 
-        row = attack_on_task(self.prompt, self.data, self.split, self.attack, progress=not self.json)
+        row = attack_on_task(self.prompt, self.columns.on(self.data), self.split, self.attack, progress=not self.json)
         print(json.dumps(row) if self.json else "\n".join(attack_lines(row["task"], self.split, row, self.attack.eps)))
 
 

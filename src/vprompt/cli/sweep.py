@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import tyro
 from tyro.conf import Positional
 
-from vprompt.cli.args import TASK_KINDS, BackboneArgs, parse_key_values, refuse_single_seed
+from vprompt.cli.args import TASK_KINDS, BackboneArgs, ColumnArgs, parse_key_values, refuse_single_seed
 from vprompt.errors import ConfigError
 from vprompt.methods import DEFAULT_METHOD, make_config
 from vprompt.sweep import Protocol
@@ -46,10 +46,15 @@ class Sweep(Validated):
     gpus_per_run: Annotated[float, at_least(0)] = 0.0
     """GPUs each run reserves on Ray (e.g. 1, or 0.5 to share)."""
     download: bool = False
-    """Fetch torchvision sets that are not on disk (once, before the runs start)."""
+    """Fetch torchvision sets and Hugging Face datasets that are not on disk (once, before the runs start)."""
+    columns: ColumnArgs = field(default_factory=ColumnArgs)
+    """Image and label columns of every Hugging Face dataset in --data."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.train.preset is not None:
+            raise ConfigError("--preset applies to `vprompt train`; a sweep searches --base-lrs × --weight-decays "
+                              "(× --prompt-lens) itself")
         for method in self.methods:
             make_config(method, **self.options)
 
@@ -64,7 +69,8 @@ class Sweep(Validated):
         refuse_single_seed(self.train)
         protocol = Protocol(self.base_lrs, self.weight_decays, self.prompt_lens or None, self.seeds, self.train)
         executor = make_executor(self.ray, self.cpus_per_run, self.gpus_per_run, ray_timeout=self.ray_timeout)
-        run_sweep(self.data, {m: dict(self.options) for m in self.methods}, self.backbone.spec(), protocol, self.out,
+        tasks = [self.columns.on(task) for task in self.data]
+        run_sweep(tasks, {m: dict(self.options) for m in self.methods}, self.backbone.spec(), protocol, self.out,
                   executor, download=self.download)
         print((self.out / "results.md").read_text())
         print(f"results: {self.out / 'results.json'}")

@@ -10,7 +10,7 @@ from typing import Annotated, Union
 import tyro
 from tyro.conf import Positional, subcommand
 
-from vprompt.cli.args import TASK_KINDS, Group, refuse_single_seed
+from vprompt.cli.args import TASK_KINDS, ColumnArgs, Group, refuse_single_seed
 from vprompt.transfer import TransferConfig, check_methods, transfer_method_names
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, at_least, at_most
 
@@ -34,6 +34,7 @@ class Transfer(Validated):
     seeds: Annotated[list[Annotated[int, at_least(0)]], NonEmpty()] = field(default_factory=lambda: [0])
     """Seeds of the target runs (--seed does not apply here)."""
     config: TransferConfig = field(default_factory=TransferConfig)
+    columns: ColumnArgs = field(default_factory=ColumnArgs)
     rank_only: bool = False
     """Only rank the sources by H-score on the target training set (K forward passes) and stop."""
     progress: bool = True
@@ -50,10 +51,11 @@ class Transfer(Validated):
         refuse_single_seed(self.config.tune)
         entries = select_entries(list_bank(self.bank), self.sources or None)
         if self.rank_only:
-            ranking = rank_sources(entries, self.target, self.config, self.out, self.progress)
+            ranking = rank_sources(entries, self.columns.on(self.target), self.config, self.out, self.progress)
             print(markdown_table(ranking, ["source", "h_score", "probe_test_acc"]))
             return
-        rows = transfer_to(entries, self.target, self.methods, self.seeds, self.config, self.out, self.progress)
+        target = self.columns.on(self.target)
+        rows = transfer_to(entries, target, self.methods, self.seeds, self.config, self.out, self.progress)
         print(markdown_table(rows, ["target", "method", "seed", "test_acc", "weights"]))
         print(f"results: {self.out / 'results.json'}")
 

@@ -11,13 +11,14 @@ what a model can learn, such as a class without training examples (SUN397 has so
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from PIL import Image
 from tqdm.auto import tqdm
@@ -32,6 +33,7 @@ from .filelist import (
     SUITE_FILE,
     SplitEntry,
     has_split_files,
+    image_reason,
     parse_split,
     read_class_names,
     read_task_meta,
@@ -41,6 +43,7 @@ from .filelist import (
     vtab_size_note,
 )
 from .imagefolder import is_image_folder, read_layout
+from .registry import open_task
 from .vtab import vtab_task
 
 EXAMPLES = 3  # how many offending items a message names
@@ -86,12 +89,15 @@ def check_dataset(path: Path | str, *, progress: bool = False) -> CheckReport:
     mid-epoch.
 
     Args:
-        path: A task folder, or a folder of task folders.
+        path: A task folder, an image folder, a folder of task folders, or ``hf:…`` (a Hugging
+            Face dataset, see [`huggingface`][vprompt.data.huggingface]).
         progress: Show a bar per task while the images are decoded.
 
     Returns:
         Every problem and warning found, not only the first.
     """
+    if str(path).startswith("hf:"):
+        return check_hf_dataset(str(path), progress)
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder")
@@ -144,6 +150,41 @@ def check_image_folder(root: Path, progress: bool = False) -> CheckReport:
                                f"{_examples(unreadable)}")
     report.summary.append(f"{root.resolve().name}: {len(layout.class_names)} classes "
                           f"({_examples(layout.class_names)}); {layout.describe()}")
+    return report
+
+
+def check_hf_dataset(spec: str, progress: bool = False) -> CheckReport:
+    """A Hugging Face dataset's report: a dataset that cannot be read as a task (no image or label
+    column, a label outside the classes, no train split) is its one problem; otherwise images that
+    occur in two splits (compared by content) and images that cannot be decoded."""
+    report = CheckReport(Path(spec), problems=[], summary=[])
+    try:
+        source = open_task(spec)
+    except DataError as e:
+        report.problems.append(str(e))
+        return report
+    splits = {split: source.dataset(split, 1) for split in ("train", "val", "test")}
+    first: dict[str, tuple[str, str]] = {}
+    repeated, unreadable = [], []
+    total = sum(len(dataset) for dataset in splits.values())
+    with tqdm(total=total, disable=not progress, unit="img", desc=source.info.name) as bar:
+        for split, dataset in splits.items():
+            for index in range(len(dataset)):
+                name, data = dataset.encoded(index)
+                where = f"{name} ({split})"
+                earlier_split, earlier = first.setdefault(hashlib.sha1(data).hexdigest(), (split, where))
+                if earlier_split != split:
+                    repeated.append(f"{where} = {earlier}")
+                reason = _decode_error(io.BytesIO(data))
+                if reason:
+                    unreadable.append(f"{where}: {reason}")
+                bar.update()
+    if repeated:
+        report.problems.append(f"{spec}: {len(repeated)} images occur in two splits: {_examples(repeated)}")
+    if unreadable:
+        report.problems.append(f"{spec}: {len(unreadable)} of {total} images cannot be read: {_examples(unreadable)}")
+    report.summary.append(f"{source.info.name}: {source.info.num_classes} classes "
+                          f"({_examples(source.info.class_names)}); {source.image_source}")
     return report
 
 
@@ -318,11 +359,11 @@ def _image_problems(task_dir: Path, splits: dict[str, list[SplitEntry]], progres
     return problems
 
 
-def _decode_error(path: Path) -> str | None:
-    """Why PIL cannot open and fully decode ``path`` (None if it can)."""
+def _decode_error(path: Path | BinaryIO) -> str | None:
+    """Why PIL cannot open and fully decode ``path`` (a file, or encoded bytes; None if it can)."""
     try:
         with Image.open(path) as image:
             image.load()
     except IMAGE_ERRORS as e:
-        return " ".join(str(e).split()) or type(e).__name__
+        return image_reason(e)
     return None

@@ -12,7 +12,9 @@ message alone.
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -255,16 +257,23 @@ def task_info(task_dir: Path | str) -> TaskInfo:
     )
 
 
-def image_error(path: Path, where: str, reason: object) -> str:
+def image_reason(error: object) -> str:
+    """Why an image cannot be used, on one line (PIL names an in-memory image by its object repr,
+    which says nothing: dropped)."""
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(error))
+    return " ".join(text.split()) or type(error).__name__
+
+
+def image_error(path: Path | str, where: str, reason: object) -> str:
     """The one-line message for an image that cannot be used; ``where`` names the list holding it."""
-    reason = " ".join(str(reason).split())
-    return f"cannot read image {path} listed in {where}: {reason}"
+    return f"cannot read image {path} listed in {where}: {image_reason(reason)}"
 
 
-def read_rgb(path: Path, where: str) -> Image.Image:
-    """``path`` as an RGB image; anything PIL cannot read is a one-line DataError."""
+def read_rgb(path: Path | str, where: str, data: bytes | None = None) -> Image.Image:
+    """``path`` as an RGB image (with ``data``: the encoded image that ``path`` names, e.g. a row
+    of a Hugging Face dataset); anything PIL cannot read is a one-line DataError."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path if data is None else io.BytesIO(data)) as image:
             return image.convert("RGB")
     except IMAGE_ERRORS as e:
         raise DataError(image_error(path, where, e)) from None

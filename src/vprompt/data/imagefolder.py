@@ -3,33 +3,24 @@
 ``photos/cat/*.jpg, photos/dog/*.jpg`` is a task whose class names are the sub-folder names (in
 sorted order, label 0 first). Sub-folders ``train/``, ``val/`` and ``test/``, each holding the
 class sub-folders, are used as the splits when present. A split that is missing is carved out of
-the training images, class by class, by a fixed seeded draw: ``test`` takes
-[`TEST_SHARE`][vprompt.data.imagefolder.TEST_SHARE] of them, then ``val`` takes
-[`VAL_SHARE`][vprompt.data.imagefolder.VAL_SHARE] of the rest, so a folder with no split
-folders is split 70 / 10 / 20 (train / val / test). The split is recorded in every result row.
+the training images by the fixed seeded draw of [`holdout`][vprompt.data.holdout], so a folder
+with no split folders is split 70 / 10 / 20 (train / val / test). The split is recorded in every
+result row.
 """
 
 from __future__ import annotations
 
-import random
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from vprompt.errors import DataError
 
 from .filelist import IMAGE_SUFFIXES, TaskInfo, has_split_files
+from .holdout import draw_missing, holdout_note
 from .images import ImageListDataset, PixelTransform
 from .source import TRAINVAL_PROTOCOL, TaskSource
 
 SPLIT_FOLDERS = ("train", "val", "test")
-TEST_SHARE = 0.2
-"""Of each class's training images, the share drawn for ``test`` when there is no ``test/``."""
-VAL_SHARE = 0.125
-"""Of each class's remaining training images, the share drawn for ``val`` when there is no ``val/``."""
-SPLIT_SEED = 0
-"""The draw is seeded, so the same folder always splits the same way."""
-
 Samples = list[tuple[Path, int]]
 
 
@@ -69,9 +60,7 @@ class FolderLayout:
     def describe(self) -> str:
         """Where the pixels come from and how the splits were made, for result rows."""
         sizes = ", ".join(f"{split} {len(self.samples[split])}" for split in SPLIT_FOLDERS)
-        drawn = (f"; {' and '.join(self.drawn)} drawn per class from the training images (test {TEST_SHARE:g}, "
-                 f"then val {VAL_SHARE:g} of the rest, seed {SPLIT_SEED})") if self.drawn else ""
-        return f"image folder {self.root} ({sizes}{drawn})"
+        return f"image folder {self.root} ({sizes}{holdout_note(self.drawn)})"
 
 
 def read_layout(root: Path) -> FolderLayout:
@@ -89,11 +78,7 @@ def read_layout(root: Path) -> FolderLayout:
         raise DataError(f"{train_root} needs a sub-folder of images per class, at least two classes; found {found}")
     samples = {split: class_samples(root / split, names) for split in given} if given else \
         {"train": class_samples(root, names)}
-    drawn = tuple(split for split in ("test", "val") if split not in samples)
-    for split in drawn:
-        share = TEST_SHARE if split == "test" else VAL_SHARE
-        samples["train"], samples[split] = draw(samples["train"], share, split)
-    return FolderLayout(root, names, samples, drawn)
+    return FolderLayout(root, names, samples, draw_missing(samples))
 
 
 def class_samples(split_root: Path, names: list[str]) -> Samples:
@@ -110,22 +95,6 @@ def class_samples(split_root: Path, names: list[str]) -> Samples:
                             f"{', '.join(sorted(IMAGE_SUFFIXES))})")
         samples += [(path, names.index(folder.name)) for path in files]
     return samples
-
-
-def draw(samples: Samples, share: float, split: str) -> tuple[Samples, Samples]:
-    """``samples`` split into (kept, drawn): ``share`` of each class, at least one image where the
-    class has two or more, by a draw seeded from the split's name (the same folder always splits
-    the same way)."""
-    kept: Samples = []
-    taken: Samples = []
-    rng = random.Random(zlib.crc32(f"{SPLIT_SEED}:{split}".encode()))
-    for label in sorted({label for _, label in samples}):
-        members = [s for s in samples if s[1] == label]
-        rng.shuffle(members)
-        count = max(1, round(share * len(members))) if len(members) > 1 else 0
-        taken += sorted(members[:count])
-        kept += sorted(members[count:])
-    return kept, taken
 
 
 def imagefolder_source(root: Path | str) -> TaskSource:

@@ -6,6 +6,8 @@ Spellings:
   torchvision:NAME:ROOT       a torchvision dataset on disk (``tv:`` for short); fetched only with download
   imagefolder:PATH            a folder of class sub-folders of images (optionally under train/ val/ test/);
                               a PATH that is clearly one is read as one without the prefix
+  hf:PATH_OR_NAME[:CONFIG]    a Hugging Face dataset: save_to_disk folder, parquet/arrow files, or cached
+                              ORG/NAME; ``,image=COLUMN`` / ``,label=COLUMN`` name its columns
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from vprompt.errors import DataError
 
 from .fgvc import FGVC_TASKS, fgvc_source
 from .filelist import FileListDataset, task_info
+from .huggingface import hf_source
 from .imagefolder import imagefolder_source, is_image_folder
 from .source import VTAB_PROTOCOL, TaskSource
 from .torchvision_sets import torchvision_source
@@ -48,6 +51,8 @@ def open_task(spec: Path | str, download: bool = False, check_sizes: bool = True
         if not name or not root:
             raise DataError(f"expected torchvision:NAME:ROOT, got {text!r}")
         return torchvision_source(name, root, download)
+    if kind == "hf":
+        return hf_source(rest, download)
     if kind == "imagefolder":
         return imagefolder_source(rest)
     if is_image_folder(Path(text)):

@@ -50,14 +50,19 @@ class DemoConfig(Validated):
         check_members("methods", self.methods, method_names())
 
 
+def demo_train_config(config: DemoConfig) -> TrainConfig:
+    """The one setting every demo run trains with (shipped as the vprompt-demo presets, whose test
+    keeps the two equal)."""
+    return TrainConfig(epochs=config.epochs, batch_size=64, optimizer="adamw", base_lr=0.1, weight_decay=1e-4,
+                       warmup_epochs=1, seed=config.seed, mixed_precision=config.mixed_precision)
+
+
 def run_demo(config: DemoConfig, progress: bool = True) -> list[dict[str, Any]]:
     """Run the tour; returns the result rows and writes ``results.json`` + ``results.md``."""
     task_dirs = write_synthetic_suite(config.out / "data", seed=config.seed, tasks=config.tasks, progress=progress)
     runs = config.out / "runs"
     shutil.rmtree(runs, ignore_errors=True)  # the demo's own scratch space: always a fresh tour
-    train_config = TrainConfig(epochs=config.epochs, batch_size=64, optimizer="adamw", base_lr=0.1,
-                               weight_decay=1e-4, warmup_epochs=1, seed=config.seed,
-                               mixed_precision=config.mixed_precision)
+    train_config = demo_train_config(config)
     rows = []
     jobs = [(task_dir, method) for task_dir in task_dirs for method in config.methods]
     for task_dir, method in tqdm(jobs, desc="demo runs", disable=not progress):
