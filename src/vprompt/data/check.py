@@ -90,7 +90,7 @@ def check_dataset(path: Path | str, *, progress: bool = False) -> CheckReport:
 
     Args:
         path: A task folder, an image folder, a folder of task folders, or ``hf:…`` (a Hugging
-            Face dataset, see [`huggingface`][vprompt.data.huggingface]).
+            Face dataset, see ``vprompt.data.huggingface``).
         progress: Show a bar per task while the images are decoded.
 
     Returns:
