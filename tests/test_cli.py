@@ -10,7 +10,7 @@ from conftest import TINY_VIT
 from vprompt.cli import main
 from vprompt.data import write_synthetic_suite
 
-MODEL = ["--model", "vit_tiny_patch16_224", "--model-arg", *(f"{k}={v}" for k, v in TINY_VIT.items())]
+MODEL = ["--model", "vit_tiny_patch16_224", "--init-seed", "0", "--model-arg", *(f"{k}={v}" for k, v in TINY_VIT.items())]
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

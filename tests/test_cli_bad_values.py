@@ -23,7 +23,7 @@ from vprompt.cli_reference import leaf_commands
 from vprompt.data import write_synthetic_suite
 from vprompt.data.filelist import task_info
 
-MODEL = ["--model", "vit_tiny_patch16_224", "--model-arg", *(f"{k}={v}" for k, v in TINY_VIT.items())]
+MODEL = ["--model", "vit_tiny_patch16_224", "--init-seed", "0", "--model-arg", *(f"{k}={v}" for k, v in TINY_VIT.items())]
 OPTION = re.compile(r"^(?:│ | {2})(--[a-z0-9-]+) (?=[\[{A-Z])", re.M)
 POSITIONALS = re.compile(r"positional arguments(.*?)(?:\n\W*options\W*\n|\Z)", re.S)
 
@@ -105,6 +105,7 @@ BAD: dict[str, list[list[str]]] = {
     "--source-method": [["vp"]], "--source-epochs": [["0"]], "--tune-epochs": [["0"]],
     "--image-column": [["img"]], "--label-column": [["fine_label"]],  # on a task that is not hf:
     "--preset": [["nosuch/preset/name"]], "--source": [["nowhere"]],
+    "--config": [["{missing}"]], "--report-to": [["neptune"]],
 }
 BAD_FOR: dict[tuple[str, str], list[list[str]]] = {
     ("predict", "POS0"): [["{images}"]],  # with --data given too
@@ -194,7 +195,7 @@ def workspace(tmp_path_factory) -> dict[str, str]:
     from vprompt.model import create_model, save_prompt
 
     info = task_info(task)
-    model = create_model(BackboneSpec("vit_tiny_patch16_224", kwargs=TINY_VIT), "vpt-deep", info.num_classes,
+    model = create_model(BackboneSpec("vit_tiny_patch16_224", kwargs=TINY_VIT, init_seed=0), "vpt-deep", info.num_classes,
                          info.class_names, prompt_len=2)
     prompt = save_prompt(model, root / "prompt")
     add_to_bank(root / "bank", prompt, name="digits")

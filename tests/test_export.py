@@ -26,10 +26,10 @@ CASES = {
     "vp": (tiny_vit_spec(num_classes=12), {"mapping": "rlm"}),  # pixel prompt + label mapping on the source head
 }
 FAMILIES = {
-    "dinov3": BackboneSpec("vit_small_patch16_dinov3", kwargs=dict(TINY_SEQUENCE)),
-    "eva02": BackboneSpec("eva02_tiny_patch14_224", kwargs=dict(TINY_SEQUENCE)),
-    "beit": BackboneSpec("beit_base_patch16_224", kwargs=dict(TINY_SEQUENCE)),
-    "swin": BackboneSpec("swin_tiny_patch4_window7_224", kwargs=dict(TINY_SWIN)),
+    "dinov3": BackboneSpec("vit_small_patch16_dinov3", kwargs=dict(TINY_SEQUENCE), init_seed=0),
+    "eva02": BackboneSpec("eva02_tiny_patch14_224", kwargs=dict(TINY_SEQUENCE), init_seed=0),
+    "beit": BackboneSpec("beit_base_patch16_224", kwargs=dict(TINY_SEQUENCE), init_seed=0),
+    "swin": BackboneSpec("swin_tiny_patch4_window7_224", kwargs=dict(TINY_SWIN), init_seed=0),
 }
 
 

@@ -25,8 +25,8 @@ SEQUENCE_FAMILIES = {
     "rope-mixed": "vit_small_patch16_rope_mixed_224",
     "beit": "beit_base_patch16_224",
 }
-FAMILY_SPECS = {key: BackboneSpec(name, kwargs=dict(TINY_SEQUENCE)) for key, name in SEQUENCE_FAMILIES.items()}
-FAMILY_SPECS["swin"] = BackboneSpec("swin_tiny_patch4_window7_224", kwargs=dict(TINY_SWIN))
+FAMILY_SPECS = {key: BackboneSpec(name, kwargs=dict(TINY_SEQUENCE), init_seed=0) for key, name in SEQUENCE_FAMILIES.items()}
+FAMILY_SPECS["swin"] = BackboneSpec("swin_tiny_patch4_window7_224", kwargs=dict(TINY_SWIN), init_seed=0)
 
 
 def token_methods(spec: BackboneSpec) -> tuple[str, ...]:
@@ -67,9 +67,9 @@ def test_shallow_prompts_equal_register_tokens_set_to_them(name, reg_arg, regist
     P as its extra registers."""
     p = 3
     base = dict(TINY_SEQUENCE, no_embed_class=True, global_pool=pool)
-    prompted = create_model(BackboneSpec(name, kwargs={**base, reg_arg: registers}), "vpt-shallow", 4, prompt_len=p)
+    prompted = create_model(BackboneSpec(name, kwargs={**base, reg_arg: registers}, init_seed=0), "vpt-shallow", 4, prompt_len=p)
     prompted.eval()
-    oracle = create_backbone(BackboneSpec(name, kwargs={**base, reg_arg: registers + p, "num_classes": 0}))
+    oracle = create_backbone(BackboneSpec(name, kwargs={**base, reg_arg: registers + p, "num_classes": 0}, init_seed=0))
     assert isinstance(oracle.norm_pre, torch.nn.Identity)
     weights = {k: v for k, v in prompted.backbone.state_dict().items() if k != "reg_token"}
     missing, unexpected = oracle.load_state_dict(weights, strict=False)
@@ -94,7 +94,7 @@ def capture_block_kwargs(blocks) -> list[dict]:
 
 @pytest.mark.parametrize("name", ["vit_small_patch16_dinov3", "eva02_tiny_patch14_224", "vit_small_patch16_rope_mixed_224"])
 def test_patch_tokens_keep_their_rotary_embedding_and_prompts_get_none(name):
-    spec = BackboneSpec(name, kwargs=dict(TINY_SEQUENCE))
+    spec = BackboneSpec(name, kwargs=dict(TINY_SEQUENCE), init_seed=0)
     p, x = 4, images()
     bare = create_backbone(spec)
     bare_ropes = capture_block_kwargs(bare.blocks)
@@ -111,7 +111,7 @@ def test_patch_tokens_keep_their_rotary_embedding_and_prompts_get_none(name):
 
 
 def test_beit_bias_is_extended_with_zero_rows_and_columns():
-    spec = BackboneSpec("beit_base_patch16_224", kwargs=dict(TINY_SEQUENCE))
+    spec = BackboneSpec("beit_base_patch16_224", kwargs=dict(TINY_SEQUENCE), init_seed=0)
     p = 3
     model = create_model(spec, "vpt-deep", 3, prompt_len=p)
     attn = model.backbone.blocks[0].attn
@@ -129,7 +129,7 @@ def test_beit_bias_is_extended_with_zero_rows_and_columns():
 
 def test_beit_shared_bias_is_padded_too():
     spec = BackboneSpec("beit_base_patch16_224",
-                        kwargs=dict(TINY_SEQUENCE, use_rel_pos_bias=False, use_shared_rel_pos_bias=True))
+                        kwargs=dict(TINY_SEQUENCE, use_rel_pos_bias=False, use_shared_rel_pos_bias=True), init_seed=0)
     p = 2
     model = create_model(spec, "vpt-shallow", 3, prompt_len=p)
     shared = model.backbone.rel_pos_bias
@@ -223,7 +223,7 @@ def test_gradients_reach_only_prompts_and_head(key, method):
 
 @pytest.mark.parametrize("p", [1, 5])
 def test_swin_prompt_counts_follow_the_per_stage_formula(p):
-    spec = BackboneSpec("swin_tiny_patch4_window7_224", kwargs=dict(TINY_SWIN, embed_dim=8, depths=(2, 3)))
+    spec = BackboneSpec("swin_tiny_patch4_window7_224", kwargs=dict(TINY_SWIN, embed_dim=8, depths=(2, 3)), init_seed=0)
     dims = {0: 8, 1: 16}
     shallow = parameter_report(create_model(spec, "vpt-shallow", 3, prompt_len=p))
     deep = parameter_report(create_model(spec, "vpt-deep", 3, prompt_len=p))
@@ -275,7 +275,7 @@ def test_per_sample_prompts_give_each_image_its_own_prompt(key):
 # --- pixel VP on every classifier -----------------------------------------------------------------
 
 def test_vp_reads_distilled_deit_as_timm_does_at_eval():
-    spec = BackboneSpec("deit_tiny_distilled_patch16_224", kwargs=dict(TINY_SEQUENCE, num_classes=10))
+    spec = BackboneSpec("deit_tiny_distilled_patch16_224", kwargs=dict(TINY_SEQUENCE, num_classes=10), init_seed=0)
     model = create_model(spec, "vp", 3, mapping="first-n").train()
     x = images()
     model(x).sum().backward()  # trains in train mode, where timm's model would return two logit sets
@@ -334,7 +334,7 @@ def test_dinov3_and_eva02_train_and_evaluate_from_the_cli(capsys, tmp_path, name
 
 @pytest.mark.parametrize("spec, method", [(FAMILY_SPECS["vit"], "vapt"), (FAMILY_SPECS["swin"], "vpt-deep"),
                                           (FAMILY_SPECS["beit"], "full"),
-                                          (BackboneSpec("vit_tiny_patch16_224", kwargs=dict(TINY_SEQUENCE, num_classes=9)), "vp"),
+                                          (BackboneSpec("vit_tiny_patch16_224", kwargs=dict(TINY_SEQUENCE, num_classes=9), init_seed=0), "vp"),
                                           (BackboneSpec("zoo:fractal-vit"), "vpt-shallow")])
 def test_counting_on_the_meta_device_gives_the_built_models_counts(spec, method):
     from vprompt.model import count_parameters

@@ -133,11 +133,11 @@ def test_prompt_dropout_is_active_only_in_training(vit_spec, images):
 
 def test_token_prompts_refuse_a_cnn():
     with pytest.raises(ConfigError, match="not a supported family"):
-        create_model(BackboneSpec("resnet18"), "vpt-deep", 3, prompt_len=2)
+        create_model(BackboneSpec("resnet18", init_seed=0), "vpt-deep", 3, prompt_len=2)
 
 
 def test_linear_probe_works_on_a_cnn():
-    model = create_model(BackboneSpec("resnet18"), "linear", 3)
+    model = create_model(BackboneSpec("resnet18", init_seed=0), "linear", 3)
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, 3)
     assert parameter_report(model).head == 512 * 3 + 3
 

@@ -38,8 +38,9 @@ class BackboneSpec:
     """A local safetensors or ``.pt`` file of weights, read without executing pickled code."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra timm constructor arguments, e.g. ``img_size`` or ``num_classes``."""
-    init_seed: int = 0
-    """Seeds the random init when no weights are given."""
+    init_seed: int | None = None
+    """Seeds the random init when no weights are given; None is seed 0, with a warning that the
+    weights are random (nobody asked for them)."""
     input_size: list[int] | None = None
     """(height, width) overriding timm's default, for networks without a fixed size (CNNs); a
     ViT's size comes from its ``img_size``."""
@@ -51,7 +52,7 @@ class BackboneSpec:
     def describe(self) -> str:
         """The name, overrides and where the weights come from, for table captions."""
         source = ("offline zoo weights" if zoo.is_zoo_name(self.name) else "timm pretrained" if self.pretrained
-                  else f"weights {self.checkpoint}" if self.checkpoint else f"random init, seed {self.init_seed}")
+                  else f"weights {self.checkpoint}" if self.checkpoint else f"random init, seed {self.init_seed or 0}")
         return f"{self.name} {self.kwargs} ({source})" if self.kwargs else f"{self.name} ({source})"
 
     @classmethod
@@ -79,16 +80,59 @@ def timm_with_zoo():
     return timm
 
 
+MODULE_PREFIX = "module:"
+"""Names a backbone built by the user's own code: ``module:PACKAGE.CLASS``, recorded, never rebuilt."""
+ADOPTED = "_vprompt_backbone"
+"""Set on a module once a PromptedModel has made it its backbone."""
+TIMM_INTERFACE = ("forward_features", "forward_head", "reset_classifier", "get_classifier", "num_features")
+"""What a PromptedModel calls on its backbone: timm's classifier interface."""
+
+
+def module_spec(module: nn.Module) -> BackboneSpec:
+    """How a prompt trained on a module built by the user's own code records its backbone: its class
+    (with the weight fingerprint the prompt keeps beside it). Only the module itself rebuilds it."""
+    cls = type(module)
+    return BackboneSpec(f"{MODULE_PREFIX}{cls.__module__}.{cls.__qualname__}")
+
+
+def adopt_module(module: nn.Module) -> nn.Module:
+    """``module`` frozen and in eval mode, as a PromptedModel's backbone; a module without timm's
+    classifier interface, or one already serving a PromptedModel, is a ConfigError."""
+    missing = [name for name in TIMM_INTERFACE if not hasattr(module, name)]
+    if missing:
+        raise ConfigError(f"a {type(module).__name__} cannot be a backbone: it lacks timm's {', '.join(missing)} "
+                          "(a timm model, or a supported family: see `vprompt models`)")
+    if getattr(module, ADOPTED, False):
+        raise ConfigError(f"this {type(module).__name__} already serves a PromptedModel (its classifier is replaced "
+                          "and its prompts attached): build the module again, or use that model")
+    freeze(module)
+    return module.eval()
+
+
+
+def random_weights_note(spec: BackboneSpec) -> str | None:
+    """Why ``spec``'s weights will be random although nothing asked for that (None when they come
+    from timm, a file, the zoo or RobustBench, or when an init seed asks for a random network)."""
+    if spec.pretrained or spec.checkpoint or spec.init_seed is not None or zoo.is_zoo_name(spec.name) or \
+            spec.name.startswith((ROBUSTBENCH_PREFIX, MODULE_PREFIX)):
+        return None
+    return (f"backbone {spec.name} has random weights: fine for trying things, meaningless for results; ask for "
+            "pretrained weights (--pretrained) or give a file (--weights), or an --init-seed to mean it")
+
+
 def create_backbone(spec: BackboneSpec) -> nn.Module:
     """Build the timm model named by ``spec`` (or a ``zoo:NAME`` / ``robustbench:NAME``), load its
     weights and freeze it."""
+    if spec.name.startswith(MODULE_PREFIX):
+        raise CheckpointError(f"backbone '{spec.name}' was built by your own code and cannot be rebuilt from its "
+                              "name: build it again and pass it, load_prompt(path, backbone=module)")
     if spec.name.startswith(ROBUSTBENCH_PREFIX):
         return robustbench_backbone(spec)
     if zoo.is_zoo_name(spec.name):
         return create_backbone(zoo_spec(spec))
     try:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec.init_seed)
+            torch.manual_seed(spec.init_seed or 0)
             with cache_only_when_unreachable() if spec.pretrained else contextlib.nullcontext():
                 model = timm_with_zoo().create_model(spec.name, pretrained=spec.pretrained, **spec.kwargs)
     except RuntimeError as exc:

@@ -35,7 +35,7 @@ def model_card(meta: dict[str, Any], training: dict[str, Any] | None = None) -> 
     (``config``, ``metrics`` of the last epoch, ``task``, ``eval_split``, ``adversarial``)."""
     backbone, classes = meta["backbone"], meta["class_names"]
     weights = ("timm pretrained" if backbone.get("pretrained") else f"local weights {backbone['checkpoint']}"
-               if backbone.get("checkpoint") else f"random init, seed {backbone.get('init_seed', 0)}")
+               if backbone.get("checkpoint") else f"random init, seed {backbone.get('init_seed') or 0}")
     shown = ", ".join(classes[:20]) + (f", … ({len(classes)} in all)" if len(classes) > 20 else "")
     options = ", ".join(f"{k}={v}" for k, v in meta["method_config"].items()) or "defaults"
     lines = ["---", *hub_metadata(meta, training), "---", "",

@@ -7,7 +7,8 @@ themselves are ``vprompt.checkpoint``'s) and counts trainable parameters.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from vprompt.backbones import BackboneSpec, DataConfig, create_backbone, data_config, fingerprint, meta_backbone
+from vprompt.backbones import (ADOPTED, BackboneSpec, DataConfig, adopt_module, create_backbone, data_config,
+                                fingerprint, meta_backbone, module_spec, random_weights_note)
 from vprompt.card import model_card
 from vprompt.checkpoint import (CHECKPOINT_FORMAT, read_metadata, read_tensors, resolve_prompt_dir,
                                 write_prompt_files)
-from vprompt.errors import CheckpointError, ConfigError
+from vprompt.errors import CheckpointError, ConfigError, DataError, VpromptWarning
 from vprompt.families import find_family, source_classifier, token_family
 from vprompt.heads import LinearHead, source_head
 from vprompt.methods import LinearHeadConfig, Method, MethodConfig, get_method, make_config
@@ -77,6 +79,8 @@ class PromptedModel(nn.Module):
         class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
+        self.inputs_checked = False
+        """Whether a batch has been checked to lie in [0, 1] since the last ``train()`` / ``eval()``."""
         self.method = get_method(method)
         if type(method_config) is not self.method.config_cls:
             raise ConfigError(f"method '{method}' takes a {self.method.config_cls.__name__}, not a "
@@ -92,6 +96,7 @@ class PromptedModel(nn.Module):
         self.register_buffer("std", torch.tensor(self.data_config.std).view(1, 3, 1, 1), False)
         source, num_source = source_classifier(backbone), int(getattr(backbone, "num_classes", 0))
         backbone.reset_classifier(0)  # the head below replaces (or wraps a frozen copy of) the source classifier
+        setattr(backbone, ADOPTED, True)
         self.backbone = backbone
         build_input = self.method.build_input_prompt
         self.input_prompt = build_input(method_config, self.data_config.input_size) if build_input else None
@@ -155,6 +160,7 @@ class PromptedModel(nn.Module):
     def train(self, mode: bool = True) -> PromptedModel:
         """Keep a frozen backbone in eval mode: its dropout and norm statistics are not ours to train."""
         super().train(mode)
+        self.inputs_checked = False
         if not self.method.trains_backbone:
             self.backbone.eval()
         return self
@@ -196,7 +202,11 @@ class PromptedModel(nn.Module):
         return self.backbone.forward_head(tokens, pre_logits=True)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits (B, C) of images (B, 3, H, W) in [0, 1]."""
+        """Logits (B, C) of images (B, 3, H, W) in [0, 1]; the first batch after each ``train()`` or
+        ``eval()`` is checked to lie in that range (see [`check_pixels`][vprompt.model.check_pixels])."""
+        if not self.inputs_checked and not capturing():
+            check_pixels(images, self.data_config)
+            self.inputs_checked = True
         return self.head(self.features(images))
 
     @torch.no_grad()
@@ -238,18 +248,43 @@ class PromptedModel(nn.Module):
         }
 
 
+PIXEL_SLACK = 0.25
+"""How far outside [0, 1] a batch may reach (a bicubic resize overshoots a little) before it is
+taken for normalised or 0-255 pixels."""
+
+
+def check_pixels(images: torch.Tensor, config: DataConfig) -> None:
+    """Refuse a batch far outside [0, 1]: the model normalises its input itself, so an image
+    already normalised (or in 0-255) would be transformed twice and train on nonsense, silently."""
+    low, high = (float(v) for v in torch.aminmax(images.detach().float()))
+    if low < -PIXEL_SLACK or high > 1 + PIXEL_SLACK:
+        raise DataError(f"images reaching the model lie in [{low:.2f}, {high:.2f}], not [0, 1]: the model normalises "
+                        f"them itself (mean {tuple(round(m, 3) for m in config.mean)}, std "
+                        f"{tuple(round(s, 3) for s in config.std)}), so give it pixels in [0, 1] (no "
+                        "transforms.Normalize; uint8 images divided by 255)")
+
+
+def capturing() -> bool:
+    """Whether the forward is being traced, compiled or exported (no data-dependent check then)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
 def create_model(
-    model: str | BackboneSpec,
+    model: str | BackboneSpec | nn.Module,
     method: str,
     num_classes: int,
     class_names: list[str] | None = None,
     **method_options: Any,
 ) -> PromptedModel:
-    """The one-call API: a timm name (or spec), a method name and its options.
+    """The one-call API: a backbone, a method name and its options.
 
     Args:
         model: A name as [`BackboneSpec.name`][vprompt.BackboneSpec.name] takes it (a plain
-            timm name gets random weights), or a full [`BackboneSpec`][vprompt.BackboneSpec].
+            timm name gets random weights), a full [`BackboneSpec`][vprompt.BackboneSpec], or a
+            module you built (a timm model, e.g. fine-tuned and loaded by your own code). A module
+            becomes the model's backbone in place (frozen, its classifier replaced by the head);
+            the prompt records its class and weight fingerprint, and loads back only onto a
+            module with the same weights: ``load_prompt(path, backbone=module)``.
         method: A registered method name, one of [`method_names`][vprompt.method_names].
         num_classes: Classes of the target task.
         class_names: Their names, saved with the prompt (default ``"0"``, ``"1"``, ...).
@@ -259,8 +294,13 @@ def create_model(
     Returns:
         A frozen backbone with freshly initialised prompts and head.
     """
-    spec = BackboneSpec(model) if isinstance(model, str) else model
     config = make_config(method, **method_options)
+    if isinstance(model, nn.Module):
+        return PromptedModel(adopt_module(model), module_spec(model), method, config, num_classes, class_names)
+    spec = BackboneSpec(model) if isinstance(model, str) else model
+    note = random_weights_note(spec)
+    if note:
+        warnings.warn(note, VpromptWarning, stacklevel=2)
     return PromptedModel(create_backbone(spec), spec, method, config, num_classes, class_names)
 
 
@@ -346,14 +386,15 @@ def save_prompt(model: PromptedModel, directory: Path | str, training: dict[str,
     return directory
 
 
-def load_prompt(directory: Path | str, backbone: BackboneSpec | None = None) -> PromptedModel:
+def load_prompt(directory: Path | str, backbone: BackboneSpec | nn.Module | None = None) -> PromptedModel:
     """Rebuild a PromptedModel from a prompt checkpoint.
 
     Args:
         directory: A folder written by [`save_prompt`][vprompt.save_prompt], a training run's
             folder (its final prompt), or a Hub reference ``hf://ORG/NAME[@REVISION]``.
         backbone: Build on this spec instead of the recorded one (e.g. weights moved to another
-            path); its weights must still be those the prompt was trained on.
+            path), or on this module (a prompt trained on a module you built needs it); its
+            weights must still be those the prompt was trained on.
 
     Returns:
         The model in eval mode, so the head's feature statistics are the saved ones, not those
@@ -364,7 +405,10 @@ def load_prompt(directory: Path | str, backbone: BackboneSpec | None = None) -> 
     """
     directory = resolve_prompt_dir(directory)
     meta = read_metadata(directory)
-    spec = backbone or BackboneSpec.from_dict(meta["backbone"])
+    recorded = BackboneSpec.from_dict(meta["backbone"])
+    if recorded.init_seed is None:  # the seed it was built with: its weights are what the prompt was trained on
+        recorded = replace(recorded, init_seed=0)
+    spec = backbone if backbone is not None else recorded
     model = create_model(
         spec, meta["method"], meta["num_classes"], meta["class_names"], **meta["method_config"]
     )

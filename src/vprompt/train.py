@@ -8,6 +8,7 @@ trainable tensors, the optimizer state and the metrics so far.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import math
@@ -38,8 +39,13 @@ from vprompt.presets import get_preset
 from vprompt.robust.adversarial import AdversarialConfig, adversarial_examples
 from vprompt.validation import Validated, above, at_least, at_most
 
-SPEED_ONLY = ("workers", "cache_mb", "compile", "grad_checkpointing")
-"""TrainConfig fields that change how fast a run goes, not what it computes: a resume may change them."""
+SPEED_ONLY = ("workers", "cache_mb", "compile", "grad_checkpointing", "report_to", "preset")
+"""TrainConfig fields that change how fast a run goes or where it is reported, not what it computes:
+a resume may change them."""
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
+"""--report-to choice → (the module it needs, vprompt's extra that installs it)."""
+PROJECT = "vprompt"
+"""The tracker project (W&B), experiment (MLflow) and event folder under the run (TensorBoard)."""
 
 
 @dataclass
@@ -74,6 +80,9 @@ class TrainConfig(Validated):
     """Recompute the backbone's activations in the backward pass: less memory, more compute."""
     grad_clip: Annotated[float, above(0)] | None = None
     """Clip the gradient norm to this value (off by default)."""
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = "none"
+    """Send each epoch's metrics and the run's settings to a tracker, through accelerate: tensorboard (event files in
+    OUT/vprompt), wandb or mlflow (configured as they usually are: WANDB_MODE, MLFLOW_TRACKING_URI)."""
     preset: str | None = None
     """Start from published settings, SOURCE/METHOD/TASK (`vprompt presets` lists them): the method, optimizer,
     base_lr, weight decay, epochs, batch size, warm-up and prompt length; flags given on the command line win.
@@ -84,6 +93,11 @@ class TrainConfig(Validated):
         super().__post_init__()
         if self.preset is not None:
             get_preset(self.preset)
+        if self.report_to != "none":
+            module, extra = TRACKERS[self.report_to]
+            if importlib.util.find_spec(module) is None:
+                raise ConfigError(f"--report-to {self.report_to} needs the {module} package: "
+                                  f"pip install 'vprompt[{extra}]'")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> TrainConfig:
@@ -140,9 +154,9 @@ def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> tor
     raise ConfigError(f"unknown optimizer '{config.optimizer}' (sgd or adamw)")
 
 
-def make_accelerator(mixed_precision: str):
-    """An Accelerator at the precision ``auto`` resolves to here; batches copied to a GPU travel
-    through pinned memory without blocking."""
+def make_accelerator(mixed_precision: str, report_to: str = "none", out_dir: Path | None = None):
+    """An Accelerator at the precision ``auto`` resolves to here, reporting to ``report_to`` from
+    ``out_dir``; batches copied to a GPU travel through pinned memory without blocking."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration
@@ -153,7 +167,9 @@ def make_accelerator(mixed_precision: str):
         # accelerate keeps one precision per process; a later run in the same process (a sweep,
         # a notebook) may ask for another. The process group (PartialState) is kept.
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=precision, dataloader_config=DataLoaderConfiguration(non_blocking=pin_memory()))
+    return Accelerator(mixed_precision=precision, dataloader_config=DataLoaderConfiguration(non_blocking=pin_memory()),
+                       log_with=None if report_to == "none" else report_to,
+                       project_dir=None if out_dir is None else str(out_dir))
 
 
 def decodes_images(dataset: Dataset | None) -> bool:
@@ -263,15 +279,39 @@ def train(
                                           adversarial, distillation)
     epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", disable=not run.show,
                   initial=start_epoch, total=config.epochs)
-    with speed_settings(model, config, run.accelerator.device.type, run.precision):
-        for epoch in epochs:
-            row = train_epoch(run, epoch)
-            if run.eval_set is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
-                row |= evaluate_epoch(run)
-            history.append(row)
-            epochs.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "eval_acc")})
-            save_epoch(run, epoch, history)
-    return TrainResult(history, save_final(run, history))
+    tracking = config.report_to != "none"
+    if tracking:
+        run.accelerator.init_trackers(PROJECT, config=tracked_settings(run))
+    try:
+        with speed_settings(model, config, run.accelerator.device.type, run.precision):
+            for epoch in epochs:
+                row = train_epoch(run, epoch)
+                if run.eval_set is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
+                    row |= evaluate_epoch(run)
+                history.append(row)
+                epochs.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "eval_acc")})
+                save_epoch(run, epoch, history)
+                if tracking:
+                    run.accelerator.log(tracked_metrics(row, run.schedule.steps_per_epoch), step=row["epoch"])
+        return TrainResult(history, save_final(run, history))
+    finally:
+        if tracking:
+            run.accelerator.end_training()
+
+
+def tracked_settings(run: TrainingRun) -> dict[str, Any]:
+    """The run's settings as a tracker's hyper-parameters (scalars only: the rest as text)."""
+    model = run.model
+    settings = {**asdict(run.config), "precision": run.precision, "method": model.method.name,
+                "backbone": model.backbone_spec.name, "num_classes": model.num_classes,
+                **{f"method.{k}": v for k, v in model.method_config.to_dict().items()}}
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in settings.items()}
+
+
+def tracked_metrics(row: dict[str, Any], steps_per_epoch: int) -> dict[str, float]:
+    """An epoch's metrics row as a tracker logs it: its numbers, and the mean time per step."""
+    numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "epoch"}
+    return numbers | {"step_seconds": row["seconds"] / max(1, steps_per_epoch)}
 
 
 def start_run(model: PromptedModel, train_set: Dataset, out_dir: Path, config: TrainConfig, eval_set: Dataset | None,
@@ -279,7 +319,7 @@ def start_run(model: PromptedModel, train_set: Dataset, out_dir: Path, config: T
               distillation: DistillationConfig | None) -> tuple[TrainingRun, int, list[dict[str, Any]]]:
     """The run set up: accelerator, optimizer (restored on resume), cached splits, loader, schedule.
     Returns the run, the epoch to start from and the metrics so far."""
-    accelerator = make_accelerator(config.mixed_precision)
+    accelerator = make_accelerator(config.mixed_precision, config.report_to, out_dir)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config)
     start_epoch, history = 0, []

@@ -90,8 +90,9 @@ class BackboneArgs(Validated):
     """Load timm's pretrained weights (needs the network or a filled cache)."""
     weights: Annotated[Path, Existing()] | None = None
     """Local backbone weights: .safetensors, or .pt read with weights_only=True."""
-    init_seed: Annotated[int, at_least(0)] = 0
-    """Seed of the random init when neither --pretrained nor --weights is given."""
+    init_seed: Annotated[int, at_least(0)] | None = None
+    """Seed of the random init when neither --pretrained nor --weights is given (default 0, with a warning that
+    the weights are random; giving it says you mean it)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

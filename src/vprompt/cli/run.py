@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
+import tyro
 from tyro.conf import Positional
 
 from vprompt.cli.args import AdversarialArgs, BackboneArgs, ColumnArgs, MethodArgs, Task
@@ -21,6 +22,8 @@ class Train(Validated):
     out: Annotated[Path, Writable()]
     """Run folder: checkpoints every epoch, metrics.json/csv, and the final prompt in OUT/prompt."""
     backbone: BackboneArgs
+    config_file: Annotated[Path | None, tyro.conf.arg(name="config")] = None
+    """A config.yaml written by an earlier run (or by hand): its settings, then the flags given here, which win."""
     method: MethodArgs = field(default_factory=MethodArgs)
     train: TrainConfig = field(default_factory=TrainConfig)
     adversarial: AdversarialArgs = field(default_factory=AdversarialArgs)
@@ -40,12 +43,14 @@ class Train(Validated):
     def run(self) -> None:
         from accelerate import PartialState
 
+        from vprompt.cli.config_file import write_config
         from vprompt.runs import train_on_task
 
         row = train_on_task(self.columns.on(self.data), self.backbone.spec(), self.method.method, self.method.options,
                             self.train, self.out, self.train_split, self.eval_split, self.resume, self.progress,
                             adversarial=self.adversarial.config(), download=self.download)
         if PartialState().is_main_process:  # once, also under `accelerate launch`
+            write_config(self, self.out)
             print(json.dumps(row, indent=2))
 
 

@@ -27,6 +27,8 @@ class Sweep(Validated):
     out: Annotated[Path, Writable()]
     """Sweep folder: runs/TASK/METHOD/{grid/POINT,seedS}, results.json, results.md."""
     backbone: BackboneArgs
+    config_file: Annotated[Path | None, tyro.conf.arg(name="config")] = None
+    """A config.yaml written by an earlier run (or by hand): its settings, then the flags given here, which win."""
     methods: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: [DEFAULT_METHOD])
     method_arg: list[str] = field(default_factory=list)
     """Options for every method as KEY=VALUE (e.g. prompt_dropout=0.1)."""
@@ -64,6 +66,7 @@ class Sweep(Validated):
         return parse_key_values(self.method_arg)
 
     def run(self) -> None:
+        from vprompt.cli.config_file import write_config
         from vprompt.sweep import make_executor, run_sweep
 
         refuse_single_seed(self.train)
@@ -72,6 +75,7 @@ class Sweep(Validated):
         tasks = [self.columns.on(task) for task in self.data]
         run_sweep(tasks, {m: dict(self.options) for m in self.methods}, self.backbone.spec(), protocol, self.out,
                   executor, download=self.download)
+        write_config(self, self.out)
         print((self.out / "results.md").read_text())
         print(f"results: {self.out / 'results.json'}")
 

@@ -27,6 +27,8 @@ class Transfer(Validated):
     target: Annotated[str, tyro.conf.arg(help=f"Target task: {TASK_KINDS}.")]
     out: Annotated[Path, Writable()]
     """Folder for source_scores.json, METHOD/seedS runs and results.json."""
+    config_file: Annotated[Path | None, tyro.conf.arg(name="config")] = None
+    """A config.yaml written by an earlier run (or by hand): its settings, then the flags given here, which win."""
     methods: Annotated[list[str], NonEmpty(), tyro.conf.arg(help=transfer_choices())] = field(
         default_factory=lambda: ["hgprompt"])
     sources: list[str] = field(default_factory=list)
@@ -45,6 +47,7 @@ class Transfer(Validated):
 
     def run(self) -> None:
         from vprompt.bank import list_bank, select_entries
+        from vprompt.cli.config_file import write_config
         from vprompt.report import markdown_table
         from vprompt.transfer import rank_sources, transfer_to
 
@@ -56,6 +59,7 @@ class Transfer(Validated):
             return
         target = self.columns.on(self.target)
         rows = transfer_to(entries, target, self.methods, self.seeds, self.config, self.out, self.progress)
+        write_config(self, self.out)
         print(markdown_table(rows, ["target", "method", "seed", "test_acc", "weights"]))
         print(f"results: {self.out / 'results.json'}")
 
