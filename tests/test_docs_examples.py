@@ -22,7 +22,7 @@ from vprompt.cli import main
 pytestmark = pytest.mark.slow  # every documentation example, run
 
 DOCS = Path(__file__).parents[1] / "docs"
-EXECUTED = ["quickstart.md", "own-data.md", *sorted(p.relative_to(DOCS).as_posix() for p in (DOCS / "methods").glob("*.md"))]
+EXECUTED = ["quickstart.md", "own-data.md", "own-model.md", *sorted(p.relative_to(DOCS).as_posix() for p in (DOCS / "methods").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
 
 
@@ -80,7 +80,7 @@ def test_every_block_on_the_page_runs(page, tmp_path, monkeypatch):
 
 
 def test_the_pages_that_must_run_are_all_there():
-    assert {"quickstart.md", "own-data.md", "methods/token-prompts.md", "methods/vapt.md", "methods/pixel-vp.md",
+    assert {"quickstart.md", "own-data.md", "own-model.md", "methods/token-prompts.md", "methods/vapt.md", "methods/pixel-vp.md",
             "methods/adversarial.md", "methods/transfer.md"} <= set(EXECUTED)
 
 

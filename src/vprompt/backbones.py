@@ -80,6 +80,8 @@ def timm_with_zoo():
     return timm
 
 
+TRANSFORMERS_PREFIX = "hf-transformers:"
+"""Names a Hugging Face transformers vision backbone (see ``vprompt.families.hf_transformers``)."""
 MODULE_PREFIX = "module:"
 """Names a backbone built by the user's own code: ``module:PACKAGE.CLASS``, recorded, never rebuilt."""
 ADOPTED = "_vprompt_backbone"
@@ -96,15 +98,20 @@ def module_spec(module: nn.Module) -> BackboneSpec:
 
 
 def adopt_module(module: nn.Module) -> nn.Module:
-    """``module`` frozen and in eval mode, as a PromptedModel's backbone; a module without timm's
-    classifier interface, or one already serving a PromptedModel, is a ConfigError."""
+    """``module`` frozen and in eval mode, as a PromptedModel's backbone (a transformers model wrapped
+    in timm's interface); a module without timm's classifier interface, or one already serving a
+    PromptedModel, is a ConfigError."""
+    from vprompt.families.hf_transformers import kind_of, wrap
+
+    if getattr(module, ADOPTED, False):
+        raise ConfigError(f"this {type(module).__name__} already serves a PromptedModel (its classifier is replaced "
+                          "and its prompts attached): build the module again, or use that model")
+    if kind_of(module) is not None:
+        module = wrap(module)
     missing = [name for name in TIMM_INTERFACE if not hasattr(module, name)]
     if missing:
         raise ConfigError(f"a {type(module).__name__} cannot be a backbone: it lacks timm's {', '.join(missing)} "
                           "(a timm model, or a supported family: see `vprompt models`)")
-    if getattr(module, ADOPTED, False):
-        raise ConfigError(f"this {type(module).__name__} already serves a PromptedModel (its classifier is replaced "
-                          "and its prompts attached): build the module again, or use that model")
     freeze(module)
     return module.eval()
 
@@ -116,6 +123,11 @@ def random_weights_note(spec: BackboneSpec) -> str | None:
     if spec.pretrained or spec.checkpoint or spec.init_seed is not None or zoo.is_zoo_name(spec.name) or \
             spec.name.startswith((ROBUSTBENCH_PREFIX, MODULE_PREFIX)):
         return None
+    if spec.name.startswith(TRANSFORMERS_PREFIX):
+        from vprompt.families.hf_transformers import KINDS
+
+        if spec.name.removeprefix(TRANSFORMERS_PREFIX) not in KINDS:  # a checkpoint, not a class built at random
+            return None
     return (f"backbone {spec.name} has random weights: fine for trying things, meaningless for results; ask for "
             "pretrained weights (--pretrained) or give a file (--weights), or an --init-seed to mean it")
 
@@ -130,6 +142,14 @@ def create_backbone(spec: BackboneSpec) -> nn.Module:
         return robustbench_backbone(spec)
     if zoo.is_zoo_name(spec.name):
         return create_backbone(zoo_spec(spec))
+    if spec.name.startswith(TRANSFORMERS_PREFIX):
+        from vprompt.families.hf_transformers import transformers_backbone
+
+        model = transformers_backbone(spec.name.removeprefix(TRANSFORMERS_PREFIX), spec.kwargs, spec.init_seed)
+        if spec.checkpoint:
+            load_weights(model, Path(spec.checkpoint))
+        freeze(model)
+        return model.eval()
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.init_seed or 0)
@@ -167,6 +187,10 @@ def meta_backbone(spec: BackboneSpec) -> nn.Module:
     if zoo.is_zoo_name(spec.name):
         spec = zoo_spec(spec)
     with torch.device("meta"):
+        if spec.name.startswith(TRANSFORMERS_PREFIX):
+            from vprompt.families.hf_transformers import transformers_backbone
+
+            return transformers_backbone(spec.name.removeprefix(TRANSFORMERS_PREFIX), spec.kwargs, 0, weights=False)
         return create_backbone(replace(spec, pretrained=False, checkpoint=None))
 
 
@@ -191,7 +215,7 @@ def check_model_name(name: str) -> None:
     if zoo.is_zoo_name(name):
         zoo.find_card(name)
         return
-    if name.startswith(ROBUSTBENCH_PREFIX):
+    if name.startswith((ROBUSTBENCH_PREFIX, TRANSFORMERS_PREFIX)):
         return
     timm = timm_with_zoo()
     try:

@@ -296,7 +296,9 @@ def create_model(
     """
     config = make_config(method, **method_options)
     if isinstance(model, nn.Module):
-        return PromptedModel(adopt_module(model), module_spec(model), method, config, num_classes, class_names)
+        prompted = PromptedModel(adopt_module(model), module_spec(model), method, config, num_classes, class_names)
+        setattr(model, ADOPTED, True)  # also a transformers model, which serves through a wrapper
+        return prompted
     spec = BackboneSpec(model) if isinstance(model, str) else model
     note = random_weights_note(spec)
     if note:

@@ -1,4 +1,4 @@
-"""Backbone families: which timm transformers token prompts attach to, and how.
+"""Backbone families: which timm (and Hugging Face transformers) models token prompts attach to, and how.
 
 [`token_family`][vprompt.families.token_family] finds the adapter of a model; a model of no
 supported family gets one line naming the supported ones. Adding a family is one adapter module
@@ -14,11 +14,14 @@ from vprompt.families.base import PromptSource, TokenFamily, TokenLayout
 from vprompt.families.beit import BeitFamily
 from vprompt.families.classifiers import SourceClassifier, source_classifier
 from vprompt.families.eva import EvaFamily
+from vprompt.families.hf_transformers import TransformersFamily
 from vprompt.families.swin import SwinFamily
 from vprompt.families.vit import VisionTransformerFamily
 
-FAMILIES: tuple[TokenFamily, ...] = (VisionTransformerFamily(), EvaFamily(), BeitFamily(), SwinFamily())
-"""The adapter of every supported family; a model gets the first whose timm class it is an instance of."""
+FAMILIES: tuple[TokenFamily, ...] = (VisionTransformerFamily(), EvaFamily(), BeitFamily(), SwinFamily(),
+                                    TransformersFamily())
+"""The adapter of every supported family; a model gets the first that matches it (its timm class, or a
+wrapped transformers model)."""
 
 __all__ = ["FAMILIES", "PromptSource", "SourceClassifier", "TokenFamily", "TokenLayout", "find_family",
            "source_classifier", "token_family"]

@@ -1,4 +1,4 @@
-"""The compatibility matrix: which timm families each method runs on, as data.
+"""The compatibility matrix: which model families (timm, transformers) each method runs on, as data.
 
 `vprompt models` prints it and the README's table is generated from it (a test keeps the two
 equal; ``vprompt.report`` formats it). Supported methods are not typed by hand: they come from the
@@ -17,6 +17,11 @@ import torch
 from vprompt.errors import ConfigError
 
 TINY_SEQUENCE = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+CHECK_CLASSES = 10
+"""Source classes of every tiny build (a label mapping needs a classifier where the family has one)."""
+TINY_TRANSFORMERS = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64)
+TINY_DINOV2 = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2)
 TINY_SWIN = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(1, 2))
 
 
@@ -29,6 +34,8 @@ class FamilyRow:
     notes: str = ""
     tiny: dict[str, Any] = field(default_factory=lambda: dict(TINY_SEQUENCE))
     """Constructor arguments that shrink the first example to a test-sized random-init network."""
+    build: str | None = None
+    """The name the tiny network is built from, when not the first example (a transformers class)."""
 
 
 ROWS: tuple[FamilyRow, ...] = (
@@ -59,6 +66,21 @@ ROWS: tuple[FamilyRow, ...] = (
               "VPT's Swin variant: per-stage prompts in every window, zero bias and padded shift mask, "
               "merged with the patches; no VAPT", dict(TINY_SWIN)),
     FamilyRow("Swin V2", ("swinv2_tiny_window8_256",), "token prompts not supported yet", dict(TINY_SWIN)),
+    FamilyRow("transformers ViT", ("hf-transformers:google/vit-base-patch16-224",
+                                   "hf-transformers:google/vit-base-patch16-224-in21k"),
+              "ViTModel / ViTForImageClassification from the local Hugging Face cache; hooks on the encoder layers",
+              dict(TINY_TRANSFORMERS), "hf-transformers:ViTForImageClassification"),
+    FamilyRow("transformers DINOv2", ("hf-transformers:facebook/dinov2-small", "hf-transformers:facebook/dinov2-base"),
+              "Dinov2Model; no classifier (vp needs one)", dict(TINY_DINOV2), "hf-transformers:Dinov2Model"),
+    FamilyRow("transformers DINOv2 with registers", ("hf-transformers:facebook/dinov2-with-registers-small",),
+              "Dinov2WithRegistersModel: prompts follow the registers; no classifier (vp needs one)",
+              dict(TINY_DINOV2, num_register_tokens=2), "hf-transformers:Dinov2WithRegistersModel"),
+    FamilyRow("transformers CLIP vision", ("hf-transformers:openai/clip-vit-base-patch16",),
+              "CLIPVisionModel: prompts enter after the pre-norm; no classifier (vp needs one)",
+              dict(TINY_TRANSFORMERS), "hf-transformers:CLIPVisionModel"),
+    FamilyRow("transformers SigLIP vision", ("hf-transformers:google/siglip-base-patch16-224",),
+              "SiglipVisionModel: no class token, attention-pool head; no classifier (vp needs one)",
+              dict(TINY_TRANSFORMERS), "hf-transformers:SiglipVisionModel"),
     FamilyRow("ResNet", ("resnet18", "resnet50"), "a CNN: no tokens to prompt", {}),
     FamilyRow("ConvNeXt", ("convnext_atto", "convnext_tiny"), "a CNN: no tokens to prompt", {}),
 )
@@ -69,7 +91,8 @@ def tiny_spec(row: FamilyRow, num_classes: int | None = None):
     from vprompt.backbones import BackboneSpec
 
     kwargs = dict(row.tiny) | ({"num_classes": num_classes} if num_classes is not None else {})
-    return BackboneSpec(row.examples[0], kwargs=kwargs, input_size=None if row.tiny else [32, 32], init_seed=0)
+    return BackboneSpec(row.build or row.examples[0], kwargs=kwargs, input_size=None if row.tiny else [32, 32],
+                        init_seed=0)
 
 
 def describe(row: FamilyRow) -> dict[str, Any]:
@@ -78,13 +101,15 @@ def describe(row: FamilyRow) -> dict[str, Any]:
     from vprompt.families import find_family
     from vprompt.methods import registered_methods
 
-    backbone = create_backbone(tiny_spec(row))
+    backbone = create_backbone(tiny_spec(row, num_classes=CHECK_CLASSES))
     family = find_family(backbone)
     layout = family.layout(backbone) if family is not None else None
-    methods = [method.name for method in registered_methods() if method.refusal(layout) is None]
+    classified = int(getattr(backbone, "num_classes", 0)) > 0  # a label mapping reads the source classifier
+    methods = [method.name for method in registered_methods()
+               if method.refusal(layout) is None and (classified or method.head != "label-map")]
     if layout is not None and layout.uniform_width:
         methods.append("transfer")
-    return {"family": row.family, "timm_class": type(backbone).__name__,
+    return {"family": row.family, "timm_class": getattr(backbone, "kind", None) or type(backbone).__name__,
             "adapter": family.name if family else None, "examples": list(row.examples),
             "methods": methods, "notes": row.notes}
 
@@ -104,7 +129,7 @@ def check(row: FamilyRow, methods: list[str]) -> dict[str, str]:
         method = registered.name
         options = {"prompt_len": 2} if registered.takes_prompt_len else {}
         try:
-            model = create_model(tiny_spec(row, num_classes=10), method, 3, **options).train()
+            model = create_model(tiny_spec(row, num_classes=CHECK_CLASSES), method, 3, **options).train()
             model(torch.rand(2, 3, *model.image_size)).logsumexp(1).sum().backward()
             outcome[method] = "ok"
         except ConfigError as exc:
