@@ -61,9 +61,13 @@ def test_each_form_holds_the_file_list_tasks_images_labels_and_class_names(digit
             assert label == expected and torch.equal(mine, reference)
 
 
-def test_reading_a_named_dataset_stays_offline(forms):
-    with pytest.raises(DataError, match="neither a local path nor a dataset in the Hugging Face cache.*--download"):
+def test_reading_a_named_dataset_stays_offline(forms, monkeypatch):
+    seen = []
+    real = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: seen.append(datasets.config.HF_HUB_OFFLINE) or real(*a, **k))
+    with pytest.raises(DataError, match="not a local path, and reading it from the local Hugging Face cache failed.*--download"):
         open_task("hf:vprompt-tests/no-such-dataset")
+    assert seen == [True]
     before = datasets.config.HF_HUB_OFFLINE
     assert open_task(forms["cache"]).info.num_classes == 10
     assert datasets.config.HF_HUB_OFFLINE == before  # offline for the read only
@@ -109,6 +113,15 @@ def test_one_dataset_without_splits_is_train_with_val_and_test_drawn(digits, tmp
     assert "test and val drawn" in source.image_source
 
 
+def test_an_unlabelled_test_split_is_drawn_from_train_and_said_so(digits, tmp_path):
+    table = as_dataset_dict(digits, {"train": "train800", "test": "test"})
+    table["test"] = table["test"].cast_column("label", datasets.Value("int64")).map(lambda row: {"label": -1})
+    table["train"] = table["train"].cast_column("label", datasets.Value("int64"))
+    source = open_task(write(table, tmp_path / "hidden"))
+    assert abs(len(source.dataset("test", 16)) - 0.2 * 800) <= 5  # 20 % of each class
+    assert "test unlabelled in the dataset" in source.image_source
+
+
 def test_integer_labels_named_label_get_numbered_class_names(digits, tmp_path):
     table = as_dataset_dict(digits, {"train": "train800", "test": "test"})
     table = table.cast_column("label", datasets.Value("int64"))
@@ -130,7 +143,7 @@ def test_columns_are_chosen_by_name_when_the_features_leave_it_open(capsys, digi
     assert code == 2 and err.count("\n") == 1 and "apply to Hugging Face datasets" in err
 
 
-@pytest.mark.parametrize("case", ["string label", "named image not an image", "not parquet", "unlabelled test",
+@pytest.mark.parametrize("case", ["string label", "named image not an image", "not parquet", "a missing label",
                                   "unknown column"])
 def test_bad_input_is_one_error_line_exit_2_and_nothing_written(capsys, digits, tmp_path, case):
     table = as_dataset_dict(digits, {"train": "train800", "test": "test"})
@@ -146,8 +159,9 @@ def test_bad_input_is_one_error_line_exit_2_and_nothing_written(capsys, digits, 
     elif case == "not parquet":
         (tmp_path / "broken.parquet").write_bytes(b"this is not parquet")
         data, expected = f"hf:{tmp_path / 'broken.parquet'}", "cannot read Hugging Face dataset"
-    elif case == "unlabelled test":
-        table["test"] = table["test"].cast_column("label", datasets.Value("int64")).map(lambda row: {"label": -1})
+    elif case == "a missing label":
+        table["test"] = table["test"].cast_column("label", datasets.Value("int64")).map(
+            lambda row, index: {"label": -1 if index == 3 else row["label"]}, with_indices=True)
         table["train"] = table["train"].cast_column("label", datasets.Value("int64"))
         data, expected = write(table, tmp_path / "unlabelled"), "split 'test' of"
     else:

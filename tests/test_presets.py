@@ -93,10 +93,19 @@ def test_a_preset_for_another_method_and_task_says_so_in_one_line_each(capsys, d
 @pytest.mark.parametrize("argv, expected", [
     (["train", "--preset", "vpt-deep/cifar"], "unknown preset 'vpt-deep/cifar' (names are SOURCE/METHOD/TASK); did "
                                               "you mean petl-vision/vpt-deep/cifar?"),
-    (["sweep", "--preset", "petl-vision/vpt-deep/cifar"], "--preset applies to `vprompt train`"),
+    (["sweep", "--preset", "petl-vision/vpt-deep/cifar"], "--preset applies to `vprompt train`; `vprompt sweep` sets"),
+    (["train", "--preset", "petl-vision/vpt-deep/cifar", "--config", "any.yaml"], "--preset and --config together"),
 ])
 def test_a_preset_that_cannot_apply_is_one_error_line_and_nothing_is_written(capsys, digits, tmp_path, argv,
                                                                                expected):
     code, _, err = run_cli(capsys, *argv, "--data", str(digits), "--out", str(tmp_path / "run"), *MODEL)
     assert code == 2 and err.count("\n") == 1 and expected in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_preset_for_another_method_leaves_out_its_method_options(capsys, digits, tmp_path):
+    code, out, err = run_cli(capsys, "train", "--data", str(digits), "--preset", "petl-vision/vpt-deep/cifar",
+                             "--method", "linear", "--out", str(tmp_path / "run"), *MODEL, "--epochs", "1",
+                             "--no-progress")
+    assert code == 0 and "method is linear" in err, err
+    assert json.loads(out)["method"] == "linear"

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vprompt import zoo
+from vprompt.card import weights_source
 from vprompt.errors import CheckpointError, ConfigError
 from vprompt.hub import cache_only_when_unreachable
 
@@ -49,16 +50,27 @@ class BackboneSpec:
         """The spec as JSON-ready data, as ``prompt.json`` records it."""
         return asdict(self)
 
+    @property
+    def seed(self) -> int:
+        """The seed a random init is drawn from (``init_seed``, 0 when not given)."""
+        return self.init_seed or 0
+
     def describe(self) -> str:
         """The name, overrides and where the weights come from, for table captions."""
-        source = ("offline zoo weights" if zoo.is_zoo_name(self.name) else "timm pretrained" if self.pretrained
-                  else f"weights {self.checkpoint}" if self.checkpoint else f"random init, seed {self.init_seed or 0}")
+        source = weights_source(self.to_dict())
         return f"{self.name} {self.kwargs} ({source})" if self.kwargs else f"{self.name} ({source})"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackboneSpec:
         """The spec that [`to_dict`][vprompt.BackboneSpec.to_dict] wrote."""
         return cls(**data)
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> BackboneSpec:
+        """A backbone a prompt was trained on, to rebuild: its seed is the one it was built with, so
+        rebuilding it is asked for (no random-weights warning)."""
+        spec = cls.from_dict(data)
+        return replace(spec, init_seed=spec.seed) if not spec.checkpoint and not spec.pretrained else spec
 
 
 @dataclass(frozen=True)
@@ -98,8 +110,8 @@ def module_spec(module: nn.Module) -> BackboneSpec:
 
 
 def adopt_module(module: nn.Module) -> nn.Module:
-    """``module`` frozen and in eval mode, as a PromptedModel's backbone (a transformers model wrapped
-    in timm's interface); a module without timm's classifier interface, or one already serving a
+    """``module`` in eval mode, as a PromptedModel's backbone (a transformers model wrapped in timm's
+    interface); a module without timm's classifier interface, or one already serving a
     PromptedModel, is a ConfigError."""
     from vprompt.families.hf_transformers import kind_of, wrap
 
@@ -112,8 +124,7 @@ def adopt_module(module: nn.Module) -> nn.Module:
     if missing:
         raise ConfigError(f"a {type(module).__name__} cannot be a backbone: it lacks timm's {', '.join(missing)} "
                           "(a timm model, or a supported family: see `vprompt models`)")
-    freeze(module)
-    return module.eval()
+    return module.eval()  # the PromptedModel freezes what its method does not train
 
 
 
@@ -129,7 +140,8 @@ def random_weights_note(spec: BackboneSpec) -> str | None:
         if spec.name.removeprefix(TRANSFORMERS_PREFIX) not in KINDS:  # a checkpoint, not a class built at random
             return None
     return (f"backbone {spec.name} has random weights: fine for trying things, meaningless for results; ask for "
-            "pretrained weights (--pretrained) or give a file (--weights), or an --init-seed to mean it")
+            "pretrained weights (--pretrained; pretrained=True) or give a file (--weights; checkpoint=), or an init "
+            "seed to mean it (--init-seed; init_seed=)")
 
 
 def create_backbone(spec: BackboneSpec) -> nn.Module:
@@ -145,14 +157,15 @@ def create_backbone(spec: BackboneSpec) -> nn.Module:
     if spec.name.startswith(TRANSFORMERS_PREFIX):
         from vprompt.families.hf_transformers import transformers_backbone
 
-        model = transformers_backbone(spec.name.removeprefix(TRANSFORMERS_PREFIX), spec.kwargs, spec.init_seed)
-        if spec.checkpoint:
-            load_weights(model, Path(spec.checkpoint))
+        if spec.pretrained or spec.checkpoint:
+            raise ConfigError(f"{spec.name} takes its weights from the checkpoint it names (a folder written by "
+                              "save_pretrained, or ORG/NAME in the local cache): --pretrained and --weights do not apply")
+        model = transformers_backbone(spec.name.removeprefix(TRANSFORMERS_PREFIX), spec.kwargs, spec.seed)
         freeze(model)
         return model.eval()
     try:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec.init_seed or 0)
+            torch.manual_seed(spec.seed)
             with cache_only_when_unreachable() if spec.pretrained else contextlib.nullcontext():
                 model = timm_with_zoo().create_model(spec.name, pretrained=spec.pretrained, **spec.kwargs)
     except RuntimeError as exc:

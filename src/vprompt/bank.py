@@ -106,7 +106,7 @@ def bank_backbone(entries: list[BankEntry]) -> tuple[BackboneSpec, str, dict[str
     """The backbone, method and method options the sources were trained with (those of the first
     entry; ``source_prompts`` refuses any entry that differs)."""
     meta = entries[0].metadata()
-    return BackboneSpec.from_dict(meta["backbone"]), meta["method"], {"prompt_len": meta["method_config"]["prompt_len"]}
+    return BackboneSpec.from_record(meta["backbone"]), meta["method"], {"prompt_len": meta["method_config"]["prompt_len"]}
 
 
 def source_prompts(entries: list[BankEntry], model: PromptedModel) -> torch.Tensor:

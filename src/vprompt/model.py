@@ -8,7 +8,7 @@ themselves are ``vprompt.checkpoint``'s) and counts trainable parameters.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,19 +95,21 @@ class PromptedModel(nn.Module):
         self.register_buffer("mean", torch.tensor(self.data_config.mean).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(self.data_config.std).view(1, 3, 1, 1), False)
         source, num_source = source_classifier(backbone), int(getattr(backbone, "num_classes", 0))
-        backbone.reset_classifier(0)  # the head below replaces (or wraps a frozen copy of) the source classifier
-        setattr(backbone, ADOPTED, True)
-        self.backbone = backbone
-        build_input = self.method.build_input_prompt
-        self.input_prompt = build_input(method_config, self.data_config.input_size) if build_input else None
-        self.token_prompt = None
+        if self.method.head == "label-map" and num_source < 1:  # refusals first: a refused backbone stays as it was
+            raise ConfigError(f"method {method} reads the source classifier through a label mapping, "
+                              f"but backbone '{backbone_spec.name}' has no classifier (num_classes=0)")
+        layout = None
         if self.method.build_prompt is not None:
             family = token_family(backbone, method)
             layout = family.layout(backbone)
             refusal = self.method.refusal(layout)
             if refusal:
                 raise ConfigError(f"method '{method}' does not run on {family.name}: {refusal}")
-            self.token_prompt = self.method.build_prompt(method_config, layout)
+        backbone.reset_classifier(0)  # the head below replaces (or wraps a frozen copy of) the source classifier
+        self.backbone = backbone
+        build_input = self.method.build_input_prompt
+        self.input_prompt = build_input(method_config, self.data_config.input_size) if build_input else None
+        self.token_prompt = self.method.build_prompt(method_config, layout) if layout is not None else None
         if self.token_prompt is not None:
             self.token_prompt.attach(backbone)
         for param in backbone.parameters():
@@ -115,15 +117,13 @@ class PromptedModel(nn.Module):
         self.source_tokens: int | None = None
         """Label mapping on a distilled DeiT: its two heads read the first two output tokens."""
         if self.method.head == "label-map":
-            if num_source < 1:
-                raise ConfigError(f"method {method} reads the source classifier through a label mapping, "
-                                      f"but backbone '{backbone_spec.name}' has no classifier (num_classes=0)")
             self.head = source_head(source.module, num_source, num_classes,
                                     method_config.label_mapping(num_source, num_classes))
             self.source_tokens = source.token_features
         else:
             standardize = isinstance(method_config, LinearHeadConfig) and method_config.head_norm
             self.head = LinearHead(int(backbone.num_features), num_classes, standardize)
+        setattr(backbone, ADOPTED, True)
 
     @property
     def num_classes(self) -> int:
@@ -256,6 +256,8 @@ taken for normalised or 0-255 pixels."""
 def check_pixels(images: torch.Tensor, config: DataConfig) -> None:
     """Refuse a batch far outside [0, 1]: the model normalises its input itself, so an image
     already normalised (or in 0-255) would be transformed twice and train on nonsense, silently."""
+    if images.numel() == 0:
+        return
     low, high = (float(v) for v in torch.aminmax(images.detach().float()))
     if low < -PIXEL_SLACK or high > 1 + PIXEL_SLACK:
         raise DataError(f"images reaching the model lie in [{low:.2f}, {high:.2f}], not [0, 1]: the model normalises "
@@ -407,10 +409,7 @@ def load_prompt(directory: Path | str, backbone: BackboneSpec | nn.Module | None
     """
     directory = resolve_prompt_dir(directory)
     meta = read_metadata(directory)
-    recorded = BackboneSpec.from_dict(meta["backbone"])
-    if recorded.init_seed is None:  # the seed it was built with: its weights are what the prompt was trained on
-        recorded = replace(recorded, init_seed=0)
-    spec = backbone if backbone is not None else recorded
+    spec = backbone if backbone is not None else BackboneSpec.from_record(meta["backbone"])
     model = create_model(
         spec, meta["method"], meta["num_classes"], meta["class_names"], **meta["method_config"]
     )

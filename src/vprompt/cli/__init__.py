@@ -10,7 +10,6 @@ status 2; an interrupted run says how to resume.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import io
 import os
@@ -120,15 +119,10 @@ def parse(argv: list[str] | None) -> Any:
     if command is None:  # --help, nothing, or an unknown command: tyro prints the help or the error
         tyro_cli(command_menu(), args, "vprompt", DESCRIPTION)
         raise ConfigError(f"name a command: {', '.join(c.name for c in COMMANDS)}")
-    target, rest = command.load(), args[1:]
-    if any(field.name == "config_file" for field in dataclasses.fields(target)):
-        from vprompt.cli.config_file import expand_config
+    from vprompt.cli.config_file import expand
 
-        rest = expand_config(rest, target)
-    if command.presets:
-        from vprompt.presets import expand_preset
-
-        rest = expand_preset(rest)
+    target = command.load()
+    rest = expand(args[1:], target, command.presets)
     return tyro_cli(target, rest, f"vprompt {command.name}", command.summary)
 
 

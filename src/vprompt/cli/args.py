@@ -42,6 +42,17 @@ def refuse_single_seed(train: TrainConfig) -> None:
                           f"(use --seeds {train.seed})")
 
 
+def refuse_preset(train: TrainConfig, command: str) -> None:
+    """--preset fills one run's settings; a command that searches or sets them itself refuses it."""
+    if train.preset is not None:
+        raise ConfigError(f"--preset applies to `vprompt train`; `vprompt {command}` sets the learning rate and "
+                          "weight decay itself")
+
+
+ConfigFile = Annotated[Path | None, tyro.conf.arg(name="config")]
+"""--config FILE: a config.yaml written by an earlier run (or by hand), read by vprompt.cli.config_file."""
+
+
 TASK_KINDS = ("a VTAB-1k-layout folder, an image folder of class sub-folders (imagefolder:PATH), "
               "a Hugging Face dataset (hf:PATH_OR_NAME[:CONFIG]: save_to_disk folder, parquet/arrow files, "
               "or a cached ORG/NAME), fgvc:[NAME:]PATH (VPT's json splits) or torchvision:NAME:ROOT")

@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-import tyro
 from tyro.conf import Positional
 
-from vprompt.cli.args import AdversarialArgs, BackboneArgs, ColumnArgs, MethodArgs, Task
+from vprompt.cli.args import AdversarialArgs, BackboneArgs, ColumnArgs, ConfigFile, MethodArgs, Task
 from vprompt.robust.evaluation import AttackConfig
 from vprompt.train import TrainConfig
 from vprompt.validation import Validated, Writable, at_least
@@ -22,7 +21,7 @@ class Train(Validated):
     out: Annotated[Path, Writable()]
     """Run folder: checkpoints every epoch, metrics.json/csv, and the final prompt in OUT/prompt."""
     backbone: BackboneArgs
-    config_file: Annotated[Path | None, tyro.conf.arg(name="config")] = None
+    config_file: ConfigFile = None
     """A config.yaml written by an earlier run (or by hand): its settings, then the flags given here, which win."""
     method: MethodArgs = field(default_factory=MethodArgs)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 import tyro
 from tyro.conf import Positional
 
-from vprompt.cli.args import TASK_KINDS, BackboneArgs, ColumnArgs, parse_key_values, refuse_single_seed
+from vprompt.cli.args import (TASK_KINDS, BackboneArgs, ColumnArgs, ConfigFile, parse_key_values, refuse_preset,
+                              refuse_single_seed)
 from vprompt.errors import ConfigError
 from vprompt.methods import DEFAULT_METHOD, make_config
 from vprompt.sweep import Protocol
@@ -27,7 +28,7 @@ class Sweep(Validated):
     out: Annotated[Path, Writable()]
     """Sweep folder: runs/TASK/METHOD/{grid/POINT,seedS}, results.json, results.md."""
     backbone: BackboneArgs
-    config_file: Annotated[Path | None, tyro.conf.arg(name="config")] = None
+    config_file: ConfigFile = None
     """A config.yaml written by an earlier run (or by hand): its settings, then the flags given here, which win."""
     methods: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: [DEFAULT_METHOD])
     method_arg: list[str] = field(default_factory=list)
@@ -54,9 +55,7 @@ class Sweep(Validated):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.train.preset is not None:
-            raise ConfigError("--preset applies to `vprompt train`; a sweep searches --base-lrs × --weight-decays "
-                              "(× --prompt-lens) itself")
+        refuse_preset(self.train, "sweep")
         for method in self.methods:
             make_config(method, **self.options)
 

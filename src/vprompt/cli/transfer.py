@@ -10,7 +10,7 @@ from typing import Annotated, Union
 import tyro
 from tyro.conf import Positional, subcommand
 
-from vprompt.cli.args import TASK_KINDS, ColumnArgs, Group, refuse_single_seed
+from vprompt.cli.args import TASK_KINDS, ColumnArgs, ConfigFile, Group, refuse_preset, refuse_single_seed
 from vprompt.transfer import TransferConfig, check_methods, transfer_method_names
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, at_least, at_most
 
@@ -27,7 +27,7 @@ class Transfer(Validated):
     target: Annotated[str, tyro.conf.arg(help=f"Target task: {TASK_KINDS}.")]
     out: Annotated[Path, Writable()]
     """Folder for source_scores.json, METHOD/seedS runs and results.json."""
-    config_file: Annotated[Path | None, tyro.conf.arg(name="config")] = None
+    config_file: ConfigFile = None
     """A config.yaml written by an earlier run (or by hand): its settings, then the flags given here, which win."""
     methods: Annotated[list[str], NonEmpty(), tyro.conf.arg(help=transfer_choices())] = field(
         default_factory=lambda: ["hgprompt"])
@@ -43,6 +43,7 @@ class Transfer(Validated):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        refuse_preset(self.config.tune, "transfer")
         check_methods(self.methods)
 
     def run(self) -> None:

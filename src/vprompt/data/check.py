@@ -170,7 +170,12 @@ def check_hf_dataset(spec: str, progress: bool = False) -> CheckReport:
     with tqdm(total=total, disable=not progress, unit="img", desc=source.info.name) as bar:
         for split, dataset in splits.items():
             for index in range(len(dataset)):
-                name, data = dataset.encoded(index)
+                try:
+                    name, data = dataset.encoded(index)
+                except DataError as e:  # an Image column entry naming a file that is gone
+                    unreadable.append(str(e))
+                    bar.update()
+                    continue
                 where = f"{name} ({split})"
                 earlier_split, earlier = first.setdefault(hashlib.sha1(data).hexdigest(), (split, where))
                 if earlier_split != split:

@@ -72,7 +72,7 @@ class HFSpec:
         columns: dict[str, str] = {}
         while len(parts) > 1 and parts[-1].partition("=")[0] in ("image", "label") and "=" in parts[-1]:
             key, _, value = parts.pop().partition("=")
-            columns[key] = value
+            columns.setdefault(key, value)  # the last one given wins (--image-column after a recorded one)
         where, _, config = ",".join(parts).partition(":")
         if not where or any(not value for value in columns.values()):
             raise DataError(f"expected {SPEC_FORM}, got 'hf:{rest}'")
@@ -145,8 +145,8 @@ def load_splits(spec: HFSpec, download: bool) -> dict[str, Any]:
                 loaded = datasets.load_dataset(str(path) if path.exists() else spec.where, spec.config)
     except Exception as e:  # noqa: BLE001  (datasets raises many types: unreadable files, unknown names, no network)
         if not path.exists() and not download:
-            raise DataError(f"hf:{spec.where} is neither a local path nor a dataset in the Hugging Face cache "
-                            f"(pass --download to fetch it): {root_cause(e)}") from None
+            raise DataError(f"hf:{spec.where} is not a local path, and reading it from the local Hugging Face cache "
+                            f"failed (pass --download to fetch it): {root_cause(e)}") from None
         raise DataError(f"cannot read Hugging Face dataset {spec.where}: {root_cause(e)}") from None
     return {"train": loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
 
@@ -196,14 +196,14 @@ def only(found: list[str], kind: str, where: str, listing: str) -> str:
 
 def class_names(feature: Any, labels: dict[str, list[int]], where: str) -> list[str]:
     """The ClassLabel's names, else "0" … "K-1" for the highest integer label K-1; a label outside
-    the classes (e.g. -1 for an unlabelled test split) is a DataError."""
+    the classes (a missing one, -1, in a split that has labels otherwise) is a DataError."""
     names = list(getattr(feature, "names", None) or [str(i) for i in range(1 + max(max(v, default=0)
                                                                                  for v in labels.values()))])
     for split, values in labels.items():
         bad = [v for v in values if not 0 <= v < len(names)]
         if bad:
             raise DataError(f"split {split!r} of {where} has label {bad[0]}, outside 0..{len(names) - 1} "
-                            "(an unlabelled split cannot be trained or scored)")
+                            "(a split is either labelled or not)")
     if len(names) < 2:
         raise DataError(f"{where} has {len(names)} class; a task needs at least two")
     return names
@@ -258,7 +258,10 @@ def hf_source(rest: str, download: bool = False) -> TaskSource:
             raise DataError(f"split {theirs!r} of {spec.where} has no column {missing[0]!r}")
     tables = {theirs: loaded[theirs].select_columns([image, label]).cast_column(image, datasets.Image(decode=False))
               for theirs in mapped.values()}
-    labels = {theirs: [int(v) for v in table[label]] for theirs, table in tables.items()}
+    labels = {theirs: [-1 if v is None else int(v) for v in table[label]] for theirs, table in tables.items()}
+    unlabelled = [ours for ours, theirs in mapped.items() if ours != "train" and all(v < 0 for v in labels[theirs])]
+    for ours in unlabelled:  # e.g. a benchmark's hidden test labels (-1): drawn from train instead
+        labels.pop(mapped.pop(ours))
     names = class_names(features[label], labels, spec.where)
     samples: dict[str, list[tuple[Row, int]]] = {
         ours: [(Row(theirs, row), value) for row, value in enumerate(labels[theirs])] for ours, theirs in mapped.items()}
@@ -267,8 +270,9 @@ def hf_source(rest: str, download: bool = False) -> TaskSource:
     info = TaskInfo(root=Path(spec.where), name=Path(spec.where).name + (f"-{spec.config}" if spec.config else ""),
                     num_classes=len(names), class_names=names, group=None)
     sizes = ", ".join(f"{split} {len(samples[split])}" for split in ("train", "val", "test"))
+    hidden = f"; {' and '.join(unlabelled)} unlabelled in the dataset" if unlabelled else ""
     described = (f"Hugging Face dataset hf:{rest} (image column {image!r}, label column {label!r}; {sizes}"
-                 f"{holdout_note(drawn)})")
+                 f"{hidden}{holdout_note(drawn)})")
 
     def open_split(split: str, size: tuple[int, int], train: bool) -> HFImages:
         return HFImages(info, tables, samples[split], image, f"hf:{spec.where}", size)

@@ -53,13 +53,17 @@ class Kind:
     """``config.model_type`` values loaded as this class."""
     base: str | None = None
     """The attribute holding the base model, for a class with a classifier on top."""
+    largest_default: int | None = None
+    """Without an image processor, the input side is the config's image size, at most this: DINOv2
+    interpolates its position embeddings and is configured at 518 but preprocessed to 224."""
 
 
 KINDS: dict[str, Kind] = {
     "ViTModel": Kind("ViTConfig", HALF, "cls", ("vit",)),
     "ViTForImageClassification": Kind("ViTConfig", HALF, "cls", (), base="vit"),
-    "Dinov2Model": Kind("Dinov2Config", IMAGENET, "cls", ("dinov2",)),
-    "Dinov2WithRegistersModel": Kind("Dinov2WithRegistersConfig", IMAGENET, "cls", ("dinov2_with_registers",)),
+    "Dinov2Model": Kind("Dinov2Config", IMAGENET, "cls", ("dinov2",), largest_default=224),
+    "Dinov2WithRegistersModel": Kind("Dinov2WithRegistersConfig", IMAGENET, "cls", ("dinov2_with_registers",),
+                                     largest_default=224),
     "CLIPVisionModel": Kind("CLIPVisionConfig", OPENAI_CLIP, "cls-post-norm", ("clip", "clip_vision_model")),
     "SiglipVisionModel": Kind("SiglipVisionConfig", HALF, "map", ("siglip", "siglip_vision_model")),
 }
@@ -76,7 +80,7 @@ def import_transformers() -> Any:
 
 def kind_of(model: nn.Module) -> str | None:
     """The supported transformers class ``model`` is an instance of (None for any other module)."""
-    if "transformers" not in type(model).__module__:
+    if not type(model).__module__.startswith("transformers."):
         return None
     transformers = import_transformers()
     return next((name for name in KINDS if isinstance(model, getattr(transformers, name))), None)
@@ -204,6 +208,8 @@ def wrap(model: nn.Module, processor: Any = None) -> TransformersBackbone:
     mean, std = kind.normalization
     size = base.config.image_size
     input_size = (size, size) if isinstance(size, int) else tuple(size)
+    if kind.largest_default is not None:
+        input_size = tuple(min(side, kind.largest_default) for side in input_size)
     if processor is not None:
         mean = tuple(getattr(processor, "image_mean", None) or mean)
         std = tuple(getattr(processor, "image_std", None) or std)
@@ -228,7 +234,7 @@ def class_for(config: Any, name: str) -> str:
     return found
 
 
-def transformers_backbone(name: str, kwargs: dict[str, Any], init_seed: int | None,
+def transformers_backbone(name: str, kwargs: dict[str, Any], init_seed: int,
                           weights: bool = True) -> TransformersBackbone:
     """``hf-transformers:NAME`` built (see the module docstring); ``weights=False`` builds the
     architecture only (for counting parameters on the meta device). transformers' own log lines
@@ -242,7 +248,7 @@ def transformers_backbone(name: str, kwargs: dict[str, Any], init_seed: int | No
         transformers.logging.set_verbosity(verbosity)
 
 
-def build(transformers: Any, name: str, kwargs: dict[str, Any], init_seed: int | None,
+def build(transformers: Any, name: str, kwargs: dict[str, Any], init_seed: int,
           weights: bool) -> TransformersBackbone:
     """See [`transformers_backbone`][vprompt.families.hf_transformers.transformers_backbone]."""
     options = {("num_labels" if k == "num_classes" else k): v for k, v in kwargs.items()}
@@ -252,20 +258,21 @@ def build(transformers: Any, name: str, kwargs: dict[str, Any], init_seed: int |
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"bad config for {PREFIX}{name}: {exc}") from None
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed or 0)
+            torch.manual_seed(init_seed)
             return wrap(getattr(transformers, name)._from_config(config, attn_implementation="sdpa"))
     try:
         config = transformers.AutoConfig.from_pretrained(name, local_files_only=True, **options)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise ConfigError(f"{PREFIX}{name} is not in the local Hugging Face cache (HF_HOME) nor a folder holding a "
                           f"config.json: fetch it once where there is a network (huggingface-cli download {name})"
                           ) from exc
+    except ValueError as exc:
+        raise ConfigError(f"cannot read the config of {PREFIX}{name}: {' '.join(str(exc).split())}") from None
     cls = getattr(transformers, class_for(config, name))
-    if not weights:
-        return wrap(cls._from_config(config, attn_implementation="sdpa"))
-    model = cls.from_pretrained(name, config=config, local_files_only=True, attn_implementation="sdpa")
     try:
         processor = transformers.AutoImageProcessor.from_pretrained(name, local_files_only=True)
     except (OSError, ValueError):
         processor = None
-    return wrap(model, processor)
+    if not weights:
+        return wrap(cls._from_config(config, attn_implementation="sdpa"), processor)
+    return wrap(cls.from_pretrained(name, config=config, local_files_only=True, attn_implementation="sdpa"), processor)

@@ -4,8 +4,7 @@ Each JSON file in this package is one source: who published the settings (cited)
 and recipe they were found with, and per method and task the learning rate, weight decay and
 prompt length the source picked, beside the accuracy it reports. A preset is named
 ``SOURCE/METHOD/TASK`` (``petl-vision/vpt-deep/cifar``); ``vprompt presets`` lists them and
-``vprompt train --preset NAME`` starts from one: the preset's flags are placed before the ones on
-the command line, so a flag given there wins.
+``vprompt train --preset NAME`` starts from one (``vprompt.cli.config_file`` turns it into flags).
 
 A source's learning rate is either ``base`` (vprompt's base_lr, for a batch of 256) or
 ``applied`` (the rate the optimizer saw), converted here to base_lr = lr × 256 / batch size.
@@ -20,9 +19,6 @@ from importlib import resources
 from typing import Any
 
 from vprompt.errors import ConfigError
-
-PRESET_FLAG = "--preset"
-
 
 @dataclass(frozen=True)
 class Source:
@@ -59,9 +55,11 @@ class Preset:
     def name(self) -> str:
         return f"{self.source.name}/{self.method}/{self.task}"
 
-    def flags(self) -> list[str]:
-        """The preset as `vprompt train` flags."""
-        settings = {"method": self.method, **self.train, **self.options}
+    def flags(self, method: str | None = None) -> list[str]:
+        """The preset as `vprompt train` flags; for another ``method`` than its own, without its
+        method options (another method may not take them)."""
+        options = self.options if method in (None, self.method) else {}
+        settings = {"method": self.method, **self.train, **options}
         return [item for key, value in settings.items() for item in (f"--{key.replace('_', '-')}", str(value))]
 
     def mismatches(self, method: str, task: str) -> list[str]:
@@ -101,14 +99,3 @@ def get_preset(name: str) -> Preset:
     near = [p for p in presets if p.startswith(name.rstrip("/") + "/") or p.endswith("/" + name)][:5]
     hint = f"; did you mean {', '.join(near)}?" if near else "; `vprompt presets` lists them"
     raise ConfigError(f"unknown preset {name!r} (names are SOURCE/METHOD/TASK){hint}")
-
-
-def expand_preset(args: list[str]) -> list[str]:
-    """Command-line ``args`` with ``--preset NAME``'s flags placed first, so flags given on the command
-    line win; ``--preset NAME`` itself stays, and the run records it."""
-    for index, arg in enumerate(args):
-        if arg == PRESET_FLAG and index + 1 < len(args):
-            return [*get_preset(args[index + 1]).flags(), *args]
-        if arg.startswith(PRESET_FLAG + "="):
-            return [*get_preset(arg.partition("=")[2]).flags(), *args]
-    return args
