@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from conftest import TINY_VIT
 from vprompt.cli import main
@@ -165,6 +166,8 @@ def test_sweep_through_the_cli_writes_the_table_and_rows(capsys, tmp_path, task)
     assert {(r["task"], r["method"], r["seed"]) for r in rows} == {
         ("digits", m, s) for m in ("linear", "vpt-shallow") for s in (0, 1)}
     assert "mean of group means" in out and "prompt length [1, 2]" in out
+    written = yaml.safe_load((tmp_path / "config.yaml").read_text())  # the sweep as a file, for --config
+    assert written["methods"] == ["linear", "vpt-shallow"] and written["prompt-lens"] == [1, 2]
     code, _, err = run_cli(capsys, "sweep", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"),
                            *MODEL, "--ray", "none")
     assert code == 2 and err.startswith("error:")

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from conftest import tiny_vit_spec
@@ -174,6 +175,7 @@ def test_cli_bank_list_transfer_and_errors(bank, suite, tmp_path, capsys):
           "--methods", "uniform", "--epochs", "1", "--batch-size", "100", "--no-progress"])
     rows = json.loads((tmp_path / "t" / "results.json").read_text())
     assert [(r["target"], r["method"], r["seed"]) for r in rows] == [("digits", "uniform", 0)]
+    assert yaml.safe_load((tmp_path / "t" / "config.yaml").read_text())["methods"] == ["uniform"]  # for --config
     with pytest.raises(SystemExit) as exit_info:
         main(["bank", "add", str(bank), str(bank.parent / "runs" / "digits"), "--task", "digits"])
     assert exit_info.value.code == 2

@@ -203,7 +203,7 @@ class PromptedModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) of images (B, 3, H, W) in [0, 1]; the first batch after each ``train()`` or
-        ``eval()`` is checked to lie in that range (see [`check_pixels`][vprompt.model.check_pixels])."""
+        ``eval()`` is checked to lie in that range (``vprompt.model.check_pixels``)."""
         if not self.inputs_checked and not capturing():
             check_pixels(images, self.data_config)
             self.inputs_checked = True
