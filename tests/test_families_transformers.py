@@ -84,6 +84,7 @@ def test_dinov2_shallow_prompts_equal_register_tokens_set_to_them():
     assert torch.allclose(prompted.backbone.forward_features(x), expected, atol=1e-5)
 
 
+@pytest.mark.slow  # TorchScript export and PGD on three families
 @pytest.mark.parametrize("cls", ["ViTForImageClassification", "Dinov2Model", "SiglipVisionModel"])
 def test_save_then_load_gives_identical_logits_and_export_and_attacks_run(tmp_path, cls):
     model = vprompt.create_model(spec(cls), "vpt-deep", 3, prompt_len=P).train()
