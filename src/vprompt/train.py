@@ -31,6 +31,7 @@ from vprompt.data.memory import DEFAULT_BUDGET_MB, InMemoryDataset, in_memory
 from vprompt.distill import Distillation, DistillationConfig
 from vprompt.errors import CheckpointError, ConfigError, NonFiniteLossError
 from vprompt.evaluate import evaluate
+from vprompt.frozen_features import cache_features, cacheable
 from vprompt.hardware import MixedPrecision, pin_memory, resolve_precision, resolve_workers, training_attention
 from vprompt.checkpoint import (CHECKPOINTS, FINAL, LATEST, TRAIN_STATE, latest_checkpoint, write_atomic,
                                 write_metrics)
@@ -73,7 +74,8 @@ class TrainConfig(Validated):
     workers: Annotated[int, at_least(0)] | Literal["auto"] = "auto"
     """DataLoader workers; auto: one per CPU beyond the first (at most 8) for splits read from image files, else 0."""
     cache_mb: Annotated[float, at_least(0)] = DEFAULT_BUDGET_MB
-    """Keep the decoded train and eval splits in memory when they fit in this many MB together (0: off)."""
+    """Keep the decoded train and eval splits in memory when they fit in this many MB together (0: off); for a
+    method that trains only a head (linear), their backbone features instead, computed once."""
     compile: bool = False
     """torch.compile the prompted model for training (worth it on a GPU; measure it on a CPU)."""
     grad_checkpointing: bool = False
@@ -231,6 +233,8 @@ class TrainingRun:
     """What ``auto`` resolved to, recorded in every metrics row."""
     show: bool
     """Show progress bars (the main process only)."""
+    cached_features: bool
+    """The splits are the backbone's features, computed once, and ``prepared`` is the head alone."""
 
 
 def train(
@@ -326,11 +330,21 @@ def start_run(model: PromptedModel, train_set: Dataset, out_dir: Path, config: T
     if resume:
         start_epoch, history = restore(model, optimizer, out_dir, config, adversarial, distillation)
     show = progress and accelerator.is_main_process
-    train_set, eval_set = cached_splits(train_set, eval_set, config, show)
+    cached = cacheable(model, [train_set, eval_set], config.cache_mb, accelerator.num_processes,
+                       per_batch=adversarial is not None or distillation is not None) is None
+    if cached:  # the backbone runs over each image once; every epoch trains the head on its features
+        model.to(accelerator.device)
+        workers = resolve_workers(config.workers, decodes_images=True)
+        with training_attention(model, accelerator.device.type, accelerator.mixed_precision):  # as the epochs would
+            train_set, eval_set = (None if split is None else cache_features(model, split, config.batch_size, workers,
+                                                                             accelerator, show)
+                                   for split in (train_set, eval_set))
+    else:
+        train_set, eval_set = cached_splits(train_set, eval_set, config, show)
     sampler = EpochShuffle(len(train_set), config.seed)
     loader = DataLoader(train_set, config.batch_size, sampler=sampler, drop_last=False, pin_memory=pin_memory(),
                         num_workers=resolve_workers(config.workers, decodes_images(train_set)))
-    prepared, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    prepared, optimizer, loader = accelerator.prepare(model.head if cached else model, optimizer, loader)
     steps_per_epoch = len(loader)
     schedule = Schedule(steps_per_epoch, steps_per_epoch * config.epochs, steps_per_epoch * config.warmup_epochs,
                         config.peak_lr(accelerator.num_processes))
@@ -340,7 +354,7 @@ def start_run(model: PromptedModel, train_set: Dataset, out_dir: Path, config: T
         out_dir=out_dir, train_set=train_set, eval_set=eval_set,
         eval_workers=resolve_workers(config.workers, decodes_images(eval_set)), adversarial=adversarial,
         distiller=Distillation(distillation).to(accelerator.device) if distillation is not None else None,
-        distillation=distillation, precision=accelerator.mixed_precision, show=show,
+        distillation=distillation, precision=accelerator.mixed_precision, show=show, cached_features=cached,
     )
     return run, start_epoch, history
 
@@ -375,7 +389,8 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict[str, Any]:
         torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)]),
         "sum").tolist()
     return {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-            "train_images": int(seen), "seconds": time.perf_counter() - started, "precision": run.precision}
+            "train_images": int(seen), "seconds": time.perf_counter() - started, "precision": run.precision,
+            "cached_features": run.cached_features}
 
 
 def train_step(run: TrainingRun, images: torch.Tensor, labels: torch.Tensor, global_step: int,
@@ -414,15 +429,15 @@ def check_finite(run: TrainingRun, first_bad: int, loss: float, epoch: int) -> N
 
 def evaluate_epoch(run: TrainingRun) -> dict[str, float]:
     """Loss and accuracy on the evaluation split."""
-    scores = evaluate(run.model, run.eval_set, run.config.batch_size, accelerator=run.accelerator,
-                      workers=run.eval_workers)
+    scores = evaluate(run.model.head if run.cached_features else run.model, run.eval_set, run.config.batch_size,
+                      accelerator=run.accelerator, workers=run.eval_workers)
     return {"eval_loss": scores["loss"], "eval_acc": scores["acc"]}
 
 
 def save_epoch(run: TrainingRun, epoch: int, history: list[dict[str, Any]]) -> None:
     """The epoch's checkpoint, written by the main process while the others wait."""
     if run.accelerator.is_main_process:
-        save_checkpoint(run.accelerator.unwrap_model(run.prepared), run.optimizer, run.out_dir, epoch + 1, history,
+        save_checkpoint(run.model, run.optimizer, run.out_dir, epoch + 1, history,
                         run.config, run.adversarial, run.distillation)
     run.accelerator.wait_for_everyone()
 
@@ -433,7 +448,7 @@ def save_final(run: TrainingRun, history: list[dict[str, Any]]) -> Path:
     if run.accelerator.is_main_process:
         task = getattr(getattr(run.train_set, "task", None), "name", None)
         with saving(run.out_dir, final_dir):
-            save_prompt(run.accelerator.unwrap_model(run.prepared), final_dir,
+            save_prompt(run.model, final_dir,
                         training={"config": asdict(run.config), "metrics": history[-1] if history else {}, "task": task,
                                   "eval_split": getattr(run.eval_set, "split", None),
                                   "adversarial": run.adversarial.describe() if run.adversarial else None})

@@ -298,6 +298,11 @@ class TaskDataset(Dataset):
         """The per-epoch random part of an item, applied to decoded uint8 pixels (none by default)."""
         return pixels
 
+    @property
+    def random_augment(self) -> bool:
+        """Whether :meth:`augment` is random, so an item differs from epoch to epoch (none by default)."""
+        return False
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         """Item ``index`` as (3, H, W) floats in [0, 1] and its label; unreadable: a DataError."""
         pixels, label = self.decode(index)
@@ -376,6 +381,11 @@ class FileListDataset(TaskDataset):
         if self.train_augment and torch.rand(()) < 0.5:
             return pixels.flip(-1)
         return pixels
+
+    @property
+    def random_augment(self) -> bool:
+        """Whether items are flipped at random (``train_augment``)."""
+        return self.train_augment
 
     def _check_images_exist(self) -> None:
         """Fail at construction, not mid-epoch, when listed images are missing."""

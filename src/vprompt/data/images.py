@@ -34,6 +34,8 @@ class PixelTransform:
         crops = [T.RandomCrop(size) if train else T.CenterCrop(size)] if crop else []
         flips = [T.RandomHorizontalFlip()] if train else []
         self.augment = T.Compose([*crops, *flips])
+        self.random = train
+        """Whether ``augment`` draws at random (a training split's crop and flip)."""
 
 
 class ImageListDataset(TaskDataset):
@@ -57,6 +59,10 @@ class ImageListDataset(TaskDataset):
     def augment(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.transform.augment(pixels)
 
+    @property
+    def random_augment(self) -> bool:
+        return self.transform.random
+
 
 class WrappedDataset(TaskDataset):
     """A subset of another dataset's ``(PIL image, label)`` items, converted by ``transform``."""
@@ -74,3 +80,7 @@ class WrappedDataset(TaskDataset):
 
     def augment(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.transform.augment(pixels)
+
+    @property
+    def random_augment(self) -> bool:
+        return self.transform.random

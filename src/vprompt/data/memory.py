@@ -50,6 +50,11 @@ class InMemoryDataset(TaskDataset):
         return self.source.augment(pixels)
 
     @property
+    def random_augment(self) -> bool:
+        """The source's."""
+        return self.source.random_augment
+
+    @property
     def nbytes(self) -> int:
         """Bytes of the cached pixels."""
         return self.pixels.numel() * self.pixels.element_size()
