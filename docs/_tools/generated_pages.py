@@ -76,6 +76,8 @@ RESULTS = [
      "python benchmarks/data_path.py --out docs/results/data_path.json"),
     ("grad_checkpointing.md", "Gradient checkpointing at ViT-B: peak memory and step time",
      "python benchmarks/grad_checkpointing.py --out docs/results/grad_checkpointing.json"),
+    ("feature_cache.md", "A linear probe end to end: frozen features cached once against the backbone every epoch",
+     "python benchmarks/feature_cache.py --out docs/results/feature_cache.json"),
 ]
 
 
