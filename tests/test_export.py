@@ -53,7 +53,8 @@ def logits_close(model, run) -> None:
         np.testing.assert_allclose(run(images.numpy()), expected, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("fmt, runner", [("torchscript", run_torchscript), ("onnx", run_onnx)])
+@pytest.mark.parametrize("fmt, runner", [("torchscript", run_torchscript),
+                                         pytest.param("onnx", run_onnx, marks=pytest.mark.slow)])  # onnx: 2-4 s each
 @pytest.mark.parametrize("method", CASES)
 def test_exported_logits_equal_the_prompted_models(tmp_path, method, fmt, runner):
     spec, options = CASES[method]
