@@ -167,3 +167,11 @@ def test_a_module_built_in_python_trains_with_the_library_loop(tmp_path, cls, me
                            eval_set=FileListDataset(task, "test", model.image_size), progress=False)
     assert len(result.metrics) == 1 and 0 <= result.metrics[0]["eval_acc"] <= 1
     assert any(not torch.equal(before[k], v) for k, v in model.trainable_state().items())
+
+
+def test_a_checkpoint_name_is_not_random_weights_however_it_is_spelled():
+    for name in ("hf-transformers:dinov2-tiny", "hf-transformers:facebook/dinov2-small"):  # a folder, a hub name
+        assert not BackboneSpec(name).random_init and BackboneSpec(name).weights_source() == "a transformers checkpoint"
+    assert BackboneSpec("hf-transformers:Dinov2Model").random_init
+    assert BackboneSpec("hf-transformers:Dinov2Model").weights_source() == "random init, seed 0"
+    assert BackboneSpec("robustbench:Salman2020Do_R18").weights_source() == "RobustBench weights"

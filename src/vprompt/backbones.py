@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from vprompt import zoo
-from vprompt.card import weights_source
 from vprompt.errors import CheckpointError, ConfigError
 from vprompt.hub import cache_only_when_unreachable
 
@@ -55,9 +54,38 @@ class BackboneSpec:
         """The seed a random init is drawn from (``init_seed``, 0 when not given)."""
         return self.init_seed or 0
 
+    @property
+    def random_init(self) -> bool:
+        """Whether the weights are drawn at random: no timm weights, file, zoo card, RobustBench model,
+        module of your own or transformers checkpoint gives them."""
+        if self.pretrained or self.checkpoint or zoo.is_zoo_name(self.name) or \
+                self.name.startswith((ROBUSTBENCH_PREFIX, MODULE_PREFIX)):
+            return False
+        if self.name.startswith(TRANSFORMERS_PREFIX):
+            from vprompt.families.hf_transformers import KINDS
+
+            return self.name.removeprefix(TRANSFORMERS_PREFIX) in KINDS  # a class built at random, not a checkpoint
+        return True
+
+    def weights_source(self) -> str:
+        """Where the weights come from, in words (table captions and model cards)."""
+        if zoo.is_zoo_name(self.name):
+            return "offline zoo weights"
+        if self.name.startswith(MODULE_PREFIX):
+            return "a module built by your own code"
+        if self.name.startswith(ROBUSTBENCH_PREFIX):
+            return "RobustBench weights"
+        if self.name.startswith(TRANSFORMERS_PREFIX) and not self.random_init:
+            return "a transformers checkpoint"
+        if self.pretrained:
+            return "timm pretrained"
+        if self.checkpoint:
+            return f"local weights {self.checkpoint}"
+        return f"random init, seed {self.seed}"
+
     def describe(self) -> str:
         """The name, overrides and where the weights come from, for table captions."""
-        source = weights_source(self.to_dict())
+        source = self.weights_source()
         return f"{self.name} {self.kwargs} ({source})" if self.kwargs else f"{self.name} ({source})"
 
     @classmethod
@@ -70,7 +98,7 @@ class BackboneSpec:
         """A backbone a prompt was trained on, to rebuild: its seed is the one it was built with, so
         rebuilding it is asked for (no random-weights warning)."""
         spec = cls.from_dict(data)
-        return replace(spec, init_seed=spec.seed) if not spec.checkpoint and not spec.pretrained else spec
+        return replace(spec, init_seed=spec.seed) if spec.random_init else spec
 
 
 @dataclass(frozen=True)
@@ -130,15 +158,9 @@ def adopt_module(module: nn.Module) -> nn.Module:
 
 def random_weights_note(spec: BackboneSpec) -> str | None:
     """Why ``spec``'s weights will be random although nothing asked for that (None when they come
-    from timm, a file, the zoo or RobustBench, or when an init seed asks for a random network)."""
-    if spec.pretrained or spec.checkpoint or spec.init_seed is not None or zoo.is_zoo_name(spec.name) or \
-            spec.name.startswith((ROBUSTBENCH_PREFIX, MODULE_PREFIX)):
+    from somewhere, or when an init seed asks for a random network)."""
+    if spec.init_seed is not None or not spec.random_init:
         return None
-    if spec.name.startswith(TRANSFORMERS_PREFIX):
-        from vprompt.families.hf_transformers import KINDS
-
-        if spec.name.removeprefix(TRANSFORMERS_PREFIX) not in KINDS:  # a checkpoint, not a class built at random
-            return None
     return (f"backbone {spec.name} has random weights: fine for trying things, meaningless for results; ask for "
             "pretrained weights (--pretrained; pretrained=True) or give a file (--weights; checkpoint=), or an init "
             "seed to mean it (--init-seed; init_seed=)")

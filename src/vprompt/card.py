@@ -30,27 +30,11 @@ def hub_metadata(meta: dict[str, Any], training: dict[str, Any] | None) -> list[
     return lines
 
 
-def weights_source(backbone: dict[str, Any]) -> str:
-    """Where a recorded backbone's weights come from, in words (captions and model cards)."""
-    name = backbone["name"]
-    if name.startswith("zoo:"):
-        return "offline zoo weights"
-    if name.startswith("module:"):
-        return "a module built by your own code"
-    if name.startswith("hf-transformers:") and "/" in name:
-        return "a transformers checkpoint"
-    if backbone.get("pretrained"):
-        return "timm pretrained"
-    if backbone.get("checkpoint"):
-        return f"local weights {backbone['checkpoint']}"
-    return f"random init, seed {backbone.get('init_seed') or 0}"
-
-
-def model_card(meta: dict[str, Any], training: dict[str, Any] | None = None) -> str:
-    """The README.md of a prompt folder: ``meta`` is its prompt.json, ``training`` what the run knows
-    (``config``, ``metrics`` of the last epoch, ``task``, ``eval_split``, ``adversarial``)."""
+def model_card(meta: dict[str, Any], weights: str, training: dict[str, Any] | None = None) -> str:
+    """The README.md of a prompt folder: ``meta`` is its prompt.json, ``weights`` where the backbone's
+    weights come from (``BackboneSpec.weights_source``), ``training`` what the run knows (``config``,
+    ``metrics`` of the last epoch, ``task``, ``eval_split``, ``adversarial``)."""
     backbone, classes = meta["backbone"], meta["class_names"]
-    weights = weights_source(backbone)
     shown = ", ".join(classes[:20]) + (f", … ({len(classes)} in all)" if len(classes) > 20 else "")
     options = ", ".join(f"{k}={v}" for k, v in meta["method_config"].items()) or "defaults"
     lines = ["---", *hub_metadata(meta, training), "---", "",

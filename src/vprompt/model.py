@@ -386,7 +386,8 @@ def save_prompt(model: PromptedModel, directory: Path | str, training: dict[str,
     """
     directory = Path(directory)
     meta = model.metadata()
-    write_prompt_files(directory, model.trainable_state(), meta, model_card(meta, training))
+    write_prompt_files(directory, model.trainable_state(), meta,
+                       model_card(meta, model.backbone_spec.weights_source(), training))
     return directory
 
 

@@ -131,23 +131,16 @@ def check_image_folder(root: Path, progress: bool = False) -> CheckReport:
     if strays:
         report.warnings.append(f"{root}: {len(strays)} files are not images and are left out: "
                                f"{_examples([str(p.relative_to(root)) for p in strays])}")
-    first: dict[str, tuple[str, Path]] = {}
-    repeated = []
+    repeats = SplitRepeats()
     for split in ("train", "val", "test"):
         for image, _ in layout.samples[split]:
-            earlier_split, earlier = first.setdefault(hashlib.sha1(image.read_bytes()).hexdigest(), (split, image))
-            if earlier_split != split:
-                repeated.append(f"{image.relative_to(root)} ({split}) = {earlier.relative_to(root)} ({earlier_split})")
-    if repeated:
-        report.problems.append(f"{root}: {len(repeated)} images occur in two splits: {_examples(repeated)}")
+            repeats.add(image.read_bytes(), str(image.relative_to(root)), split)
     images = [image for split in ("train", "val", "test") for image, _ in layout.samples[split]]
     with ThreadPoolExecutor() as pool:
         reasons = tqdm(pool.map(_decode_error, images), total=len(images), disable=not progress, unit="img",
                        desc=root.name)
         unreadable = [f"{image.relative_to(root)}: {reason}" for image, reason in zip(images, reasons) if reason]
-    if unreadable:
-        report.problems.append(f"{root}: {len(unreadable)} of {len(images)} images cannot be read: "
-                               f"{_examples(unreadable)}")
+    report.problems += repeats.problems(root) + _unreadable_problems(root, unreadable, len(images))
     report.summary.append(f"{root.resolve().name}: {len(layout.class_names)} classes "
                           f"({_examples(layout.class_names)}); {layout.describe()}")
     return report
@@ -164,33 +157,49 @@ def check_hf_dataset(spec: str, progress: bool = False) -> CheckReport:
         report.problems.append(str(e))
         return report
     splits = {split: source.dataset(split, 1) for split in ("train", "val", "test")}
-    first: dict[str, tuple[str, str]] = {}
-    repeated, unreadable = [], []
+    repeats, unreadable = SplitRepeats(), []
     total = sum(len(dataset) for dataset in splits.values())
     with tqdm(total=total, disable=not progress, unit="img", desc=source.info.name) as bar:
         for split, dataset in splits.items():
             for index in range(len(dataset)):
+                bar.update()
                 try:
                     name, data = dataset.encoded(index)
                 except DataError as e:  # an Image column entry naming a file that is gone
                     unreadable.append(str(e))
-                    bar.update()
                     continue
-                where = f"{name} ({split})"
-                earlier_split, earlier = first.setdefault(hashlib.sha1(data).hexdigest(), (split, where))
-                if earlier_split != split:
-                    repeated.append(f"{where} = {earlier}")
+                repeats.add(data, name, split)
                 reason = _decode_error(io.BytesIO(data))
                 if reason:
-                    unreadable.append(f"{where}: {reason}")
-                bar.update()
-    if repeated:
-        report.problems.append(f"{spec}: {len(repeated)} images occur in two splits: {_examples(repeated)}")
-    if unreadable:
-        report.problems.append(f"{spec}: {len(unreadable)} of {total} images cannot be read: {_examples(unreadable)}")
+                    unreadable.append(f"{name} ({split}): {reason}")
+    report.problems += repeats.problems(spec) + _unreadable_problems(spec, unreadable, total)
     report.summary.append(f"{source.info.name}: {source.info.num_classes} classes "
                           f"({_examples(source.info.class_names)}); {source.image_source}")
     return report
+
+
+class SplitRepeats:
+    """Images that occur in two splits, compared by content (the same bytes under any name)."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, tuple[str, str]] = {}
+        self.found: list[str] = []
+
+    def add(self, data: bytes, name: str, split: str) -> None:
+        """Image ``name`` of ``split``, encoded as ``data``."""
+        earlier, earlier_split = self.first.setdefault(hashlib.sha1(data).hexdigest(), (name, split))
+        if earlier_split != split:
+            self.found.append(f"{name} ({split}) = {earlier} ({earlier_split})")
+
+    def problems(self, where: object) -> list[str]:
+        """The problem line, if any image repeats."""
+        return [f"{where}: {len(self.found)} images occur in two splits: {_examples(self.found)}"] if self.found else []
+
+
+def _unreadable_problems(where: object, unreadable: list[str], total: int) -> list[str]:
+    """The problem line, if any of ``total`` images cannot be read."""
+    return [f"{where}: {len(unreadable)} of {total} images cannot be read: {_examples(unreadable)}"] if unreadable \
+        else []
 
 
 def _suite_problems(root: Path) -> list[str]:

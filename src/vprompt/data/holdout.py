@@ -51,6 +51,11 @@ def draw_missing(samples: dict[str, list[tuple[Item, int]]]) -> tuple[str, ...]:
     return drawn
 
 
+def split_sizes(samples: dict[str, list]) -> str:
+    """``train N, val N, test N``, for result rows."""
+    return ", ".join(f"{split} {len(samples[split])}" for split in ("train", "val", "test"))
+
+
 def holdout_note(drawn: tuple[str, ...]) -> str:
     """How the ``drawn`` splits were made, for result rows ("" when none was)."""
     if not drawn:

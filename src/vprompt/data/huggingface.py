@@ -31,7 +31,7 @@ import torch
 from vprompt.errors import ConfigError, DataError
 
 from .filelist import TaskDataset, TaskInfo, read_rgb, to_uint8
-from .holdout import draw_missing, holdout_note
+from .holdout import draw_missing, holdout_note, split_sizes
 from .source import TRAINVAL_PROTOCOL, TaskSource
 
 INSTALL = "pip install 'vprompt[hf]'"
@@ -269,10 +269,9 @@ def hf_source(rest: str, download: bool = False) -> TaskSource:
     samples["trainval"] = samples["train"] + samples["val"]
     info = TaskInfo(root=Path(spec.where), name=Path(spec.where).name + (f"-{spec.config}" if spec.config else ""),
                     num_classes=len(names), class_names=names, group=None)
-    sizes = ", ".join(f"{split} {len(samples[split])}" for split in ("train", "val", "test"))
     hidden = f"; {' and '.join(unlabelled)} unlabelled in the dataset" if unlabelled else ""
-    described = (f"Hugging Face dataset hf:{rest} (image column {image!r}, label column {label!r}; {sizes}"
-                 f"{hidden}{holdout_note(drawn)})")
+    described = (f"Hugging Face dataset hf:{rest} (image column {image!r}, label column {label!r}; "
+                 f"{split_sizes(samples)}{hidden}{holdout_note(drawn)})")
 
     def open_split(split: str, size: tuple[int, int], train: bool) -> HFImages:
         return HFImages(info, tables, samples[split], image, f"hf:{spec.where}", size)

@@ -16,7 +16,7 @@ from pathlib import Path
 from vprompt.errors import DataError
 
 from .filelist import IMAGE_SUFFIXES, TaskInfo, has_split_files
-from .holdout import draw_missing, holdout_note
+from .holdout import draw_missing, holdout_note, split_sizes
 from .images import ImageListDataset, PixelTransform
 from .source import TRAINVAL_PROTOCOL, TaskSource
 
@@ -59,8 +59,7 @@ class FolderLayout:
 
     def describe(self) -> str:
         """Where the pixels come from and how the splits were made, for result rows."""
-        sizes = ", ".join(f"{split} {len(self.samples[split])}" for split in SPLIT_FOLDERS)
-        return f"image folder {self.root} ({sizes}{holdout_note(self.drawn)})"
+        return f"image folder {self.root} ({split_sizes(self.samples)}{holdout_note(self.drawn)})"
 
 
 def read_layout(root: Path) -> FolderLayout:

@@ -38,7 +38,21 @@ class PixelTransform:
         """Whether ``augment`` draws at random (a training split's crop and flip)."""
 
 
-class ImageListDataset(TaskDataset):
+class TransformedDataset(TaskDataset):
+    """A split whose items are made by a [`PixelTransform`][vprompt.data.images.PixelTransform]: its
+    augmentation, and whether that is random, are the transform's."""
+
+    transform: PixelTransform
+
+    def augment(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.transform.augment(pixels)
+
+    @property
+    def random_augment(self) -> bool:
+        return self.transform.random
+
+
+class ImageListDataset(TransformedDataset):
     """Images on disk listed as ``(path, label)``; a missing one fails at construction."""
 
     def __init__(self, task: TaskInfo, samples: Sequence[tuple[Path, int]], where: str,
@@ -56,15 +70,8 @@ class ImageListDataset(TaskDataset):
         path, label = self.samples[index]
         return self.transform.decode(read_rgb(path, self.where)), label
 
-    def augment(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.transform.augment(pixels)
 
-    @property
-    def random_augment(self) -> bool:
-        return self.transform.random
-
-
-class WrappedDataset(TaskDataset):
+class WrappedDataset(TransformedDataset):
     """A subset of another dataset's ``(PIL image, label)`` items, converted by ``transform``."""
 
     def __init__(self, task: TaskInfo, base: Dataset, indices: Sequence[int],
@@ -77,10 +84,3 @@ class WrappedDataset(TaskDataset):
     def decode(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.base[self.indices[index]]
         return self.transform.decode(image.convert("RGB")), int(label)
-
-    def augment(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.transform.augment(pixels)
-
-    @property
-    def random_augment(self) -> bool:
-        return self.transform.random
