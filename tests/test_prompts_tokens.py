@@ -39,8 +39,10 @@ def test_shallow_prompts_sit_after_cls_and_pass_through_blocks(vit_spec, images)
     assert not torch.allclose(seen[1][:, 1:6], prompts.expand(4, -1, -1))
 
 
-def test_deep_prompts_replace_prompt_outputs_in_every_block(vit_spec, images):
+@pytest.mark.parametrize("lean", [True, False])
+def test_deep_prompts_replace_prompt_outputs_in_every_block(vit_spec, images, lean):
     model = create_model(vit_spec, "vpt-deep", 3, prompt_len=2)
+    model.set_lean(lean)
     block_inputs = record_block_inputs(model)
     block_outputs: list[torch.Tensor] = []
     for block in model.backbone.blocks:
@@ -49,9 +51,13 @@ def test_deep_prompts_replace_prompt_outputs_in_every_block(vit_spec, images):
     for index in range(1, 3):
         expected_prompt = model.token_prompt.prompts[index].expand(4, -1, -1)
         assert torch.equal(block_inputs[index][:, 1:3], expected_prompt)
-        # Everything but the prompt slice is the previous block's output, untouched.
-        assert torch.equal(block_inputs[index][:, :1], block_outputs[index - 1][:, :1])
-        assert torch.equal(block_inputs[index][:, 3:], block_outputs[index - 1][:, 3:])
+        # Everything but the prompt slice is the previous block's output, untouched; the lean
+        # forward never computed the prompt outputs that the next block's prompts replace.
+        previous = block_outputs[index - 1]
+        assert previous.shape[1] == (1 + 16 if lean else 1 + 2 + 16)
+        assert torch.equal(block_inputs[index][:, :1], previous[:, :1])
+        assert torch.equal(block_inputs[index][:, 3:], previous[:, -16:])
+    assert block_outputs[-1].shape[1] == (1 if lean else 1 + 2 + 16)  # lean: the class token, all token pooling reads
 
 
 def test_prompts_follow_register_tokens(images):
@@ -64,13 +70,15 @@ def test_prompts_follow_register_tokens(images):
 
 @pytest.mark.parametrize("method", ["vpt-shallow", "vpt-deep"])
 @pytest.mark.parametrize("pool", [{"global_pool": "token"}, {"global_pool": "avg", "class_token": False}])
-def test_pooling_never_sees_prompt_tokens(method, pool, images):
+@pytest.mark.parametrize("lean", [True, False])
+def test_pooling_never_sees_prompt_tokens(method, pool, images, lean):
     model = create_model(tiny_vit_spec(**pool), method, 3, prompt_len=6)
+    model.set_lean(lean)
     pooled_tokens = record_norm_output(model)
     features = model.features(images)
     prefix = model.backbone.num_prefix_tokens
     tokens = pooled_tokens[0]
-    assert tokens.shape[1] == prefix + 16
+    assert tokens.shape[1] == (1 if lean and pool["global_pool"] == "token" else prefix + 16)
     if pool["global_pool"] == "avg":
         expected = model.backbone.fc_norm(tokens[:, prefix:].mean(1))
     else:

@@ -23,6 +23,8 @@ from vprompt.checkpoint import (CHECKPOINT_FORMAT, read_metadata, read_tensors, 
                                 write_prompt_files)
 from vprompt.errors import CheckpointError, ConfigError, DataError, VpromptWarning
 from vprompt.families import find_family, source_classifier, token_family
+from vprompt.families.base import Handle
+from vprompt.families.lean import Lean
 from vprompt.heads import LinearHead, source_head
 from vprompt.methods import LinearHeadConfig, Method, MethodConfig, get_method, make_config
 from vprompt.prompts.shared import SharedPrompt
@@ -110,8 +112,6 @@ class PromptedModel(nn.Module):
         build_input = self.method.build_input_prompt
         self.input_prompt = build_input(method_config, self.data_config.input_size) if build_input else None
         self.token_prompt = self.method.build_prompt(method_config, layout) if layout is not None else None
-        if self.token_prompt is not None:
-            self.token_prompt.attach(backbone)
         for param in backbone.parameters():
             param.requires_grad_(self.method.trains_backbone)
         self.source_tokens: int | None = None
@@ -123,7 +123,40 @@ class PromptedModel(nn.Module):
         else:
             standardize = isinstance(method_config, LinearHeadConfig) and method_config.head_norm
             self.head = LinearHead(int(backbone.num_features), num_classes, standardize)
+        self.lean = True
+        """Whether the backbone computes only the rows whose output is used
+        ([`set_lean`][vprompt.PromptedModel.set_lean])."""
+        self._lean_handles: list[Handle] = []
+        self._attach_backbone()
         setattr(backbone, ADOPTED, True)
+
+    def _attach_backbone(self) -> None:
+        """Attach the token prompt (if any) and, where the family has one, the lean forward."""
+        family = find_family(self.backbone)
+        lean = None
+        if self.lean and family is not None and family.lean_forward:
+            lean = Lean(self.source_tokens or family.pooled_rows(self.backbone))
+        if self.token_prompt is not None:
+            self.token_prompt.attach(self.backbone, lean)
+        elif lean is not None:
+            self._lean_handles = family.attach(self.backbone, None, lean)
+
+    def set_lean(self, enabled: bool = True) -> None:
+        """Compute only the rows whose output is used (the default), or every row through every
+        block (``False``, the computation as timm writes it). Both give the same logits and
+        gradients within float rounding (tested per family, method and pooling); the full path
+        is there for tests, benchmarks and debugging.
+
+        Args:
+            enabled: The lean forward on (or off).
+        """
+        if self.token_prompt is not None:
+            self.token_prompt.detach()
+        for handle in reversed(self._lean_handles):
+            handle.remove()
+        self._lean_handles = []
+        self.lean = enabled
+        self._attach_backbone()
 
     @property
     def num_classes(self) -> int:

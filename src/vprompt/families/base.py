@@ -26,6 +26,7 @@ from typing import Any, Callable, ClassVar, Protocol
 import torch
 from torch import nn
 
+from vprompt.families.lean import Lean, Rows, block_kind, lean_block, stochastic
 
 class PromptSource(Protocol):
     """What a family adapter asks of a token prompt, so that one prompt runs on every family."""
@@ -40,6 +41,10 @@ class PromptSource(Protocol):
         """The (B, p, d_index) prompts that replace those entering block ``index`` >= 1, or None to
         keep the previous block's prompt outputs. ``patches`` are the (B, N, d) patch tokens that
         enter the block (prefix and prompt tokens left out)."""
+
+    def replaces(self, index: int) -> bool:
+        """Whether the prompts entering block ``index`` >= 1 are always replaced (``block_prompts``
+        returns a tensor), so block ``index - 1``'s prompt outputs are never read."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,9 @@ class TokenFamily(ABC):
     """The timm class the adapter serves (subclasses of it are served too)."""
     module_path: ClassVar[str]
     """Where timm defines that class."""
+    lean_forward: ClassVar[bool] = False
+    """Whether the family's blocks can compute only the rows whose output is used
+    ([`vprompt.families.lean`][vprompt.families.lean])."""
     checkpointing: ClassVar[str | None] = None
     """Why activation checkpointing cannot run with prompts on this family, or None when it can
     (the prompts' hooks run again when a block is recomputed, so they must keep no state)."""
@@ -117,8 +125,9 @@ class TokenFamily(ABC):
         """The model's token geometry."""
 
     @abstractmethod
-    def attach(self, model: nn.Module, source: PromptSource) -> list[Handle]:
-        """Make every forward of ``model`` carry ``source``'s prompts; the handles undo it."""
+    def attach(self, model: nn.Module, source: PromptSource | None, lean: Lean | None = None) -> list[Handle]:
+        """Make every forward of ``model`` carry ``source``'s prompts (if any) and, where the
+        family has one and ``lean`` asks for it, the lean forward; the handles undo it."""
 
 
 class SequenceFamily(TokenFamily):
@@ -128,7 +137,13 @@ class SequenceFamily(TokenFamily):
     so they carry no position embedding), their slice is replaced at later blocks when the prompt
     says so, and they are removed before the final norm, so the family's own pooling never sees
     them. Subclasses add what their attention needs.
+
+    With the lean forward, a block whose prompt outputs are replaced next returns no prompt rows
+    (the next block's prompts are inserted instead of replacing), and the last block returns only
+    the rows the pooling reads.
     """
+
+    lean_forward = True
 
     def layout(self, model: nn.Module) -> TokenLayout:
         return TokenLayout(
@@ -146,21 +161,50 @@ class SequenceFamily(TokenFamily):
         """Changes to the attention that the extra tokens need, beyond a block's arguments."""
         return []
 
-    def attach(self, model: nn.Module, source: PromptSource) -> list[Handle]:
-        prefix, count = self.layout(model).num_prefix_tokens, source.num_tokens
-        handles: list[Handle] = [
-            block.register_forward_pre_hook(partial(self.enter_block, source, index, prefix), with_kwargs=True)
-            for index, block in enumerate(model.blocks)
-        ]
-        handles.append(model.norm.register_forward_pre_hook(partial(drop_prompts, prefix, count)))
-        return handles + self.attention_handles(model, count)
+    def pooled_rows(self, model: nn.Module) -> int | None:
+        """How many leading rows of the last block the model's own pooling reads, or None when it
+        reads more (average or attention pooling)."""
+        return None
 
-    def enter_block(self, source: PromptSource, index: int, prefix: int, module: nn.Module, args: tuple,
-                    kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
-        """Block ``index``'s input with the prompts inserted (block 0) or replaced (later blocks)."""
+    def attach(self, model: nn.Module, source: PromptSource | None, lean: Lean | None = None) -> list[Handle]:
+        prefix, count = self.layout(model).num_prefix_tokens, source.num_tokens if source is not None else 0
+        rows = self.lean_rows(model, source, lean)
+        handles: list[Handle] = []
+        if source is not None:
+            handles += [block.register_forward_pre_hook(
+                partial(self.enter_block, source, index, prefix, index == 0 or rows[index - 1] is not None),
+                with_kwargs=True) for index, block in enumerate(model.blocks)]
+            if rows[-1] is None:
+                handles.append(model.norm.register_forward_pre_hook(partial(drop_prompts, prefix, count)))
+            handles += self.attention_handles(model, count)
+        for block, block_rows in zip(model.blocks, rows):
+            kind = block_kind(block)
+            if block_rows is not None and kind is not None:
+                handles.append(MethodOverride(block, "forward",
+                                              partial(lean_block, block_rows, block, kind, stochastic(block))))
+        return handles
+
+    def lean_rows(self, model: nn.Module, source: PromptSource | None, lean: Lean | None) -> list[Rows | None]:
+        """The rows each block computes under ``lean`` (None: all of them). With prompts, every
+        ``Rows`` leaves the prompt rows out, so the block after it inserts its prompts."""
+        blocks = list(model.blocks)
+        if lean is None:
+            return [None] * len(blocks)
+        prefix, count = self.layout(model).num_prefix_tokens, source.num_tokens if source is not None else 0
+        without_prompts = Rows(start=prefix, skip=count) if count else None
+        rows = [without_prompts if count and source.replaces(index + 1) else None for index in range(len(blocks) - 1)]
+        pooled = lean.pooled_rows
+        rows.append(Rows(lead=pooled) if pooled and pooled <= prefix else without_prompts)
+        return [block_rows if block_kind(block) is not None else None for block_rows, block in zip(rows, blocks)]
+
+    def enter_block(self, source: PromptSource, index: int, prefix: int, inserts: bool, module: nn.Module,
+                    args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        """Block ``index``'s input with the prompts inserted (block 0, or after a lean block that
+        left them out) or replaced (later blocks)."""
         hidden, count = args[0], source.num_tokens
-        if index == 0:
-            prompts = source.initial_prompts(hidden.shape[0]).to(hidden.dtype)
+        if inserts:
+            prompts = (source.initial_prompts(hidden.shape[0]) if index == 0
+                       else source.block_prompts(index, hidden[:, prefix:])).to(hidden.dtype)
             hidden = torch.cat([hidden[:, :prefix], prompts, hidden[:, prefix:]], dim=1)
         else:
             prompts = source.block_prompts(index, hidden[:, prefix + count:])

@@ -21,6 +21,12 @@ class BeitFamily(SequenceFamily):
     name = "Beit"
     module_path = "timm.models.beit"
 
+    def pooled_rows(self, model: nn.Module) -> int | None:
+        """The class token unless the pooling averages (or is off)."""
+        from timm.models.beit import Beit
+
+        return 1 if type(model) is Beit and model.global_pool not in ("", "avg") else None
+
     def attention_handles(self, model: nn.Module, num_tokens: int) -> list[Handle]:
         prefix = model.num_prefix_tokens
         handles: list[Handle] = []

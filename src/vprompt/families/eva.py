@@ -31,6 +31,13 @@ class EvaFamily(SequenceFamily):
     name = "Eva"
     module_path = "timm.models.eva"
 
+    def pooled_rows(self, model: nn.Module) -> int | None:
+        """The class token for token pooling."""
+        from timm.models.eva import Eva
+
+        token = type(model) is Eva and model.attn_pool is None and model.global_pool == "token"
+        return 1 if token else None
+
     def block_kwargs(self, kwargs: dict[str, Any], num_tokens: int) -> dict[str, Any]:
         rope = kwargs.get("rope")
         if rope is None:

@@ -30,6 +30,7 @@ from torch import nn
 from vprompt.backbones import TRANSFORMERS_PREFIX as PREFIX
 from vprompt.errors import ConfigError
 from vprompt.families.base import Handle, PromptSource, SequenceFamily, TokenLayout, drop_prompts
+from vprompt.families.lean import Lean
 
 INSTALL = "pip install 'vprompt[transformers]'"
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -178,14 +179,19 @@ class TransformersFamily(SequenceFamily):
         return TokenLayout(block_dims=(model.embed_dim,) * len(model.layers), num_prefix_tokens=model.num_prefix_tokens,
                            patch_grid=grid, patch_size=model.patch_size)
 
-    def attach(self, model: nn.Module, source: PromptSource) -> list[Handle]:
+    lean_forward = False  # transformers' layers are not timm's modules: the full path
+
+    def attach(self, model: nn.Module, source: PromptSource | None, lean: Lean | None = None) -> list[Handle]:
+        if source is None:
+            return []
         attention = getattr(model.body.config, "_attn_implementation", None) or "eager"
         if attention not in ATTENTION:
             raise ConfigError(f"token prompts need eager or sdpa attention, not {attention} (load the model with "
                               "attn_implementation='sdpa')")
         prefix, count, layers = model.num_prefix_tokens, source.num_tokens, model.layers
         handles: list[Handle] = [
-            layer.register_forward_pre_hook(partial(self.enter_block, source, index, prefix), with_kwargs=True)
+            layer.register_forward_pre_hook(partial(self.enter_block, source, index, prefix, index == 0),
+                                           with_kwargs=True)
             for index, layer in enumerate(layers)
         ]
         # prepend: before transformers' own output-recording hooks, so recorded states have no prompts

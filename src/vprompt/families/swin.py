@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from vprompt.families.base import Handle, MethodOverride, PromptSource, TokenFamily, TokenLayout, pad_bias
+from vprompt.families.lean import Lean
 
 
 class SwinFamily(TokenFamily):
@@ -46,7 +47,9 @@ class SwinFamily(TokenFamily):
             fixed_grid=False,
         )
 
-    def attach(self, model: nn.Module, source: PromptSource) -> list[Handle]:
+    def attach(self, model: nn.Module, source: PromptSource | None, lean: Lean | None = None) -> list[Handle]:
+        if source is None:
+            return []
         stream = PromptStream(source)
         handles: list[Handle] = []
         blocks = [block for stage in model.layers for block in stage.blocks]

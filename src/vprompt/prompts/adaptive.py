@@ -229,6 +229,10 @@ class VAPTPrompt(TokenPrompt):
         projected = projector(generated)
         return generated + projected if self.residual else projected
 
+    def replaces(self, index: int) -> bool:
+        """Every block after block 0 gets its own prompts."""
+        return index >= 1
+
 
 def build_vapt(config: VAPTConfig, layout: TokenLayout) -> VAPTPrompt:
     return VAPTPrompt(layout, config)

@@ -23,6 +23,7 @@ from vprompt.errors import ConfigError
 from vprompt.validation import at_least, below
 from vprompt.families import TokenLayout, token_family
 from vprompt.families.base import Handle
+from vprompt.families.lean import Lean
 from vprompt.methods import LinearHeadConfig, Method, register_method
 
 
@@ -71,11 +72,17 @@ class TokenPrompt(nn.Module):
         entering it, or None to keep the previous block's prompt outputs."""
         return None
 
-    def attach(self, backbone: nn.Module) -> None:
-        """Make the backbone carry these prompts; call once, the PromptedModel does."""
+    def replaces(self, index: int) -> bool:
+        """Whether ``block_prompts(index, ...)`` always returns prompts (the lean forward then
+        never computes block ``index - 1``'s prompt outputs)."""
+        return False
+
+    def attach(self, backbone: nn.Module, lean: Lean | None = None) -> None:
+        """Make the backbone carry these prompts (with the lean forward when ``lean`` is given);
+        call once, the PromptedModel does."""
         if self._handles:
             raise RuntimeError("prompt is already attached to a backbone")
-        self._handles = token_family(backbone, "token prompts").attach(backbone, self)
+        self._handles = token_family(backbone, "token prompts").attach(backbone, self, lean)
 
     def detach(self) -> None:
         """Take the prompts out again: the backbone computes exactly what it did before."""
@@ -185,6 +192,10 @@ class VPTPrompt(TokenPrompt):
         if index >= self.num_layers:
             return None
         return self._layer(index, patches.shape[0])
+
+    def replaces(self, index: int) -> bool:
+        """Deep: every block's prompts are replaced."""
+        return 1 <= index < self.num_layers
 
 
 def build_vpt(config: VPTConfig, layout: TokenLayout, deep: bool) -> VPTPrompt:
