@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU run, prepared: step_cost at bf16, vs_official at ViT-B/16 (when VPT_OFFICIAL names a
+# The GPU run, prepared: step_cost at bf16, the lean forward against the full one, vs_official at ViT-B/16 (when VPT_OFFICIAL names a
 # checkout of KMnP/vpt), data_path and the demo, then one table. Sized to fit 8 minutes on one GPU;
 # not yet run on one (no GPU was lent when it was written).
 #
@@ -19,6 +19,7 @@ cd "$here"
 "$python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu.sh: no CUDA device')"
 
 "$python" step_cost.py --amp --with-base --device cuda --out "$out/step_cost_bf16.json"
+"$python" lean_forward.py --device cuda --rounds 10 --eval-images 512 --attack-batch 32 --out "$out/lean_forward.json"
 if [ -n "${VPT_OFFICIAL:-}" ]; then
   "$python" vs_official.py --official-vpt "$VPT_OFFICIAL" --device cuda --out "$out/vs_official.json"
 fi

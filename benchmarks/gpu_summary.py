@@ -35,6 +35,14 @@ def vs_official_rows(rows: list[Row]) -> list[Row]:
             for r in rows if r.get("kind") != "parity"]
 
 
+def lean_forward_rows(rows: list[Row]) -> list[Row]:
+    def figure(row: Row) -> str:
+        memory = f", memory {row['memory_ratio']:.2f}" if "memory_ratio" in row else ""
+        return f"time lean ÷ full {row['time_ratio']:.2f}" + memory
+    return [{"benchmark": "lean_forward", "measured": f"{r['kind']}: {r['method']} on {r['model']}, batch {r['batch']}",
+             "figure": figure(r)} for r in rows]
+
+
 def data_path_rows(rows: list[Row]) -> list[Row]:
     return [{"benchmark": "data_path", "measured": f"{r['loader']} vs step {r['step']}",
              "figure": f"loader ÷ step images/s {r['loader_over_step']:.1f}"} for r in rows]
@@ -52,6 +60,7 @@ def demo_rows(demo: dict[str, Any]) -> list[Row]:
 def main(out: Path) -> None:
     rows: list[Row] = []
     for name, summarise in (("step_cost_bf16.json", step_cost_rows), ("vs_official.json", vs_official_rows),
+                            ("lean_forward.json", lean_forward_rows),
                             ("data_path.json", data_path_rows), ("demo.json", demo_rows)):
         found = read(out / name)
         if found is not None:

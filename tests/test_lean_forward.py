@@ -26,9 +26,12 @@ VARIANTS = {
     "vit-avg-cls": ("vit_tiny_patch16_224", {"global_pool": "avg"}),
     "vit-map": ("vit_tiny_patch16_224", {"global_pool": "map"}),
     "vit-layerscale-qknorm": ("vit_tiny_patch16_224", {"init_values": 0.5, "qk_norm": True}),
+    "vit-scale-norm": ("vit_tiny_patch16_224", {"scale_attn_norm": True}),
     "deit-distilled": ("deit_tiny_distilled_patch16_224", {}),
     "eva02": ("eva02_tiny_patch14_224", {}),
     "eva02-avg": ("eva02_tiny_patch14_224", {"global_pool": "avg"}),
+    "eva02-separate-projections": ("eva02_tiny_patch14_224", {"qkv_fused": False}),
+    "pe-core-grouped-kv": ("vit_pe_core_tiny_patch16_384", {"qkv_fused": False, "num_kv_heads": 1}),
     "dinov3-registers": ("vit_small_patch16_dinov3", {}),
     "pe-core-map": ("vit_pe_core_tiny_patch16_384", {}),
     "rope-mixed": ("vit_small_patch16_rope_mixed_224", {}),
@@ -110,6 +113,49 @@ def test_lean_forward_equals_the_full_computation(key, method, checkpointing):
     for name, grad in full_grads.items():
         error, scale = float((lean_grads[name] - grad).abs().max()), float(grad.abs().max())
         assert error < 1e-5 * (max(scale, floor) if name.startswith("backbone.") else scale), name
+
+
+class Adapter(torch.nn.Module):
+    """A projection wrapped the way an adapter library wraps one (not an ``nn.Linear``)."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.linear = linear
+        self.delta = torch.nn.Linear(linear.in_features, linear.out_features, bias=False)
+        torch.nn.init.normal_(self.delta.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + self.delta(x)
+
+
+@pytest.mark.parametrize("key", ["vit-token", "eva02", "beit-token"])
+def test_attention_options_set_on_the_module_are_followed(key):
+    """What a module may carry beyond its constructor's defaults: a gate, a separately added query/value
+    bias, a wrapped projection (which runs whole, with its hooks), and timm's explicit softmax."""
+    torch.manual_seed(0)
+    model = create_model(SPECS[key], "vpt-deep", 4, prompt_len=3, head_norm=False)
+    for block in model.backbone.blocks:
+        attn = block.attn
+        width = attn.proj.in_features
+        if key != "beit-token":
+            attn.gate = torch.nn.Linear(width, width)
+        if getattr(attn, "q_bias", None) is not None:
+            attn.qkv_bias_separate = True
+        attn.qkv = Adapter(attn.qkv) if key == "vit-token" else attn.qkv
+        attn.fused_attn = key != "eva02"
+    calls = []
+    model.backbone.blocks[0].attn.qkv.register_forward_hook(lambda module, args, out: calls.append(out.shape[1]))
+    assert lean_blocks(model) == [0, 1, 2]
+    full = copy.deepcopy(model)
+    full.set_lean(False)
+    x = images()
+    lean_logits, lean_grads = logits_and_grads(model, x)
+    full_logits, full_grads = logits_and_grads(full, x)
+    assert relative(lean_logits, full_logits) < 1e-5
+    for name, grad in full_grads.items():
+        assert relative(lean_grads[name], grad) < 1e-5, name
+    if key == "vit-token":
+        assert calls == [1 + 3 + 16] * 2  # every row, once on each path (the copy kept the hook)
 
 
 def test_lean_forward_skips_the_rows_it_says():

@@ -66,6 +66,8 @@ RESULTS = [
      "python benchmarks/sweep_resume.py --out docs/results/sweep_resume.json"),
     ("predict_cost.md", "Prediction and export cost",
      "python benchmarks/predict_cost.py --out docs/results/predict_cost.json"),
+    ("lean_forward.md", "The lean forward against the full computation: training, evaluation, attack",
+     "python benchmarks/lean_forward.py --out docs/results/lean_forward.json"),
     ("vs_official.md", "VPT against the official VPT code: parity and step cost",
      "python benchmarks/vs_official.py --official-vpt PATH --out docs/results/vs_official.json"),
     ("vapt_differences.md", "VAPT: vprompt's reconstruction against the official code",

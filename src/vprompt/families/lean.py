@@ -55,7 +55,8 @@ class Rows:
 
 
 QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"]
-"""Queries, keys and values (B, heads, N, head_dim) of every row, and the additive attention bias."""
+"""Queries (B, heads, rows kept, head_dim), keys and values (B, heads, every row, head_dim), and
+the additive attention bias."""
 
 
 @dataclass(frozen=True)
@@ -69,57 +70,78 @@ class BlockKind:
     gamma: bool
 
 
-def fused_qkv(attn: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One ``qkv`` projection split into heads; Eva and BEiT add a separate query/value bias."""
-    batch, rows, _ = h.shape
-    if getattr(attn, "q_bias", None) is None:
-        qkv = attn.qkv(h)
-    else:
-        bias = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
-        qkv = attn.qkv(h) + bias if attn.qkv_bias_separate else F.linear(h, attn.qkv.weight, bias)
-    head_dim = qkv.shape[-1] // (3 * attn.num_heads)
-    q, k, v = qkv.reshape(batch, rows, 3, attn.num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+def heads(t: torch.Tensor, parts: int, num_heads: int) -> tuple[torch.Tensor, ...]:
+    """(B, N, parts·heads·head_dim) split into ``parts`` tensors of (B, heads, N, head_dim)."""
+    batch, rows, width = t.shape
+    return t.reshape(batch, rows, parts, num_heads, width // (parts * num_heads)).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def fused_qkv(attn: nn.Module, h: torch.Tensor, rows: Rows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries of the kept rows, keys and values of every row, from one fused ``qkv`` projection
+    (Eva and BEiT add a separate query/value bias, as timm does). A plain ``nn.Linear`` is applied
+    in two slices of its weight, so no query is computed, or kept for the backward pass, for a
+    row whose output is not read; a wrapped projection (an adapter) runs whole on every row."""
+    linear, extra = attn.qkv, None
+    if getattr(attn, "q_bias", None) is not None:
+        extra = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+    through_module = extra is None or attn.qkv_bias_separate  # timm's own call goes through the module
+    if through_module and type(linear) is not nn.Linear:
+        qkv = linear(h) if extra is None else linear(h) + extra
+        q, k, v = heads(qkv, 3, attn.num_heads)
+        return rows.take(q, 2), k, v
+    bias, added = (linear.bias, extra) if through_module else (extra, None)
+    width = linear.weight.shape[0] // 3
+
+    def project(x: torch.Tensor, part: slice) -> torch.Tensor:
+        out = F.linear(x, linear.weight[part], None if bias is None else bias[part])
+        return out if added is None else out + added[part]
+
+    q = heads(project(rows.take(h, 1), slice(0, width)), 1, attn.num_heads)[0]
+    k, v = heads(project(h, slice(width, 3 * width)), 2, attn.num_heads)
     return q, k, v
 
 
-def vit_qkv(attn: nn.Module, h: torch.Tensor) -> QKV:
+def vit_qkv(attn: nn.Module, h: torch.Tensor, rows: Rows) -> QKV:
     """timm's ``Attention`` (ViT, DeiT, CLIP, SigLIP, DINOv2)."""
-    q, k, v = fused_qkv(attn, h)
+    q, k, v = fused_qkv(attn, h, rows)
     return attn.q_norm(q), attn.k_norm(k), v, None
 
 
-def eva_qkv(attn: nn.Module, h: torch.Tensor, rope: torch.Tensor | None = None) -> QKV:
+def eva_qkv(attn: nn.Module, h: torch.Tensor, rows: Rows, rope: torch.Tensor | None = None) -> QKV:
     """timm's ``EvaAttention`` and ``AttentionRope``: fused or separate projections, a rotary
-    embedding of every row after the prefix, grouped keys and values."""
+    embedding of every row after the prefix, grouped keys and values. The kept rows after the
+    prefix are the sequence's last rows (the patches), so their rotations are the rotary
+    embedding's last rows."""
     from timm.layers import apply_rot_embed_cat
 
     if attn.qkv is not None:
-        q, k, v = fused_qkv(attn, h)
+        q, k, v = fused_qkv(attn, h, rows)
     else:
-        batch, rows, _ = h.shape
         kv_heads = getattr(attn, "num_kv_heads", attn.num_heads)
-        q = attn.q_proj(h).reshape(batch, rows, attn.num_heads, attn.head_dim).transpose(1, 2)
-        k = attn.k_proj(h).reshape(batch, rows, kv_heads, attn.head_dim).transpose(1, 2)
-        v = attn.v_proj(h).reshape(batch, rows, kv_heads, attn.head_dim).transpose(1, 2)
+        q = heads(attn.q_proj(rows.take(h, 1)), 1, attn.num_heads)[0]
+        k, v = heads(attn.k_proj(h), 1, kv_heads)[0], heads(attn.v_proj(h), 1, kv_heads)[0]
     q, k = attn.q_norm(q), attn.k_norm(k)
     if rope is not None:
         prefix, half = attn.num_prefix_tokens, getattr(attn, "rotate_half", False)
-        q = torch.cat([q[:, :, :prefix], apply_rot_embed_cat(q[:, :, prefix:], rope, half=half)], dim=2).type_as(v)
         k = torch.cat([k[:, :, :prefix], apply_rot_embed_cat(k[:, :, prefix:], rope, half=half)], dim=2).type_as(v)
+        rotated = q.shape[2] - prefix
+        if rotated > 0:
+            rope = rope.narrow(-2, rope.shape[-2] - rotated, rotated)
+            q = torch.cat([q[:, :, :prefix], apply_rot_embed_cat(q[:, :, prefix:], rope, half=half)], dim=2).type_as(v)
     groups = getattr(attn, "num_kv_groups", 1)
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     return q, k, v, None
 
 
-def beit_qkv(attn: nn.Module, h: torch.Tensor, shared_rel_pos_bias: torch.Tensor | None = None) -> QKV:
+def beit_qkv(attn: nn.Module, h: torch.Tensor, rows: Rows, shared_rel_pos_bias: torch.Tensor | None = None) -> QKV:
     """timm's BEiT ``Attention``: the relative position bias (the block's own, plus the shared one)
-    is the attention's additive bias."""
-    q, k, v = fused_qkv(attn, h)
+    is the attention's additive bias, kept at the query rows."""
+    q, k, v = fused_qkv(attn, h, rows)
     bias = attn._get_rel_pos_bias() if attn.relative_position_bias_table is not None else None
     if shared_rel_pos_bias is not None:
         bias = shared_rel_pos_bias if bias is None else bias + shared_rel_pos_bias
-    return q, k, v, bias
+    return q, k, v, None if bias is None else rows.take(bias, -2)
 
 
 def attend(attn: nn.Module, h: torch.Tensor, rows: Rows, qkv: QKV) -> torch.Tensor:
@@ -127,9 +149,6 @@ def attend(attn: nn.Module, h: torch.Tensor, rows: Rows, qkv: QKV) -> torch.Tens
     then the attention's output norm, gate and projection (timm's fused or explicit softmax, as
     the module is set)."""
     q, k, v, bias = qkv
-    q = rows.take(q, 2)
-    if bias is not None:
-        bias = rows.take(bias, -2)
     if attn.fused_attn:
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     else:
@@ -153,7 +172,7 @@ def lean_block(rows: Rows, block: nn.Module, kind: BlockKind, stochastic: bool, 
     if args or unknown or hooked or (stochastic and block.training):  # timm's own forward, then the same rows
         return rows.take(type(block).forward(block, x, *args, **kwargs), 1)
     h = block.norm1(x)
-    attended = attend(attn, h, rows, kind.qkv(attn, h, **passed))
+    attended = attend(attn, h, rows, kind.qkv(attn, h, rows, **passed))
     x = rows.take(x, 1)
     if kind.gamma:
         if block.gamma_1 is not None:
