@@ -2,20 +2,26 @@
 
 Why: one seed's table cannot say whether VPT-deep beats linear beyond noise. Three seeds (each its
 own synthetic suite and training seed) give every cell a spread, and each process's wall-clock
-checks the promise that the demo finishes within 12 minutes on 2 cores.
+checks the promise that the demo at its defaults finishes within 6 minutes on a 2-core CPU without
+AMX-BF16 (3 with it); the rows record which CPU ran them.
 
-Full run (the committed table)::
+Full run (the committed table; it also writes the ``vprompt-demo`` presets from seed 0's results)::
 
     python benchmarks/demo_table.py --out docs/results/demo.json
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
-from _common import Row, base_parser, markdown_table, run_demo_process, seed_means, setup, spread, write_outputs
-from vprompt.recipes.demo import DEMO_BACKBONE
+from _common import (Row, available_cores, base_parser, markdown_table, run_demo_process, seed_means, setup, spread,
+                     write_outputs)
+from vprompt.hardware import cpu_has_amx_bf16, cpu_has_avx512_bf16
+from vprompt.recipes.demo import DEMO_BACKBONE, DEMO_METHODS, DemoConfig, demo_train_config
+
+PRESETS = Path(__file__).parent.parent / "src" / "vprompt" / "presets" / "vprompt_demo.json"
 
 
 def task_means(rows: list[Row], method: str) -> list[float]:
@@ -39,13 +45,37 @@ def summary_table(rows: list[Row]) -> str:
     seconds = {s: next(r["demo_seconds"] for r in rows if r["seed"] == s) for s in seeds}
     precisions = ", ".join(sorted({row["precision"] for row in rows}))
     header = [f"`vprompt demo` on {DEMO_BACKBONE.describe()}, {rows[0]['epochs']} epochs, precision {precisions}; "
-             f"seeds {', '.join(map(str, seeds))} (each its own suite); mean ± sample std over seeds.",
+             f"seeds {', '.join(map(str, seeds))} (each its own suite; n = {len(seeds)}); mean ± sample std over seeds.",
              "", "Wall-clock of each demo process: " + ", ".join(f"seed {s} {t:.0f} s" for s, t in seconds.items())
-             + f" (longest {max(seconds.values()) / 60:.1f} min)."]
+             + f" (longest {max(seconds.values()) / 60:.1f} min), on {rows[0]['cpu']}."]
     gains = [f"- {method} − linear (task mean): "
              f"{spread([a - b for a, b in zip(task_means(rows, method), task_means(rows, 'linear'))])}"
              for method in methods if method != "linear" and "linear" in methods]
     return "\n".join(header) + "\n\n" + text + "\n\n" + "\n".join(gains)
+
+
+def cpu_description() -> str:
+    """Which bf16 hardware the CPU has: the demo's time depends on it (``auto`` trains in bf16 on AMX)."""
+    cores = available_cores()
+    if cpu_has_amx_bf16():
+        return f"a {cores}-core CPU with AMX-BF16"
+    return f"a {cores}-core CPU without AMX-BF16" + (" (AVX512-BF16)" if cpu_has_avx512_bf16() else "")
+
+
+def demo_presets(rows: list[Row]) -> dict:
+    """The ``vprompt-demo`` presets: the demo's one setting per method and task, with seed 0's test
+    accuracy, written from the results so that the two never drift apart (tests/test_presets.py)."""
+    presets = json.loads(PRESETS.read_text())
+    train = demo_train_config(DemoConfig())
+    seed_rows = [row for row in rows if row["seed"] == 0]
+    precisions = ", ".join(sorted({row["precision"] for row in seed_rows})).replace("no", "fp32")
+    presets["accuracy"] = (f"test accuracy after {seed_rows[0]['epochs']} epochs on train800val200, seed 0 (n = 1), "
+                           f"{precisions}")
+    presets["methods"] = {method: {"options": {}, "tasks": {
+        row["task"]: {"lr": train.base_lr, "weight_decay": train.weight_decay, **DEMO_METHODS[method],
+                      "accuracy": row["test_acc"]} for row in seed_rows if row["method"] == method}}
+        for method in dict.fromkeys(row["method"] for row in seed_rows)}
+    return presets
 
 
 def main() -> None:
@@ -59,13 +89,16 @@ def main() -> None:
     if args.quick:
         args.seeds, args.tasks, args.epochs = args.seeds[:1], args.tasks or ["digits"], 2
     rows: list[Row] = []
+    cpu = cpu_description()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             seconds, results = run_demo_process(Path(tmp) / f"seed{seed}", args.mixed_precision, seed, args.tasks,
                                                 args.epochs)
-            rows += [row | {"epochs": args.epochs, "demo_seconds": round(seconds, 1)} for row in results]
+            rows += [row | {"epochs": args.epochs, "demo_seconds": round(seconds, 1), "cpu": cpu} for row in results]
             print(f"[demo_table] seed {seed}: {seconds:.0f} s", flush=True)
     write_outputs(rows, summary_table(rows), args.out, args.quick)
+    if args.out and not args.quick and 0 in args.seeds and not args.tasks:
+        PRESETS.write_text(json.dumps(demo_presets(rows), indent=1) + "\n")
 
 
 if __name__ == "__main__":

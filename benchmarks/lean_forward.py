@@ -44,7 +44,8 @@ def ratio_row(kind: str, size: Size, method: str, lean: list[float], full: list[
     return {"kind": kind, "model": size.label, "method": method, "batch": size.batch, "time_ratio": round(ratio, 3),
             "time_ratio_q1": round(q1, 3), "time_ratio_q3": round(q3, 3),
             "lean_s": round(quartiles(lean)[1], 4), "full_s": round(quartiles(full)[1], 4), "rounds": args.rounds,
-            "threads": args.threads, "torch": torch.__version__, "load_avg_1m": round(os.getloadavg()[0], 2), **extra}
+            "threads": args.threads, "torch": torch.__version__, "device": device_name(torch.device(args.device)),
+            "load_avg_1m": round(os.getloadavg()[0], 2), **extra}
 
 
 def step_rows(size: Size, args: argparse.Namespace, device: torch.device) -> list[Row]:
@@ -111,10 +112,10 @@ def eval_rows(size: Size, args: argparse.Namespace, device: torch.device) -> lis
     return rows
 
 
-def table(rows: list[Row], device: torch.device) -> str:
+def table(rows: list[Row]) -> str:
     first = rows[0]
     header = (f"Lean forward ÷ full computation (`set_lean(False)`), fp32, random-init timm models, on "
-              f"{device_name(device)}, {first['threads']} threads, torch {first['torch']}; medians of per-round ratios "
+              f"{first['device']}, {first['threads']} threads, torch {first['torch']}; medians of per-round ratios "
               f"(interquartile range) over interleaved rounds after one warm-up round (the attack: none). Memory: "
               f"{first.get('memory_source', '')}. 1-minute load average at the end: {rows[-1]['load_avg_1m']}.\n\n")
     columns = [
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     for size in (QUICK_SIZES if args.quick else FULL_STEP_SIZES):
         rows += step_rows(size, args, device)
     rows += eval_rows(QUICK_EVAL if args.quick else FULL_EVAL, args, device)
-    write_outputs(rows, table(rows, device), args.out, args.quick)
+    write_outputs(rows, table(rows), args.out, args.quick)
 
 
 if __name__ == "__main__":

@@ -39,11 +39,12 @@ def test_a_cached_linear_run_ends_with_the_uncached_runs_head(digits, tmp_path):
     cached, cached_rows = linear_run(digits, tmp_path / "cached", cache_mb=2048)
     full, full_rows = linear_run(digits, tmp_path / "full", cache_mb=0)
     assert all(row["cached_features"] for row in cached_rows) and not any(r["cached_features"] for r in full_rows)
-    # Not bit for bit: the head's GEMM reads a stored row where the uncached run reads a strided view of
-    # the token tensor (its CLS row), a summation order 7e-7 apart per forward; 10 epochs keep it near 2e-6.
+    # Not bit for bit: the backbone's GEMMs round a row differently with the batch around it (features of
+    # one image 5e-7 apart between a batch of 100 and one of 64, measured), and the uncached run draws new
+    # batches every epoch; after 10 epochs at lr 2.0 the heads were 1.8e-6 apart (relative), measured.
     for name, value in full.head.state_dict().items():
         difference = (cached.head.state_dict()[name].float() - value.float()).abs().max()
-        assert difference <= 1e-5 * value.float().abs().max(), (name, float(difference))
+        assert difference <= 5e-6 * value.float().abs().max(), (name, float(difference))
     assert [r["eval_acc"] for r in cached_rows] == [r["eval_acc"] for r in full_rows]
     assert [r["train_loss"] for r in cached_rows] == pytest.approx([r["train_loss"] for r in full_rows], rel=1e-5)
 

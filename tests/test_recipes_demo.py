@@ -12,14 +12,23 @@ import torch
 
 from vprompt.data.filelist import task_info
 from vprompt.model import create_model, load_prompt
-from vprompt.recipes.demo import DEMO_BACKBONE, DEMO_METHODS, DemoConfig, demo_table, run_demo
-
-pytestmark = pytest.mark.slow  # end to end: the demo
+from vprompt.data.synthetic import synthetic_task_names
+from vprompt.recipes.demo import DEMO_BACKBONE, DEMO_METHODS, FULL_TABLES, DemoConfig, closing_lines, demo_table, run_demo
 
 TRAIN_IMAGES, BATCH = 1000, 64  # the demo trains on train800val200 (1000 images) in batches of 64
 STEPS = math.ceil(TRAIN_IMAGES / BATCH)  # optimizer steps in its one epoch here
 
 
+def test_the_demo_is_a_taste_one_task_per_group_and_all_runs_every_task():
+    config = DemoConfig()
+    assert config.tasks == ["digits", "cells", "sprites_location"]
+    assert config.methods == ["linear", "vpt-deep", "vapt"] == list(DEMO_METHODS)
+    assert DemoConfig(tasks=["all"]).tasks == synthetic_task_names(None)
+    lines = closing_lines()
+    assert all(command in lines for _, command in FULL_TABLES) and "--tasks all" in lines
+
+
+@pytest.mark.slow  # end to end: the demo
 def test_demo_trains_every_method_and_writes_its_results(tmp_path):
     config = DemoConfig(out=tmp_path, epochs=1, tasks=["digits"])
     rows = run_demo(config, progress=False)
@@ -27,7 +36,7 @@ def test_demo_trains_every_method_and_writes_its_results(tmp_path):
     assert all(0.0 <= r["test_acc"] <= 1.0 and r["chance"] == 0.1 for r in rows)
     assert json.loads((tmp_path / "results.json").read_text()) == rows
     table = demo_table(rows, config)
-    assert "| task | linear | vpt-shallow | vpt-deep | chance |" in table
+    assert "| task | linear | vpt-deep | vapt | chance |" in table
     assert "zoo:fractal-vit (offline zoo weights)" in table and "seed 0" in table
     for method in config.methods:
         assert (tmp_path / "runs" / "digits" / method / "prompt" / "prompt.safetensors").is_file()

@@ -12,8 +12,8 @@ class Demo:
     config: DemoConfig = field(default_factory=DemoConfig)
 
     def run(self) -> None:
-        from vprompt.recipes.demo import demo_table, run_demo
+        from vprompt.recipes.demo import closing_lines, demo_table, run_demo
 
         rows = run_demo(self.config)
         print(demo_table(rows, self.config))
-        print(f"\nresults: {self.config.out / 'results.json'}")
+        print(f"\nresults: {self.config.out / 'results.json'}\n\n{closing_lines()}")

@@ -1,0 +1,36 @@
+"""Committed results tables are what their committed JSON rows render to: a table cannot be
+edited by hand, or drift from the rows it claims to show."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+RESULTS = ROOT / "docs" / "results"
+
+
+def vs_official_markdown(module, rows: list[dict]) -> str:
+    parity = [row for row in rows if row["kind"] == "parity"]
+    medians = [row for row in rows if row["kind"] == "timing median"]
+    return module.parity_table(parity) + "\n\n" + module.timing_table(medians)
+
+
+RENDERERS = {
+    "lean_forward": lambda module, rows: module.table(rows),
+    "feature_cache": lambda module, rows: module.table(rows),
+    "vs_official": vs_official_markdown,
+}
+
+
+@pytest.mark.parametrize("name", RENDERERS)
+def test_a_committed_table_regenerates_from_its_json(name, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    module = importlib.import_module(name)
+    rows = json.loads((RESULTS / f"{name}.json").read_text())
+    assert RENDERERS[name](module, rows) + "\n" == (RESULTS / f"{name}.md").read_text()
+    sys.modules.pop(name, None)
