@@ -50,7 +50,7 @@ RESULTS = [
     ("zoo_transfer_probe.md", "The rebuilt zoo ViT's linear probe against its random twin, 3 seeds",
      "python benchmarks/zoo_transfer.py --models fractal-vit --methods probe --seeds 0 1 2 "
      "--out docs/results/zoo_transfer_probe.json"),
-    ("demo.md", "vprompt demo on the rebuilt zoo ViT, timed (seed 0 so far)",
+    ("demo.md", "vprompt demo at its defaults (3 tasks, linear, VPT-deep, VAPT), 3 seeds, timed",
      "python benchmarks/demo_table.py --out docs/results/demo.json"),
     ("vapt/results.md", "VAPT against VPT and the linear probe (offline)",
      "vprompt reproduce vapt --base-lrs 0.02 --weight-decays 0.0001 --out docs/results/vapt"),
