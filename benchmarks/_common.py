@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vprompt.hardware import available_cpus
-from vprompt.report import mean_std
+from vprompt.report import mean_std, spread  # noqa: F401  (spread: the benchmarks' one formatter)
 
 Row = dict[str, Any]
 Column = tuple[str, Callable[[Row], str]]
@@ -162,12 +162,6 @@ def seed_means(rows: Sequence[Row], value: str) -> list[float]:
     for row in rows:
         by_seed.setdefault(row["seed"], []).append(row[value])
     return [float(np.mean(by_seed[seed])) for seed in sorted(by_seed)]
-
-
-def spread(values: Sequence[float]) -> str:
-    """``mean ± sample std`` at three decimals."""
-    mean, std = mean_std(values)
-    return f"{mean:.3f} ± {std:.3f}"
 
 
 def run_demo_process(out: Path, precision: str, seed: int, tasks: list[str] | None, epochs: int) -> tuple[float, list[Row]]:

@@ -266,11 +266,12 @@ def measure_size(size: Size, args: argparse.Namespace, device: torch.device) -> 
 
 
 def runs_vapt(backbone: nn.Module) -> bool:
-    """VAPT runs on every token-prompt family but Swin's."""
+    """Whether the registry's VAPT runs on this backbone's family (not on Swin: its stages merge patches)."""
     from vprompt.families import find_family
+    from vprompt.methods import get_method
 
     family = find_family(backbone)
-    return family is not None and family.vapt is None
+    return family is not None and get_method("vapt").refusal(family.layout(backbone)) is None
 
 
 def forward_flops(bench: Bench) -> int:

@@ -12,7 +12,7 @@ import statistics
 from typing import Any
 
 NUMBER = r"[-+]?\d+\.\d+"
-SCORE = rf"({NUMBER}) ± ({NUMBER})"  # mean ± std
+SCORE = rf"({NUMBER})( ± <?{NUMBER}| \(n = \d+(?:, equal)?\))"  # mean, then ± std or the seed count
 Rows = list[dict[str, Any]]
 
 
@@ -33,10 +33,20 @@ def over_seeds(rows: Rows, metric: str) -> tuple[float, float]:
     return mean_std([statistics.mean(r[metric] for r in rows if r["seed"] == seed) for seed in seeds])
 
 
-def assert_score(mean: str, std: str, rows: Rows, metric: str, where: str) -> None:
+def assert_score(mean: str, spread: str, rows: Rows, metric: str, where: str) -> None:
+    """``mean`` and what follows it: `` ± std``, `` ± <0.001`` (a spread below the last digit), or
+    `` (n = 1)`` / `` (n = 3, equal)`` (one seed, or seeds that agree exactly)."""
     true_mean, true_std = over_seeds(rows, metric)
-    assert close(mean, true_mean) and close(std, true_std), (
-        f"{where}: prints {metric} {mean} ± {std}, the rows give {true_mean:.5f} ± {true_std:.5f}")
+    seeds = len({r["seed"] for r in rows})
+    assert close(mean, true_mean), f"{where}: prints {metric} {mean}, the rows give {true_mean:.5f}"
+    if spread.startswith(" ± <"):
+        assert seeds > 1 and 0 < true_std < float(spread[4:]) / 2 + 1e-12, (where, spread, true_std)
+    elif spread.startswith(" ± "):
+        assert seeds > 1 and close(spread[3:], true_std), f"{where}: prints ± {spread[3:]}, the rows give {true_std:.5f}"
+    else:
+        count = int(re.search(r"\d+", spread).group())
+        assert count == seeds and ("equal" in spread) == (seeds > 1) and (seeds == 1 or true_std == 0), (
+            where, spread, seeds, true_std)
 
 
 def markdown_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:

@@ -15,7 +15,7 @@ from types import ModuleType
 import vprompt
 
 MODULES = ("vprompt", "vprompt.data", "vprompt.prompts", "vprompt.prompts.ensemble", "vprompt.robust",
-           "vprompt.families")
+           "vprompt.families", "vprompt.families.lean")
 SOURCE = Path(vprompt.__file__).parent
 API_PAGES = Path(__file__).parents[1] / "docs" / "reference" / "api"
 

@@ -34,3 +34,13 @@ def test_a_committed_table_regenerates_from_its_json(name, monkeypatch):
     rows = json.loads((RESULTS / f"{name}.json").read_text())
     assert RENDERERS[name](module, rows) + "\n" == (RESULTS / f"{name}.md").read_text()
     sys.modules.pop(name, None)
+
+
+def test_a_spread_over_one_seed_says_n_1_and_never_reads_as_zero():
+    from vprompt.report import spread, spread_text
+
+    assert spread([0.66]) == "0.660 (n = 1)"
+    assert spread([0.5, 0.5, 0.5]) == "0.500 (n = 3, equal)"
+    assert spread_text(0.01, 0.0002, 3) == "0.010 ± <0.001"
+    assert spread([0.2, 0.22]) == "0.210 ± 0.014"
+    assert spread_text(41.234, 0.5, 3, digits=2) == "41.23 ± 0.50"

@@ -20,7 +20,8 @@ from vprompt.data.fgvc import FGVC_TASKS
 from vprompt.data.vtab import VTAB_TASKS, vtab_task
 from vprompt.errors import DataError
 from vprompt.reference import paper_numbers, paper_value
-from vprompt.report import markdown_table, mean_of_group_means, mean_std, new_figure, save_figure, write_rows
+from vprompt.report import (markdown_table, mean_of_group_means, mean_std, new_figure, save_figure, spread_text,
+                            write_rows)
 
 AVERAGES = ("mean of tasks", "mean of group means", "natural", "specialized", "structured")
 
@@ -114,7 +115,7 @@ def comparison(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], st
 
 def comparison_markdown(table: Sequence[dict[str, Any]], note: str) -> str:
     lines = [{"method": r["method"], "average": r["average"], "tasks": r["tasks"], "seeds": r["seeds"],
-              "ours (%)": f"{r['ours']:.2f} ± {r['ours_std']:.2f}",
+              "ours (%)": spread_text(r["ours"], r["ours_std"], r["seeds"], digits=2),
               "paper (%)": "" if r["paper"] is None else f"{r['paper']:.2f} ({r['paper_source']})",
               "comparable": "yes" if r["comparable"] else "no"} for r in table]
     return (f"Test accuracy in %, mean ± sample std over seeds of the average. {note}\n\n"

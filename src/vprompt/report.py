@@ -21,6 +21,24 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def spread_text(mean: float, std: float, count: int, digits: int = 3) -> str:
+    """``mean ± std`` over ``count`` seeds, as every table writes it. One seed has no spread to show,
+    so the cell says how many there were (``0.660 (n = 1)``), and a spread below the last digit is
+    written as such, never as a spread of zero."""
+    if count == 1:
+        return f"{mean:.{digits}f} (n = 1)"
+    if std == 0:
+        return f"{mean:.{digits}f} (n = {count}, equal)"
+    floor = 0.5 * 10 ** -digits
+    return f"{mean:.{digits}f} ± " + (f"<{2 * floor:.{digits}f}" if std < floor else f"{std:.{digits}f}")
+
+
+def spread(values: Sequence[float]) -> str:
+    """The mean ± sample std of ``values`` as ``spread_text`` writes it."""
+    mean, std = mean_std(values)
+    return spread_text(mean, std, len(values))
+
+
 def mean_of_group_means(by_task: dict[str, float], groups: dict[str, str]) -> float:
     """VPT's average: each group's tasks are averaged first, then the groups, so a group with many
     tasks (VTAB's eight structured ones) weighs no more than one with few."""

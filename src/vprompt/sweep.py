@@ -28,7 +28,7 @@ from vprompt.data.registry import open_task
 from vprompt.errors import ConfigError
 from vprompt.failures import one_line
 from vprompt.methods import get_method
-from vprompt.report import markdown_table, mean_of_group_means, mean_std
+from vprompt.report import markdown_table, mean_of_group_means, mean_std, spread_text
 from vprompt.runs import train_on_task
 from vprompt.checkpoint import FINAL, latest_checkpoint
 from vprompt.train import TrainConfig
@@ -295,7 +295,7 @@ def protocol_table(rows: Sequence[dict[str, Any]]) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     groups = {r["task"]: r.get("group") or "other" for r in rows}
     cell = {(s["task"], s["method"]): s for s in summary}
-    lines = [{"task": t, "group": groups[t]} | {m: f"{cell[t, m]['mean']:.3f} ± {cell[t, m]['std']:.3f}"
+    lines = [{"task": t, "group": groups[t]} | {m: spread_text(cell[t, m]["mean"], cell[t, m]["std"], cell[t, m]["seeds"])
                                                  for m in methods if (t, m) in cell} for t in tasks]
     for group in sorted(set(groups.values())):
         members = [t for t in tasks if groups[t] == group]

@@ -27,13 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = ["LEAN_BLOCKS", "BlockKind", "Lean", "Rows", "block_kind"]
+
 
 @dataclass(frozen=True)
 class Lean:
-    """The request for a lean forward, with what only the caller knows: how many leading rows its
-    pooling reads from the last block (None: every row but the prompts)."""
+    """The request for a lean forward, with what only the caller knows."""
 
     pooled_rows: int | None = None
+    """How many leading rows of the last block its pooling reads (None: every row but the prompts)."""
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,22 @@ class Rows:
     every row but the ``skip`` rows starting at ``start`` (the prompts)."""
 
     lead: int = 0
+    """The first ``lead`` rows only (0: not this kind)."""
     start: int = 0
+    """Where the rows left out begin."""
     skip: int = 0
+    """How many rows are left out from ``start`` on."""
 
     def take(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        """These rows of ``x`` along ``dim``."""
+        """These rows of a tensor.
+
+        Args:
+            x: Any tensor with the sequence along ``dim``.
+            dim: The sequence dimension.
+
+        Returns:
+            The rows, concatenated in their order (a view when they are contiguous).
+        """
         if self.lead:
             return x.narrow(dim, 0, self.lead)
         after = self.start + self.skip
@@ -66,8 +79,11 @@ class BlockKind:
     (Eva, BEiT) or ``ls`` modules (ViT)."""
 
     qkv: Callable[..., QKV]
+    """The attention's queries (kept rows), keys and values (every row) and additive bias."""
     passes: tuple[str, ...]
+    """The block's keyword arguments that its attention takes (``rope``, ``shared_rel_pos_bias``)."""
     gamma: bool
+    """Layer scale as ``gamma_1``/``gamma_2`` parameters (Eva, BEiT) rather than ``ls1``/``ls2`` modules."""
 
 
 def heads(t: torch.Tensor, parts: int, num_heads: int) -> tuple[torch.Tensor, ...]:
@@ -198,12 +214,21 @@ how it computes."""
 
 @cache
 def timm_class(path: str) -> type:
+    """The class at ``module.Name``, imported once (timm is imported only when a model is attached)."""
     module, _, name = path.rpartition(".")
     return getattr(importlib.import_module(module), name)
 
 
 def block_kind(block: nn.Module) -> BlockKind | None:
-    """The lean forward of ``block``'s exact class and attention class, or None (timm's own forward)."""
+    """How ``block`` computes on the lean path, matched by its exact class and its attention's.
+
+    Args:
+        block: A transformer block of a timm model.
+
+    Returns:
+        Its entry of [`LEAN_BLOCKS`][vprompt.families.lean.LEAN_BLOCKS], or None when timm's own
+        forward must run.
+    """
     for (module, name), (attentions, kind) in LEAN_BLOCKS.items():
         if type(block) is timm_class(f"{module}.{name}"):
             attn = getattr(block, "attn", None)

@@ -10,18 +10,18 @@ from typing import Any
 
 import torch
 
-from vprompt.report import markdown_table, mean_std, new_figure, save_figure
+from vprompt.report import markdown_table, mean_std, new_figure, save_figure, spread_text
 
 METRICS = (("clean_acc", "clean"), ("robust_acc_pgd", "PGD"), ("robust_acc_aa", "AutoAttack"))
 PROMPT_PICTURE_SCALE = 4
 
 
-def seed_spread(rows: list[dict[str, Any]], metric: str) -> tuple[float, float]:
-    """Mean and std over seeds of the per-seed task mean (the spread a rerun would show)."""
+def seed_spread(rows: list[dict[str, Any]], metric: str) -> tuple[float, float, int]:
+    """Mean and std over seeds of the per-seed task mean (the spread a rerun would show), and the seeds."""
     by_seed: dict[int, list[float]] = {}
     for row in rows:
         by_seed.setdefault(row["seed"], []).append(row[metric])
-    return mean_std([statistics.mean(values) for values in by_seed.values()])
+    return (*mean_std([statistics.mean(values) for values in by_seed.values()]), len(by_seed))
 
 
 def grouped(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str, Any]]]:
@@ -35,8 +35,8 @@ def cell(rows: list[dict[str, Any]], metric: str) -> str:
     return score(seed_spread(rows, metric))
 
 
-Means = dict[tuple[str, str], dict[str, tuple[float, float]]]
-"""(source kind, method) → metric → (mean, std over seeds) of the task mean."""
+Means = dict[tuple[str, str], dict[str, tuple[float, float, int]]]
+"""(source kind, method) → metric → (mean, std over seeds, seeds) of the task mean."""
 
 
 def method_means(rows: list[dict[str, Any]]) -> Means:
@@ -44,8 +44,8 @@ def method_means(rows: list[dict[str, Any]]) -> Means:
             for key, group in grouped(rows, "source_kind", "method").items()}
 
 
-def score(value: tuple[float, float]) -> str:
-    return f"{value[0]:.3f} ± {value[1]:.3f}"
+def score(value: tuple[float, float, int]) -> str:
+    return spread_text(*value)
 
 
 def inherited_lines(means: Means, method: str, label: str) -> list[str]:
@@ -109,7 +109,7 @@ def write_tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> P
     markers = dict(zip(dict.fromkeys(r["method"] for r in rows), "osD^vP*X"))
     colours = dict(zip(dict.fromkeys(r["source_kind"] for r in rows), ("tab:blue", "tab:red", "tab:green")))
     for (kind, method), group in grouped(rows, "source_kind", "method").items():
-        (clean, clean_std), (robust, robust_std) = seed_spread(group, "clean_acc"), seed_spread(group, "robust_acc_aa")
+        (clean, clean_std, _), (robust, robust_std, _) = seed_spread(group, "clean_acc"), seed_spread(group, "robust_acc_aa")
         axes.errorbar(clean, robust, xerr=clean_std, yerr=robust_std, marker=markers[method], color=colours[kind],
                       linestyle="none", capsize=3, label=f"{kind}: {method}")
     axes.set_xlabel("clean accuracy (test split)")
