@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from vprompt.hardware import available_cpus
-from vprompt.report import mean_std, spread  # noqa: F401  (spread: the benchmarks' one formatter)
 
 Row = dict[str, Any]
 Column = tuple[str, Callable[[Row], str]]

@@ -16,9 +16,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from _common import (Row, available_cores, base_parser, markdown_table, run_demo_process, seed_means, setup, spread,
+from _common import (Row, available_cores, base_parser, markdown_table, run_demo_process, seed_means, setup,
                      write_outputs)
 from vprompt.hardware import cpu_has_amx_bf16, cpu_has_avx512_bf16
+from vprompt.report import spread
 from vprompt.recipes.demo import DEMO_BACKBONE, DEMO_METHODS, DemoConfig, demo_train_config
 
 PRESETS = Path(__file__).parent.parent / "src" / "vprompt" / "presets" / "vprompt_demo.json"

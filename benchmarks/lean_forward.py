@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 
 import torch
 from torch.utils.data import TensorDataset
@@ -38,12 +39,12 @@ NUM_CLASSES = 100
 
 
 def ratio_row(kind: str, size: Size, method: str, lean: list[float], full: list[float], args: argparse.Namespace,
-              **extra: object) -> Row:
+              rounds: int, **extra: object) -> Row:
     """Lean ÷ full time per round (median and quartiles), with the absolute medians."""
     q1, ratio, q3 = quartiles(paired_ratios(lean, full))
     return {"kind": kind, "model": size.label, "method": method, "batch": size.batch, "time_ratio": round(ratio, 3),
             "time_ratio_q1": round(q1, 3), "time_ratio_q3": round(q3, 3),
-            "lean_s": round(quartiles(lean)[1], 4), "full_s": round(quartiles(full)[1], 4), "rounds": args.rounds,
+            "lean_s": round(quartiles(lean)[1], 4), "full_s": round(quartiles(full)[1], 4), "rounds": rounds,
             "threads": args.threads, "torch": torch.__version__, "device": device_name(torch.device(args.device)),
             "load_avg_1m": round(os.getloadavg()[0], 2), **extra}
 
@@ -60,7 +61,7 @@ def step_rows(size: Size, args: argparse.Namespace, device: torch.device) -> lis
                                     rounds=args.rounds, warmup=1)
         memory = {lean: (cuda_peak_memory if device.type == "cuda" else counted_memory)(bench, reference=False)
                   for lean, bench in benches.items()}
-        rows.append(ratio_row("training step", size, method, times["lean"], times["full"], args,
+        rows.append(ratio_row("training step", size, method, times["lean"], times["full"], args, args.rounds,
                               memory_ratio=round(memory[True] / memory[False], 3), lean_bytes=memory[True],
                               full_bytes=memory[False], prompt_len=args.prompt_len,
                               memory_source="cuda max_memory_allocated" if device.type == "cuda"
@@ -85,29 +86,28 @@ def eval_models(size: Size, method: str, device: torch.device) -> dict[bool, tor
 def eval_rows(size: Size, args: argparse.Namespace, device: torch.device) -> list[Row]:
     """``vprompt.evaluate`` over ``--eval-images`` images, and PGD-20 on a batch of ``--attack-batch``."""
     rows = []
+    models = {method: eval_models(size, method, device) for method in ("linear", "vpt-deep")}
     generator = torch.Generator().manual_seed(args.seed)
-    images = torch.rand(args.eval_images, 3, *create_model(BackboneSpec(size.timm_name, kwargs=size.kwargs, init_seed=0),
-                                                         "linear", NUM_CLASSES).data_config.input_size,
-                        generator=generator)
+    input_size = models["linear"][True].data_config.input_size
+    images = torch.rand(args.eval_images, 3, *input_size, generator=generator)
     labels = torch.randint(0, NUM_CLASSES, (args.eval_images,), generator=generator)
     data = TensorDataset(images, labels)
-    for method in ("linear", "vpt-deep"):
-        models = eval_models(size, method, device)
+    for method, pair in models.items():
         times = interleaved_timings({str(lean): (lambda m=model: evaluate(m, data, batch_size=size.batch))
-                                     for lean, model in models.items()}, rounds=args.rounds, warmup=1)
-        row = ratio_row("evaluation", size, method, times["True"], times["False"], args, images=args.eval_images)
+                                     for lean, model in pair.items()}, rounds=args.rounds, warmup=1)
+        row = ratio_row("evaluation", size, method, times["True"], times["False"], args, args.rounds,
+                        images=args.eval_images)
         row["throughput_ratio"] = round(1 / row["time_ratio"], 3)
         rows.append(row)
         print(f"[lean_forward] {size.label} {method} eval: throughput lean ÷ full {row['throughput_ratio']}", flush=True)
-    models = eval_models(size, "vpt-deep", device)
     batch, target = images[:args.attack_batch].to(device), labels[:args.attack_batch].to(device)
     threat = ThreatModel("linf", 8 / 255)
-    times = interleaved_timings({str(lean): (lambda m=model: pgd(m, batch, target, threat, steps=20, generator=torch.Generator().manual_seed(0)))
-                                 for lean, model in models.items()}, rounds=args.attack_rounds, warmup=0)
-    attack = size.__class__(size.label, size.timm_name, args.attack_batch, size.kwargs)
-    rows.append(ratio_row("PGD-20 attack", attack, "vpt-deep", times["True"], times["False"], args,
-                          attack="PGD-20 L-inf 8/255"))
-    rows[-1]["rounds"] = args.attack_rounds
+    times = interleaved_timings(
+        {str(lean): (lambda m=model: pgd(m, batch, target, threat, steps=20,
+                                         generator=torch.Generator().manual_seed(0)))
+         for lean, model in models["vpt-deep"].items()}, rounds=args.attack_rounds, warmup=0)
+    rows.append(ratio_row("PGD-20 attack", replace(size, batch=args.attack_batch), "vpt-deep", times["True"],
+                          times["False"], args, args.attack_rounds, attack="PGD-20 L-inf 8/255"))
     print(f"[lean_forward] PGD-20: time lean ÷ full {rows[-1]['time_ratio']}", flush=True)
     return rows
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from vprompt.families.lean import Lean, Rows, block_kind, lean_block, stochastic
 
+
 class PromptSource(Protocol):
     """What a family adapter asks of a token prompt, so that one prompt runs on every family."""
 
@@ -168,7 +169,7 @@ class SequenceFamily(TokenFamily):
 
     def attach(self, model: nn.Module, source: PromptSource | None, lean: Lean | None = None) -> list[Handle]:
         prefix, count = self.layout(model).num_prefix_tokens, source.num_tokens if source is not None else 0
-        rows = self.lean_rows(model, source, lean)
+        rows = self.lean_rows(model, source, lean, prefix, count)
         handles: list[Handle] = []
         if source is not None:
             handles += [block.register_forward_pre_hook(
@@ -178,19 +179,19 @@ class SequenceFamily(TokenFamily):
                 handles.append(model.norm.register_forward_pre_hook(partial(drop_prompts, prefix, count)))
             handles += self.attention_handles(model, count)
         for block, block_rows in zip(model.blocks, rows):
-            kind = block_kind(block)
-            if block_rows is not None and kind is not None:
-                handles.append(MethodOverride(block, "forward",
-                                              partial(lean_block, block_rows, block, kind, stochastic(block))))
+            if block_rows is not None:
+                lean_forward = partial(lean_block, block_rows, block, block_kind(block), stochastic(block))
+                handles.append(MethodOverride(block, "forward", lean_forward))
         return handles
 
-    def lean_rows(self, model: nn.Module, source: PromptSource | None, lean: Lean | None) -> list[Rows | None]:
-        """The rows each block computes under ``lean`` (None: all of them). With prompts, every
-        ``Rows`` leaves the prompt rows out, so the block after it inserts its prompts."""
+    def lean_rows(self, model: nn.Module, source: PromptSource | None, lean: Lean | None, prefix: int,
+                  count: int) -> list[Rows | None]:
+        """The rows each block computes under ``lean`` (None: all of them, timm's own forward; so
+        also for a block without a lean forward). With ``count`` prompt tokens after ``prefix``,
+        every ``Rows`` leaves the prompt rows out, so the block after it inserts its prompts."""
         blocks = list(model.blocks)
         if lean is None:
             return [None] * len(blocks)
-        prefix, count = self.layout(model).num_prefix_tokens, source.num_tokens if source is not None else 0
         without_prompts = Rows(start=prefix, skip=count) if count else None
         rows = [without_prompts if count and source.replaces(index + 1) else None for index in range(len(blocks) - 1)]
         pooled = lean.pooled_rows

@@ -11,9 +11,9 @@ kept rows compute is the full block's math, composed from the block's own timm m
 
 Only block and attention classes listed in [`LEAN_BLOCKS`][vprompt.families.lean.LEAN_BLOCKS]
 get a lean forward, matched by exact class: a subclass, another block, a call with an attention
-mask, an attention with hooks on it, or a training block with active dropout runs timm's own forward and keeps the same rows
-from its output, so the row layout between blocks never depends on which path ran. The tests
-check every listed class against timm's full forward.
+mask, an attention with hooks on it, or a training block with active dropout runs timm's own
+forward and keeps the same rows from its output, so the row layout between blocks never depends
+on which path ran. The tests check every listed class against timm's full forward.
 """
 
 from __future__ import annotations
