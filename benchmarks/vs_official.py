@@ -1,5 +1,5 @@
-"""VPT in vprompt against the official VPT code (KMnP/vpt): the same network, the same numbers,
-then the training step's time and memory as ratios ours ÷ official.
+"""VPT and VAPT in vprompt against their official code (KMnP/vpt, Minhchuyentoancbn/VAPT): the same
+network, the same numbers; then VPT's training step's time and memory as ratios ours ÷ official.
 
 1. **Same network.** One random-init ViT (fixed seed, no download) is built by vprompt
    (``create_model(..., "vpt-shallow" | "vpt-deep", prompt_len=p, head_norm=False)``) and by the
@@ -14,8 +14,9 @@ then the training step's time and memory as ratios ours ÷ official.
    single linear layer.
 2. **Parity.** In eval mode, one batch in [0, 1]: ours normalises inside the model, theirs gets
    the normalised batch. The largest logit difference must stay within ``--tolerance`` (1e-4) for
-   VPT-shallow and VPT-deep, and the gradients of one backward pass (prompts and head) must agree
-   too; otherwise the script exits with status 1 before timing anything.
+   VPT-shallow and VPT-deep, and the gradients of one backward pass (every trainable tensor,
+   compared per kind of tensor) must agree too; otherwise the script exits with status 1 before
+   timing anything.
 3. **Cost.** VPT-deep training steps (forward, cross-entropy, backward, SGD step on the prompts
    and head only; both sides use their solver's defaults: SGD, lr 0.01, momentum 0.9, weight
    decay 1e-4), all variants interleaved in one run (``_common.interleaved_timings``):
@@ -31,8 +32,23 @@ then the training step's time and memory as ratios ours ÷ official.
    ``step_cost.py`` measures it: on CPU counted (weights + gradients + optimizer state + the
    storages autograd saves), on CUDA the allocator peak of one step.
 
-The official code is never copied into this repository: it is imported from the checkout given
-with ``--official-vpt`` (its ``src`` package). Importing its ViT needs
+**VAPT** (``--official-vapt``, parity only). Our ``vapt`` with every option at the official
+default (``src/configs/config.py``: shared feature projector of width 8, one K = 2 kernel shared
+by all channels, padding 0, relu, static prompts at block 0 only (``VPT_DEPTH`` 1), residual;
+dropouts as theirs, off in eval mode anyway; ``head_norm=False``) against their
+``PromptedVisionTransformer`` built as ``build_vit_sup_models`` builds it with ``ADAPTIVE`` and
+``DEEP`` on, and the same ``MLP`` head. Every tensor of theirs is set from ours as for VPT, plus
+the static prompts, each generated layer's LayerNorm, conv kernel and token projector, and the
+shared feature projector. Both initialise the token projectors at zero, which makes every
+generated prompt 0 and the conv and feature projector invisible to the check, so ours get
+``nn.Linear``'s random init first. Their generator is hard-coded to a 14×14 patch grid, so
+``--quick`` uses a small ViT at 224² with patch 16 for this row. The rows carry ``"method":
+"vapt"``, with the same tolerances and the same exit status as VPT's.
+
+The official code is never copied into this repository: it is imported from the checkouts given
+with ``--official-vpt`` and ``--official-vapt`` (their ``src`` packages; both are named ``src``, so
+each is imported with the name free and then lets go of it). At least one of the two is needed;
+without ``--official-vpt`` nothing is timed. Importing their ViT needs
 
     pip install ml_collections simplejson termcolor iopath
 
@@ -42,6 +58,7 @@ config is not needed: the few prompt options its constructor reads are passed as
 
     python benchmarks/vs_official.py --quick --official-vpt /path/to/vpt
     python benchmarks/vs_official.py --official-vpt /path/to/vpt --out docs/results/vs_official.json
+    python benchmarks/vs_official.py --parity-only --official-vapt /path/to/VAPT --batch 2
 """
 
 from __future__ import annotations
@@ -49,12 +66,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import torch
@@ -93,6 +111,9 @@ class Arch:
 VIT_B16 = Arch("ViT-B/16 224²", image=224, patch=16, depth=12, width=768, heads=12)
 QUICK = Arch("ViT q64-p8-d4-w192", image=64, patch=8, depth=4, width=192, heads=3,
              timm_kwargs={"img_size": 64, "patch_size": 8, "depth": 4, "embed_dim": 192, "num_heads": 3})
+# The official VAPT generator reshapes the patches to a hard-coded 14×14 grid: its quick size keeps 224² / 16.
+QUICK_VAPT = Arch("ViT q224-p16-d4-w192", image=224, patch=16, depth=4, width=192, heads=3,
+                  timm_kwargs={"depth": 4, "embed_dim": 192, "num_heads": 3})
 
 
 @dataclass(frozen=True)
@@ -104,23 +125,55 @@ class Official:
     mlp_head: type[nn.Module]
 
 
+@dataclass(frozen=True)
+class Checkout:
+    """An official repository: the option that names its checkout, and a class of its
+    ``vit_prompt/vit.py`` that tells it apart (VAPT's file also holds VPT's classes)."""
+
+    option: str
+    repo: str
+    marker: str
+
+
+VPT_CHECKOUT = Checkout("--official-vpt", "KMnP/vpt", "PromptedVisionTransformer")
+VAPT_CHECKOUT = Checkout("--official-vapt", "Minhchuyentoancbn/VAPT", "PromptedTransformerAdaptive")
 OFFICIAL_DEPS = "ml_collections simplejson termcolor iopath"
+OFFICIAL_MODULES = ("src.models.vit_prompt.vit", "src.models.vit_backbones.vit", "src.models.mlp")
 
 
-def import_official(root: Path) -> Official:
-    """Import the official VPT modules from the user's checkout: its code is CC-BY-NC and never
-    copied into this repository."""
-    if not (root / "src" / "models" / "vit_prompt" / "vit.py").is_file():
-        sys.exit(f"--official-vpt {root}: no src/models/vit_prompt/vit.py there (give the root of a KMnP/vpt checkout)")
+def release_src() -> None:
+    """Forget every imported ``src`` module: both official repositories are a package named ``src``."""
+    for name in [name for name in sys.modules if name == "src" or name.startswith("src.")]:
+        del sys.modules[name]
+
+
+def import_modules(root: Path) -> list[ModuleType]:
+    """``OFFICIAL_MODULES`` from ``root`` alone, leaving the name ``src`` free afterwards: the
+    imported modules keep working (they hold their globals), and the other checkout can be imported
+    the same way."""
+    release_src()
     sys.path.insert(0, str(root))
     try:
-        prompt = importlib.import_module("src.models.vit_prompt.vit")
-        backbone = importlib.import_module("src.models.vit_backbones.vit")
-        head = importlib.import_module("src.models.mlp")
+        return [importlib.import_module(name) for name in OFFICIAL_MODULES]
     except ModuleNotFoundError as exc:
         sys.exit(f"the official code needs {exc.name}: pip install {OFFICIAL_DEPS}")
+    finally:
+        sys.path.remove(str(root))
+        release_src()
+
+
+def import_official(root: Path, checkout: Checkout) -> Official:
+    """Import the official modules from the user's checkout: their code is CC-BY-NC and never
+    copied into this repository."""
+    if not (root / "src" / "models" / "vit_prompt" / "vit.py").is_file():
+        sys.exit(f"{checkout.option} {root}: no src/models/vit_prompt/vit.py there "
+                 f"(give the root of a {checkout.repo} checkout)")
+    prompt, backbone, head = import_modules(root)
     if not Path(prompt.__file__).resolve().is_relative_to(root.resolve()):
         sys.exit(f"'src.models.vit_prompt.vit' was imported from {prompt.__file__}, not from {root}")
+    if not hasattr(prompt, checkout.marker):
+        sys.exit(f"{checkout.option} {root}: its vit_prompt/vit.py has no {checkout.marker} "
+                 f"(give the root of a {checkout.repo} checkout)")
     return Official(prompt.PromptedVisionTransformer, backbone.CONFIGS, head.MLP)
 
 
@@ -148,60 +201,130 @@ def official_model_type(official: Official, arch: Arch) -> str:
     return name
 
 
-def prompt_config(prompt_len: int, deep: bool) -> SimpleNamespace:
-    """The prompt options their constructors read (the rest of their yacs config is unused)."""
-    return SimpleNamespace(NUM_TOKENS=prompt_len, DEEP=deep, DROPOUT=0.0, PROJECT=-1, LOCATION="prepend",
-                           INITIATION="random", NUM_DEEP_LAYERS=None, DEEP_SHARED=False, VIT_POOL_TYPE="original")
+# VAPT's generator options at their defaults (MODEL.PROMPT in the VAPT repository's src/configs/config.py).
+VAPT_THEIRS = {"ADAPTIVE": True, "DROPOUT_MLP": 0.1, "ACTIVATION": "relu", "HIDDEN_DIM": 8, "CONV": True, "KERNEL": 2,
+               "PADDING": 0, "VPT_DEPTH": 1, "LEARNABLE_SCALE": False, "CHANNELWISE": True, "FEAT_PROJECTOR": True,
+               "SHARE_PROJECTOR": True}
+# Our vapt options at the same choices, in VAPT_THEIRS' order (conv_dropout and the residual are fixed in theirs;
+# prompt_dropout is their DROPOUT, 0.0; conv_init is theirs, though the loaded weights make init irrelevant).
+VAPT_OURS = {"projector_dropout": 0.1, "activation": "relu", "projector_width": 8, "conv": True, "kernel": 2,
+             "padding": 0, "static_layers": 1, "learnable_scale": False, "channelwise": True, "projector": "shared",
+             "conv_dropout": 0.1, "residual": True, "prompt_dropout": 0.0, "conv_init": "normal"}
+
+
+def prompt_config(prompt_len: int, method: str) -> SimpleNamespace:
+    """The prompt options their constructors read (the rest of their yacs config is unused);
+    VAPT is their deep prompt config with ``ADAPTIVE`` and its generator options."""
+    config = SimpleNamespace(NUM_TOKENS=prompt_len, DEEP=method != "vpt-shallow", DROPOUT=0.0, PROJECT=-1,
+                             LOCATION="prepend", INITIATION="random", NUM_DEEP_LAYERS=None, DEEP_SHARED=False,
+                             VIT_POOL_TYPE="original", ADAPTIVE=False)
+    return SimpleNamespace(**vars(config) | VAPT_THEIRS) if method == "vapt" else config
 
 
 def build_ours(arch: Arch, method: str, args: argparse.Namespace) -> PromptedModel:
     """Our model as vprompt trains it, except a plain linear head (theirs has no standardisation)."""
     torch.manual_seed(args.seed)  # prompts and head; the backbone comes from the spec's init_seed
     spec = BackboneSpec("vit_base_patch16_224", kwargs=arch.timm_kwargs, init_seed=args.seed)
-    return create_model(spec, method, args.num_classes, prompt_len=args.prompt_len, head_norm=False)
+    options = VAPT_OURS if method == "vapt" else {}
+    model = create_model(spec, method, args.num_classes, prompt_len=args.prompt_len, head_norm=False, **options)
+    if method == "vapt":
+        for generator in model.token_prompt.generators:
+            # zero-init on both sides: every generated prompt would be 0, hiding the conv and the projector
+            generator.to_prompts.reset_parameters()
+    return model
 
 
-def official_state(ours: PromptedModel) -> dict[str, torch.Tensor]:
-    """Our tensors under the official model's state-dict names (``0.`` encoder, ``1.`` head)."""
-    vit, prompts, fc = ours.backbone, ours.token_prompt.prompts, ours.head.fc
-    state = {
-        "0.transformer.embeddings.patch_embeddings.weight": vit.patch_embed.proj.weight,
-        "0.transformer.embeddings.patch_embeddings.bias": vit.patch_embed.proj.bias,
-        "0.transformer.embeddings.cls_token": vit.cls_token,
-        "0.transformer.embeddings.position_embeddings": vit.pos_embed,
-        "0.transformer.encoder.encoder_norm.weight": vit.norm.weight,
-        "0.transformer.encoder.encoder_norm.bias": vit.norm.bias,
-        "0.transformer.prompt_embeddings": prompts[:1],
-        "1.last_layer.weight": fc.weight,
-        "1.last_layer.bias": fc.bias,
+View = Callable[[torch.Tensor], torch.Tensor]
+Names = dict[str, tuple[nn.Parameter, View]]
+"""Their state-dict name → our parameter, and how its tensor (and so its gradient) becomes theirs."""
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def backbone_names(ours: PromptedModel) -> Names:
+    """The ViT (``0.`` encoder) and the linear head (``1.``), the same for every method."""
+    vit, fc = ours.backbone, ours.head.fc
+    names: Names = {
+        "0.transformer.embeddings.patch_embeddings.weight": (vit.patch_embed.proj.weight, whole),
+        "0.transformer.embeddings.patch_embeddings.bias": (vit.patch_embed.proj.bias, whole),
+        "0.transformer.embeddings.cls_token": (vit.cls_token, whole),
+        "0.transformer.embeddings.position_embeddings": (vit.pos_embed, whole),
+        "0.transformer.encoder.encoder_norm.weight": (vit.norm.weight, whole),
+        "0.transformer.encoder.encoder_norm.bias": (vit.norm.bias, whole),
+        "1.last_layer.weight": (fc.weight, whole),
+        "1.last_layer.bias": (fc.bias, whole),
     }
-    if len(prompts) > 1:
-        state["0.transformer.deep_prompt_embeddings"] = prompts[1:]
     for index, block in enumerate(vit.blocks):
         theirs = f"0.transformer.encoder.layer.{index}"
         for kind in ("weight", "bias"):
-            q, k, v = getattr(block.attn.qkv, kind).chunk(3)  # timm's qkv rows: all queries, then keys, then values
-            state |= {
-                f"{theirs}.attn.query.{kind}": q,
-                f"{theirs}.attn.key.{kind}": k,
-                f"{theirs}.attn.value.{kind}": v,
-                f"{theirs}.attn.out.{kind}": getattr(block.attn.proj, kind),
-                f"{theirs}.attention_norm.{kind}": getattr(block.norm1, kind),
-                f"{theirs}.ffn_norm.{kind}": getattr(block.norm2, kind),
-                f"{theirs}.ffn.fc1.{kind}": getattr(block.mlp.fc1, kind),
-                f"{theirs}.ffn.fc2.{kind}": getattr(block.mlp.fc2, kind),
+            qkv = getattr(block.attn.qkv, kind)  # timm's qkv rows: all queries, then keys, then values
+            names |= {f"{theirs}.attn.{part}.{kind}": (qkv, lambda t, i=i: t.chunk(3)[i])
+                      for i, part in enumerate(("query", "key", "value"))}
+            names |= {
+                f"{theirs}.attn.out.{kind}": (getattr(block.attn.proj, kind), whole),
+                f"{theirs}.attention_norm.{kind}": (getattr(block.norm1, kind), whole),
+                f"{theirs}.ffn_norm.{kind}": (getattr(block.norm2, kind), whole),
+                f"{theirs}.ffn.fc1.{kind}": (getattr(block.mlp.fc1, kind), whole),
+                f"{theirs}.ffn.fc2.{kind}": (getattr(block.mlp.fc2, kind), whole),
             }
-    return {name: tensor.detach().clone() for name, tensor in state.items()}
+    return names
 
 
-def build_official(official: Official, arch: Arch, ours: PromptedModel, deep: bool, prompt_len: int) -> nn.Sequential:
+def vpt_names(ours: PromptedModel) -> Names:
+    """VPT's prompts: ours are one (blocks, p, d) tensor, theirs block 0's and the deep ones apart."""
+    prompts = ours.token_prompt.prompts
+    names: Names = {"0.transformer.prompt_embeddings": (prompts, lambda t: t[:1])}
+    if len(prompts) > 1:
+        names["0.transformer.deep_prompt_embeddings"] = (prompts, lambda t: t[1:])
+    return names
+
+
+def vapt_names(ours: PromptedModel) -> Names:
+    """VAPT's static prompts, per generated layer its LayerNorm, conv kernel and token projector
+    (ours counts from the first generated block, theirs from ``VPT_DEPTH``, both 0), and the
+    shared feature projector (their ``nn.Sequential`` of down, activation, up)."""
+    prompt = ours.token_prompt
+    if prompt.static_deep is not None or len(prompt.projectors) != 1:
+        raise ValueError("the VAPT mapping covers the official defaults: static_layers=1, one shared projector")
+    projector = prompt.projectors[0]
+    names: Names = {
+        "0.transformer.prompt_embeddings": (prompt.static, lambda t: t.unsqueeze(0)),
+        "0.transformer.deep_prompt_embeddings_mlp.block.0.weight": (projector.down.weight, whole),
+        "0.transformer.deep_prompt_embeddings_mlp.block.2.weight": (projector.up.weight, whole),
+    }
+    for index, generator in enumerate(prompt.generators):
+        norm, downsample = f"0.transformer.deep_prompt_norm.{index}", f"0.transformer.deep_prompt_downsample.{index}"
+        names |= {
+            f"{norm}.weight": (generator.norm.weight, whole),
+            f"{norm}.bias": (generator.norm.bias, whole),
+            f"{downsample}.conv.kernel": (generator.conv.weight, whole),  # their shared kernel, (1, 1, K, K) as ours
+            f"{downsample}.linear.weight": (generator.to_prompts.weight, whole),
+            f"{downsample}.linear.bias": (generator.to_prompts.bias, whole),
+        }
+    return names
+
+
+PROMPT_NAMES: dict[str, Callable[[PromptedModel], Names]] = {
+    "vpt-shallow": vpt_names, "vpt-deep": vpt_names, "vapt": vapt_names,
+}
+
+
+def official_names(ours: PromptedModel, method: str) -> Names:
+    return backbone_names(ours) | PROMPT_NAMES[method](ours)
+
+
+def build_official(official: Official, arch: Arch, ours: PromptedModel, method: str, prompt_len: int) -> nn.Sequential:
     """Their encoder and head holding our weights, with only prompts and head trainable (their
-    ``TRANSFER_TYPE: prompt``: parameters named ``prompt``, plus the head outside the encoder)."""
-    encoder = official.prompted_vit(prompt_config(prompt_len, deep), official_model_type(official, arch),
+    ``TRANSFER_TYPE: prompt``: parameters named ``prompt``, plus the head outside the encoder;
+    for VAPT that takes the generators and the feature projector too)."""
+    encoder = official.prompted_vit(prompt_config(prompt_len, method), official_model_type(official, arch),
                                     img_size=arch.image, num_classes=-1)
     head = official.mlp_head(input_dim=arch.width, mlp_dims=[ours.num_classes], special_bias=True)
     model = nn.Sequential(encoder, head)
-    model.load_state_dict(official_state(ours), strict=True)  # every tensor of theirs is one of ours
+    state = {name: view(param).detach().clone() for name, (param, view) in official_names(ours, method).items()}
+    model.load_state_dict(state, strict=True)  # every tensor of theirs is one of ours
     for name, param in encoder.named_parameters():
         param.requires_grad_("prompt" in name)
     return model
@@ -211,36 +334,42 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def official_gradients(model: nn.Sequential) -> dict[str, torch.Tensor]:
-    """Their prompt and head gradients, stacked the way ours hold them."""
-    prompts = [model[0].transformer.prompt_embeddings]
-    if hasattr(model[0].transformer, "deep_prompt_embeddings"):
-        prompts.append(model[0].transformer.deep_prompt_embeddings)
-    head = model[1].last_layer
-    return {"prompts": torch.cat([p.grad for p in prompts]), "head.weight": head.weight.grad, "head.bias": head.bias.grad}
-
-
-def our_gradients(model: PromptedModel) -> dict[str, torch.Tensor]:
-    fc = model.head.fc
-    return {"prompts": model.token_prompt.prompts.grad, "head.weight": fc.weight.grad, "head.bias": fc.bias.grad}
-
-
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     """Largest elementwise difference relative to the largest magnitude (gradients vary in scale)."""
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
+def gradient_differences(ours: PromptedModel, theirs: nn.Sequential, names: Names) -> dict[str, float]:
+    """The relative gradient difference per kind of our trainable tensor (layers pooled, e.g. every
+    generator's conv kernel; our name with ``*`` for the layer). A tensor trainable on one side only,
+    or with no gradient, is infinitely different."""
+    our_names = {param: name for name, param in ours.named_parameters()}
+    pairs: dict[str, list[tuple[torch.Tensor | None, torch.Tensor | None]]] = {}
+    for their_name, param in theirs.named_parameters():
+        ours_param, view = names[their_name]
+        if param.requires_grad or ours_param.requires_grad:
+            group = re.sub(r"\.\d+\.", ".*.", our_names[ours_param])
+            ours_grad = None if ours_param.grad is None else view(ours_param.grad)
+            pairs.setdefault(group, []).append((ours_grad, param.grad))
+    mapped = {param for param, _ in names.values()}
+    for name, param in ours.named_parameters():  # a trainable tensor of ours that theirs does not hold
+        if param.requires_grad and param not in mapped:
+            pairs[name] = [(param.grad, None)]
+    return {group: float("inf") if any(a is None or b is None for a, b in found)
+            else relative_difference(torch.cat([a.flatten() for a, _ in found]), torch.cat([b.flatten() for _, b in found]))
+            for group, found in pairs.items()}
+
+
 def parity_row(official: Official, arch: Arch, method: str, args: argparse.Namespace, device: torch.device) -> Row:
     """Logits and one backward pass of both models in eval mode on one batch."""
     ours = build_ours(arch, method, args).to(device).eval()
-    theirs = build_official(official, arch, ours, method == "vpt-deep", args.prompt_len).to(device).eval()
+    theirs = build_official(official, arch, ours, method, args.prompt_len).to(device).eval()
     images, labels = batch(arch, args, device)
     ours_logits = ours(images)
     theirs_logits = theirs((images - ours.mean) / ours.std)
     F.cross_entropy(ours_logits, labels).backward()
     F.cross_entropy(theirs_logits, labels).backward()
-    reference = official_gradients(theirs)
-    grads = {name: relative_difference(g, reference[name]) for name, g in our_gradients(ours).items()}
+    grads = gradient_differences(ours, theirs, official_names(ours, method))
     logit_diff = float((ours_logits - theirs_logits).detach().abs().max())
     return {
         "kind": "parity",
@@ -249,6 +378,7 @@ def parity_row(official: Official, arch: Arch, method: str, args: argparse.Names
         "max_abs_logit_diff": logit_diff,
         "max_abs_logit": float(theirs_logits.detach().abs().max()),
         "max_rel_grad_diff": max(grads.values()),
+        "rel_grad_diff": grads,
         "tolerance": args.tolerance,
         "parity": logit_diff <= args.tolerance and max(grads.values()) <= args.grad_tolerance,
         "trainable_params_ours": sum(p.numel() for p in trainable(ours)),
@@ -344,7 +474,7 @@ def timing_rows(official: Official, arch: Arch, args: argparse.Namespace, device
     for variant in variants(auto, not args.no_compile):
         ours = build_ours(arch, "vpt-deep", args).to(device)
         ours.set_lean(variant.lean)
-        model = build_official(official, arch, ours, True, args.prompt_len).to(device) if variant.code == "official" else ours
+        model = build_official(official, arch, ours, "vpt-deep", args.prompt_len).to(device) if variant.code == "official" else ours
         sides[variant] = make_side(model, images, labels, variant.precision, variant.compiled)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = interleaved_timings({v.name: s.train_step for v, s in sides.items()}, rounds=args.rounds,
@@ -435,10 +565,11 @@ def parity_table(parity: list[Row]) -> str:
         ("trainable ours / official", lambda r: f"{r['trainable_params_ours']:,} / {r['trainable_params_official']:,}"),
     ]
     caption = (
-        f"Parity with the official VPT code: the same random-init {first['model']} in both, our weights, "
-        f"prompts (p = {first['prompt_len']}) and linear head copied into theirs; eval mode, one batch of "
-        f"{first['batch']}, {first['num_classes']} classes, on {first['device']}; gradients of one backward "
-        f"pass (prompts, head) relative to their largest magnitude."
+        f"Parity with the official code (VPT: KMnP/vpt; VAPT: Minhchuyentoancbn/VAPT): the same random-init ViT "
+        f"in both, our weights, prompts (p = {first['prompt_len']}; VAPT's generators and feature projector "
+        f"too) and linear head copied into theirs; eval mode, one batch of {first['batch']}, "
+        f"{first['num_classes']} classes, on {first['device']}; gradients of one backward pass (every "
+        f"trainable tensor) relative to their largest magnitude, the largest over the kinds of tensor."
     )
     return caption + "\n\n" + markdown_table(parity, columns)
 
@@ -497,8 +628,10 @@ def timing_table(timing: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_parser("VPT in vprompt against the official VPT code: parity, then step time and memory ratios")
-    parser.add_argument("--official-vpt", type=Path, required=True, help="root of a KMnP/vpt checkout")
+    parser = base_parser("VPT and VAPT in vprompt against their official code: parity, then VPT's step time "
+                         "and memory ratios")
+    parser.add_argument("--official-vpt", type=Path, help="root of a KMnP/vpt checkout: VPT parity and timing")
+    parser.add_argument("--official-vapt", type=Path, help="root of a Minhchuyentoancbn/VAPT checkout: VAPT parity")
     parser.add_argument("--prompt-len", type=int, default=10)
     parser.add_argument("--num-classes", type=int, default=100)
     parser.add_argument("--batch", type=int, default=8)
@@ -513,20 +646,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parity-only", action="store_true", help="check parity and time nothing (with --out: the JSON rows only)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    if args.official_vpt is None and args.official_vapt is None:
+        sys.exit("vs_official.py: give --official-vpt (a KMnP/vpt checkout), --official-vapt "
+                 "(a Minhchuyentoancbn/VAPT checkout) or both")
     setup(args)
     device = torch.device(args.device)
     arch = QUICK if args.quick else VIT_B16
-    official = import_official(args.official_vpt)
-    parity = [parity_row(official, arch, method, args, device) for method in ("vpt-shallow", "vpt-deep")]
+    official = import_official(args.official_vpt, VPT_CHECKOUT) if args.official_vpt else None
+    parity = [parity_row(official, arch, method, args, device) for method in ("vpt-shallow", "vpt-deep")
+              if official is not None]
+    if args.official_vapt:
+        vapt = import_official(args.official_vapt, VAPT_CHECKOUT)
+        parity.append(parity_row(vapt, QUICK_VAPT if args.quick else VIT_B16, "vapt", args, device))
     for row in parity:
+        groups = ", ".join(f"{group} {diff:.1e}" for group, diff in row["rel_grad_diff"].items())
         print(f"[vs_official] {row['method']}: max |Δ logit| {row['max_abs_logit_diff']:.2e}, "
-              f"max rel. Δ grad {row['max_rel_grad_diff']:.2e}, trainable {row['trainable_params_ours']} / "
+              f"max rel. Δ grad {row['max_rel_grad_diff']:.2e} ({groups}), trainable {row['trainable_params_ours']} / "
               f"{row['trainable_params_official']}", file=sys.stderr)
     broken = [r["method"] for r in parity
               if not r["parity"] or r["trainable_params_ours"] != r["trainable_params_official"]]
     if broken:
         sys.exit(f"[vs_official] parity broken for {', '.join(broken)}: nothing timed")
-    if args.parity_only:
+    if args.parity_only or official is None:
+        if official is None and not args.parity_only:
+            print("[vs_official] no --official-vpt: parity only (the timing compares VPT-deep)", file=sys.stderr)
         write_outputs(parity, parity_table(parity), args.out, quick=True)
         return
     timing = []

@@ -17,7 +17,7 @@ import socket
 import statistics
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +28,7 @@ from vprompt.data.registry import open_task
 from vprompt.errors import ConfigError
 from vprompt.failures import one_line
 from vprompt.methods import get_method
+from vprompt.records import RunRecords, backbone_identity, task_identity
 from vprompt.report import markdown_table, mean_of_group_means, mean_std, spread_text
 from vprompt.runs import train_on_task
 from vprompt.checkpoint import FINAL, latest_checkpoint
@@ -73,6 +74,19 @@ def finished_accuracy(run: Run) -> float | None:
     return None
 
 
+MACHINE_FIELDS = ("mixed_precision", "workers", "cache_mb", "compile", "grad_checkpointing", "report_to", "preset")
+"""TrainConfig fields that change how fast a run goes or where it reports, not what it learns (the
+precision is the records folder's own)."""
+
+
+def run_settings(run: Run) -> dict[str, Any]:
+    """What makes ``run`` this run, for its record: data, backbone weights, method, schedule, splits."""
+    train = {k: v for k, v in asdict(run.config).items() if k not in MACHINE_FIELDS}
+    return {"data": task_identity(run.task, (run.train_split, run.eval_split)),
+            "backbone": backbone_identity(run.backbone), "method": run.method, "options": run.options,
+            "train": train, "train_split": run.train_split, "eval_split": run.eval_split}
+
+
 def execute(run: Run) -> float:
     """Train ``run`` (resuming a broken one) and return its last-epoch accuracy on ``eval_split``."""
     done = finished_accuracy(run)
@@ -84,11 +98,20 @@ def execute(run: Run) -> float:
     return row["eval_acc"]
 
 
+Finished = Callable[[int, float], None]
+"""Told the index (in the runs handed over) and the accuracy of each run as it finishes."""
+
+
 class LocalExecutor:
     """Runs one after another in this process."""
 
-    def map(self, runs: Sequence[Run], progress: bool) -> list[float]:
-        return [execute(run) for run in tqdm(runs, desc="runs", disable=not progress)]
+    def map(self, runs: Sequence[Run], progress: bool, finished: Finished | None = None) -> list[float]:
+        results = []
+        for index, run in enumerate(tqdm(runs, desc="runs", disable=not progress)):
+            results.append(execute(run))
+            if finished is not None:
+                finished(index, results[-1])
+        return results
 
 
 class RayExecutor:
@@ -108,13 +131,16 @@ class RayExecutor:
         self.remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1)(_execute_on_worker)
         self.threads = max(1, int(cpus_per_run))
 
-    def map(self, runs: Sequence[Run], progress: bool) -> list[float]:
+    def map(self, runs: Sequence[Run], progress: bool, finished: Finished | None = None) -> list[float]:
         pending = {self.remote.remote(run, self.threads): i for i, run in enumerate(runs)}
         results: list[float] = [0.0] * len(runs)
         with tqdm(total=len(runs), desc="runs (ray)", disable=not progress) as bar:
             while pending:
                 done, _ = self.ray.wait(list(pending), num_returns=1)
-                results[pending.pop(done[0])] = self.ray.get(done[0])
+                index = pending.pop(done[0])
+                results[index] = self.ray.get(done[0])
+                if finished is not None:
+                    finished(index, results[index])
                 bar.update()
         return results
 
@@ -227,11 +253,12 @@ def grid_points(method: str, options: dict[str, Any],
 
 def run_protocol(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backbone: BackboneSpec,
                  protocol: Protocol, out: Path, executor: LocalExecutor | RayExecutor | None = None,
-                 progress: bool = True) -> list[dict[str, Any]]:
+                 progress: bool = True, records: RunRecords | None = None) -> list[dict[str, Any]]:
     """The whole protocol for every task × method; one row per task × method × seed.
 
     ``methods`` maps each method name to its fixed options. Runs live in
-    ``out/runs/TASK/METHOD/{grid/POINT, seedS}``.
+    ``out/runs/TASK/METHOD/{grid/POINT, seedS}``; with ``records``, recorded runs are read back
+    and finished ones recorded.
     """
     executor = executor or LocalExecutor()
     sources = {task: open_task(task) for task in tasks}
@@ -246,7 +273,7 @@ def run_protocol(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backb
                 for lr, wd, opts, name in grid_points(method, options, protocol)]
     # a grid of one point has nothing to pick: its tuning run is skipped (val_acc None)
     tuning = [point[3] for points in grid.values() if len(points) > 1 for point in points]
-    val_accs = iter(run_all(tuning, executor, progress))
+    val_accs = iter(run_all(tuning, executor, progress, records))
     finals: list[tuple[dict[str, Any], Run]] = []
     for (task, method), points in grid.items():
         scored = [(next(val_accs) if len(points) > 1 else None, lr, wd, opts) for lr, wd, opts, _ in points]
@@ -260,19 +287,32 @@ def run_protocol(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backb
                                     replace(protocol.train, base_lr=lr, weight_decay=wd, seed=seed),
                                     out / "runs" / source.info.name / method / f"seed{seed}",
                                     source.protocol.final_train, source.protocol.test)))
-    test_accs = run_all([run for _, run in finals], executor, progress)
+    test_accs = run_all([run for _, run in finals], executor, progress, records)
     return [row | {"test_acc": acc} for (row, _), acc in zip(finals, test_accs, strict=True)]
 
 
-def run_all(runs: Sequence[Run], executor: LocalExecutor | RayExecutor, progress: bool) -> list[float]:
-    """Accuracies of ``runs``: finished ones read back, only the others handed to ``executor``."""
-    known = [finished_accuracy(run) for run in runs]
+def run_all(runs: Sequence[Run], executor: LocalExecutor | RayExecutor, progress: bool,
+            records: RunRecords | None = None) -> list[float]:
+    """Accuracies of ``runs``: recorded or finished ones read back, only the others handed to
+    ``executor``; with ``records``, every run the executor finishes is recorded."""
+    known = [recorded_accuracy(records, run) if records else None for run in runs]
+    known = [acc if acc is not None else finished_accuracy(run) for acc, run in zip(known, runs)]
     todo = [i for i, acc in enumerate(known) if acc is None]
     if progress and len(todo) < len(runs):
         print(f"[sweep] {len(runs) - len(todo)} of {len(runs)} runs already finished: read back")
-    for i, acc in zip(todo, executor.map([runs[i] for i in todo], progress), strict=True):
+    def record(index: int, acc: float) -> None:  # as each run finishes: a crash loses no record
+        if records is not None:
+            records.add(run_settings(runs[todo[index]]), {"acc": acc})
+
+    for i, acc in zip(todo, executor.map([runs[i] for i in todo], progress, record), strict=True):
         known[i] = acc
     return known
+
+
+def recorded_accuracy(records: RunRecords, run: Run) -> float | None:
+    """The accuracy ``records`` holds for ``run``, or None."""
+    found = records.find(run_settings(run))
+    return None if found is None else found["acc"]
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -12,10 +12,10 @@ Writes ``results.json`` (rows: target, method, seed, test_acc, weights, …), ``
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import statistics
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,10 +27,11 @@ from vprompt.data.registry import open_task
 from vprompt.data.synthetic import synthetic_task_names
 from vprompt.recipes.demo import DEMO_BACKBONE
 from vprompt.recipes.run import task_dirs
+from vprompt.records import backbone_identity, open_records, task_identity
 from vprompt.report import markdown_table, new_figure, save_figure, write_rows
-from vprompt.sweep import Run, execute, protocol_table, summarise
+from vprompt.sweep import MACHINE_FIELDS, Run, execute, protocol_table, summarise
 from vprompt.train import TrainConfig
-from vprompt.transfer import SCORES_FILE, SearchConfig, TransferConfig, check_methods, run_transfer, transfer_method_names
+from vprompt.transfer import SearchConfig, TargetTransfer, TransferConfig, check_methods, transfer_method_names
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, above, at_least
 
 
@@ -56,6 +57,9 @@ class HGPromptReproduction(Validated):
     search: SearchConfig = field(default_factory=SearchConfig)
     quick: bool = False
     """Smoke run: three tasks, two seeds, one epoch everywhere."""
+    records: Path | None = None
+    """Folder of run records (docs/results/hgprompt/runs for the committed table): a target × method
+    × seed recorded there is read back instead of rerun, and every finished one is recorded."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -98,17 +102,43 @@ def run_hgprompt_reproduction(config: HGPromptReproduction, backbone: BackboneSp
     config = config.resolved()
     backbone = backbone or DEMO_BACKBONE
     tasks = task_dirs(config.out, config.data, config.tasks)
-    bank = build_bank(tasks, config, backbone, progress)
-    sources = select_entries(list_bank(bank), [t.name for t in tasks])  # each target leaves out its own
+    records = open_records(config.records, config.transfer().tune.mixed_precision)
+
+    @functools.cache  # the bank and a target's sources are built only when a run is not recorded
+    def target_job(task: Path) -> TargetTransfer:
+        bank = build_bank(tasks, config, backbone, progress)
+        sources = select_entries(list_bank(bank), [t.name for t in tasks])  # each target leaves out its own
+        return TargetTransfer(sources, str(task), config.transfer(), config.out / "targets" / task.name, False)
+
     rows: list[dict[str, Any]] = []
     for task in tqdm(tasks, desc="targets", disable=not progress):
-        rows += run_transfer(sources, str(task), config.methods, config.seeds, config.transfer(),
-                             config.out / "targets" / task.name, progress=False)
+        for seed in config.seeds:
+            for method in check_methods(config.methods):
+                def run(task: Path = task, method: str = method, seed: int = seed) -> dict[str, Any]:
+                    return target_job(task).run(method, seed)
+
+                settings = transfer_settings(config, backbone, tasks, task, method, seed)
+                rows.append(records.reuse_or_run(settings, run) if records else run())
+    if records is not None and progress:
+        print(records.summary())
     write_rows(rows, config.out / "results.json")
-    (config.out / "results.md").write_text(results_table(rows, config, backbone) + "\n\n"
-                                           + search_table(rows, config.out / "targets") + "\n")
+    (config.out / "results.md").write_text(results_table(rows, config, backbone) + "\n\n" + search_table(rows) + "\n")
     plot_weights(rows, [t.name for t in tasks], config.out / "weights.png")
     return rows
+
+
+def transfer_settings(config: HGPromptReproduction, backbone: BackboneSpec, tasks: list[Path], target: Path,
+                      method: str, seed: int) -> dict[str, Any]:
+    """What makes one target × method × seed this run, for its record: the target's data, the
+    sources (the other tasks, how their prompts were trained), the backbone and the transfer settings."""
+    transfer = asdict(config.transfer())
+    transfer["tune"] = {k: v for k, v in transfer["tune"].items() if k not in MACHINE_FIELDS}
+    splits = (open_task(str(target)).protocol.final_train, "test")
+    return {"target": task_identity(str(target), splits), "method": method, "seed": seed,
+            "sources": [task_identity(str(task), splits) for task in tasks if task != target],
+            "source_method": config.source_method, "prompt_len": config.prompt_len,
+            "source_epochs": config.source_epochs, "base_lr": config.base_lr,
+            "backbone": backbone_identity(backbone), "transfer": transfer}
 
 
 def results_table(rows: list[dict[str, Any]], config: HGPromptReproduction, backbone: BackboneSpec) -> str:
@@ -124,17 +154,17 @@ def results_table(rows: list[dict[str, Any]], config: HGPromptReproduction, back
     return header + "\n\n" + table + "\n\n" + wins_line(rows)
 
 
-def search_table(rows: list[dict[str, Any]], targets_dir: Path) -> str:
-    """Per target: the single sources the baselines pick, where HGPrompt's weights went (mean over
-    seeds) and how its batch H-score moved from the first search epoch to the last."""
+def search_table(rows: list[dict[str, Any]]) -> str:
+    """Per target: the single sources the baselines pick (read off their one-hot weights), where
+    HGPrompt's weights went (mean over seeds) and how its batch H-score moved from the first search
+    epoch to the last."""
     lines = []
     for target in dict.fromkeys(r["target"] for r in rows):
         line: dict[str, Any] = {"target": target}
-        scores_file = targets_dir / target / SCORES_FILE
-        if scores_file.is_file():
-            scores = json.loads(scores_file.read_text())
-            line["best H-score source"] = scores[0]["source"]
-            line["oracle source"] = max(scores, key=lambda r: r["probe_test_acc"])["source"]
+        for method, column in (("best-hscore", "best H-score source"), ("oracle", "oracle source")):
+            picked = next((r for r in rows if r["target"] == target and r["method"] == method), None)
+            if picked is not None:
+                line[column] = picked["sources"][max(range(len(picked["weights"])), key=picked["weights"].__getitem__)]
         for method in ("hgprompt", "hgprompt-no-gar"):
             runs = [r for r in rows if r["target"] == target and r["method"] == method and r["search"]]
             if not runs:

@@ -32,10 +32,11 @@ from vprompt.errors import ConfigError
 from vprompt.checkpoint import FINAL, write_json
 from vprompt.model import load_prompt
 from vprompt.prompts.pixel import MappingRule, Template
+from vprompt.records import open_records
 from vprompt.recipes.pbl_report import answers, results_markdown, write_prompt_images, write_tradeoff_plot
 from vprompt.report import write_rows
 from vprompt.robust.evaluation import AttackConfig, attack_report, attack_threat
-from vprompt.sweep import Run, execute
+from vprompt.sweep import Run, execute, run_settings
 from vprompt.train import TrainConfig
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, at_least, check_members
 
@@ -85,6 +86,9 @@ class PBLReproduction(Validated):
     robust: str = SOURCES["robust"]
     """The robust source, named like --standard (e.g. resnet50 with Salman et al.'s checkpoint)."""
     robust_weights: Annotated[Path, Existing()] | None = None
+    records: Path | None = None
+    """Folder of run records (docs/results/<table>/runs for a committed table): a run recorded there
+    is read back instead of rerun, and every finished run is recorded."""
 
     allowed_methods: ClassVar[tuple[str, ...]] = METHODS
     plot_title: ClassVar[str] = "VP and PBL: clean vs robust"
@@ -144,11 +148,20 @@ def run_robustness_reproduction(config: PBLReproduction, sources: dict[str, Back
     jobs = [(kind, variant, task, seed) for kind in sources for variant in config.variants()
             for task in task_dirs for seed in config.seeds]
     classes = {task: task_info(task).num_classes for task in task_dirs}
+    records = open_records(config.records, config.train_config(config.methods[0], config.seeds[0]).mixed_precision)
     rows = []
     for kind, variant, task, seed in tqdm(jobs, desc="source × method × task × seed", disable=not progress):
         run_dir = config.out / "runs" / kind / variant / task.name / f"seed{seed}"
-        row = run_one(config, kind, sources[kind], variant, task, seed, run_dir)
+
+        def run(kind: str = kind, variant: str = variant, task: Path = task, seed: int = seed,
+                run_dir: Path = run_dir) -> dict[str, Any]:
+            return run_one(config, kind, sources[kind], variant, task, seed, run_dir)
+
+        row = records.reuse_or_run(run_settings_of(config, kind, sources[kind], variant, task, seed), run) \
+            if records else run()
         rows.append(row | {"chance": 1 / classes[task]})
+    if records is not None and progress:
+        print(records.summary())
     write_rows(rows, config.out / "results.json")
     (config.out / "results.md").write_text(
         results_markdown(rows, config_summary(config, sources), config.answer_lines()) + "\n")
@@ -156,6 +169,17 @@ def run_robustness_reproduction(config: PBLReproduction, sources: dict[str, Back
     variants = config.variants()
     write_prompt_images([r for r in rows if variants[r["method"]].method == "vp"], config.out, config.out / "prompts")
     return rows
+
+
+def run_settings_of(config: PBLReproduction, kind: str, source: BackboneSpec, variant: str, task: Path,
+                    seed: int) -> dict[str, Any]:
+    """What makes one source × variant × task × seed this run, for its record: the training run's
+    settings (data, weights, method, schedule) and the attack's."""
+    chosen = config.variants()[variant]
+    training = Run(str(task), source, chosen.method, chosen.options, config.train_config(variant, seed), Path(),
+                   "train800val200", "test")
+    return {"source_kind": kind, "variant": variant, "run": run_settings(training),
+            "attack": asdict(config.attack_config())}
 
 
 def run_one(config: PBLReproduction, kind: str, source: BackboneSpec, variant: str, task: Path, seed: int,

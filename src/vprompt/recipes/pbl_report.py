@@ -123,7 +123,8 @@ def write_tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> P
 @torch.no_grad()
 def write_prompt_images(rows: list[dict[str, Any]], root: Path, folder: Path) -> list[Path]:
     """One picture per source × method × task (first seed): the prompt applied to a mid-grey image.
-    Rows name their prompt folder relative to ``root``."""
+    Rows name their prompt folder relative to ``root``; a prompt not on disk (its row came from a run
+    record) is skipped."""
     from PIL import Image
 
     from vprompt.model import load_prompt
@@ -131,7 +132,10 @@ def write_prompt_images(rows: list[dict[str, Any]], root: Path, folder: Path) ->
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for (kind, method, task), group in grouped(rows, "source_kind", "method", "task").items():
-        model = load_prompt(root / min(group, key=lambda r: r["seed"])["prompt"])
+        prompt = root / min(group, key=lambda r: r["seed"])["prompt"]
+        if not prompt.is_dir():  # read back from a run record: the picture stays as committed
+            continue
+        model = load_prompt(prompt)
         grey = torch.full((1, 3, *model.image_size), 0.5)
         canvas = model.input_prompt(grey).clamp(0, 1)[0]
         pixels = (canvas.permute(1, 2, 0).numpy() * 255).round().astype("uint8")

@@ -16,6 +16,7 @@ from vprompt.backbones import BackboneSpec
 from vprompt.data.synthetic import synthetic_task_names
 from vprompt.methods import get_method
 from vprompt.recipes.demo import DEMO_BACKBONE
+from vprompt.records import open_records
 from vprompt.recipes.run import task_dirs
 from vprompt.report import write_rows
 from vprompt.sweep import LocalExecutor, Protocol, RayExecutor, protocol_header, protocol_table, run_protocol, summarise
@@ -25,12 +26,17 @@ from vprompt.validation import Existing, NonEmpty, Validated, Writable, above, a
 METHODS = ("vapt", "vpt-deep", "vpt-shallow", "linear")
 
 
+OFFLINE_BASE_LRS = (0.1, 0.02)
+"""The offline grid, picked per task and method on val200: VPT-deep and the probe's rate on the zoo ViT
+(the demo's), and VAPT's, whose prompts come from a small network (the earlier one-rate table's)."""
+
+
 def offline_protocol(quick: bool) -> Protocol:
     """A smaller grid and fewer epochs for the synthetic suite on a CPU."""
     train = TrainConfig(epochs=3 if quick else 10, batch_size=64, optimizer="adamw", warmup_epochs=1)
     if quick:
         return Protocol(base_lrs=[0.01], weight_decays=[1e-4], seeds=[0, 1], train=train)
-    return Protocol(base_lrs=[0.03, 0.01], weight_decays=[1e-4, 0.0], seeds=[0, 1, 2], train=train)
+    return Protocol(base_lrs=list(OFFLINE_BASE_LRS), weight_decays=[1e-4], seeds=[0, 1, 2], train=train)
 
 
 @dataclass
@@ -51,6 +57,9 @@ class VAPTReproduction(Validated):
     """Override the protocol's seeds."""
     epochs: Annotated[int, at_least(1)] | None = None
     """Override the protocol's epochs."""
+    records: Path | None = None
+    """Folder of run records (docs/results/vapt/runs for the committed table): recorded runs are read
+    back instead of rerun, and every finished run is recorded there."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,7 +82,10 @@ def run_vapt_reproduction(config: VAPTReproduction, backbone: BackboneSpec | Non
     protocol = protocol or config.protocol()
     methods = {m: {"prompt_len": config.prompt_len} if get_method(m).takes_prompt_len else {} for m in METHODS}
     tasks = [str(task) for task in task_dirs(config.out, config.data, config.tasks)]
-    rows = run_protocol(tasks, methods, backbone, protocol, config.out, executor, progress)
+    records = open_records(config.records, protocol.train.mixed_precision)
+    rows = run_protocol(tasks, methods, backbone, protocol, config.out, executor, progress, records)
+    if records is not None and progress:
+        print(records.summary())
     write_rows(rows, config.out / "results.json")
     (config.out / "results.md").write_text(results_table(rows, backbone, protocol) + "\n")
     return rows

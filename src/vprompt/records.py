@@ -1,0 +1,214 @@
+"""Run records: a results table's evidence, one small JSON file per finished run, kept in the repository.
+
+Why: the tables behind the docs take CPU-hours, more than one session on two cores, and run folders
+do not survive a change of machine. A recipe given a records folder (``--records``) reads a finished
+run's record back instead of rerunning it and writes a record for every run it finishes, so a table
+grows across machines and days and is rebuilt from what is committed. A record holds the run's
+settings (what makes it this run: data, backbone weights, method, schedule, seed), its metrics, the
+precision it trained in, the machine (CPU flags, GPU) and the vprompt version and commit. A folder
+holds one precision: a run that would add another is refused before it starts (fp32 keeps every
+machine comparable).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vprompt.backbones import BackboneSpec
+from vprompt.checkpoint import write_json
+from vprompt.errors import ConfigError
+from vprompt.hardware import available_cpus, cpu_has_amx_bf16, cpu_has_avx512_bf16, resolve_precision
+from vprompt.version import VERSION
+
+RECORD_FORMAT = 1
+
+
+def precision_name(mixed_precision: str) -> str:
+    """How a record names the precision ``mixed_precision`` resolves to here: fp32, bf16 or fp16."""
+    resolved = resolve_precision(mixed_precision)
+    return "fp32" if resolved == "no" else resolved
+
+
+def settings_digest(settings: dict[str, Any]) -> str:
+    """A short digest of the settings (key order ignored): the record's file name."""
+    canonical = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (first 16 hex digits): weights and split lists are named by content,
+    so a rebuilt zoo model or a regenerated suite never reads the old records back."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def backbone_identity(spec: BackboneSpec) -> dict[str, Any]:
+    """The spec, plus the digest of the weights file behind a zoo name or a checkpoint."""
+    identity = spec.to_dict()
+    weights: str | None = spec.checkpoint
+    if spec.name.startswith("zoo:"):
+        from vprompt.zoo import find_card
+
+        weights = find_card(spec.name.removeprefix("zoo:"))["weights"]
+    if weights and Path(weights).is_file():
+        identity["weights_sha256"] = file_digest(Path(weights))
+    return identity
+
+
+def task_identity(task: str, splits: tuple[str, ...]) -> dict[str, Any]:
+    """The task's name and, for a task folder, the digests of the split lists a run reads (their
+    labels differ between suite seeds); other data specs are named as given."""
+    from vprompt.data.filelist import split_file
+
+    folder = Path(task)
+    lists = {split: split_file(folder, split) for split in splits}
+    if folder.is_dir() and all(path.is_file() for path in lists.values()):
+        return {"task": folder.name} | {f"{split}_sha256": file_digest(path) for split, path in lists.items()}
+    return {"task": task}
+
+
+@functools.cache
+def source_commit() -> str | None:
+    """The git commit of the source tree vprompt runs from (with ``+dirty`` when it has changes), or
+    None outside a checkout: a record says which code made it."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "src"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def machine() -> dict[str, Any]:
+    """What ran it: CPU model, cores, bf16 flags (AMX makes ``auto`` train in bf16), and the GPU if any."""
+    import torch
+
+    info: dict[str, Any] = {"cpu": cpu_model(), "cores": available_cpus(), "amx_bf16": cpu_has_amx_bf16(),
+                            "avx512_bf16": cpu_has_avx512_bf16()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass
+class RunRecords:
+    """The records folder of one table, at the one precision its runs train in.
+
+    Args:
+        folder: Where the records live (``docs/results/<table>/runs`` for a committed table).
+        precision: fp32, bf16 or fp16 (``precision_name``); records of another are refused.
+    """
+
+    folder: Path
+    precision: str
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+        others = sorted({record["precision"] for record in self.records()} - {self.precision})
+        if others:
+            raise ConfigError(f"{self.folder} holds {', '.join(others)} records and this run trains in "
+                              f"{self.precision}: a table uses one precision (VPROMPT_AUTO_PRECISION=no makes auto fp32; "
+                              f"or give another --records folder)")
+        self.reused = 0
+        self.added = 0
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record in the folder, in file-name order."""
+        if not self.folder.is_dir():
+            return []
+        return [json.loads(path.read_text()) for path in sorted(self.folder.glob("*.json"))]
+
+    def path(self, settings: dict[str, Any]) -> Path:
+        return self.folder / f"{settings_digest(settings)}.json"
+
+    def find(self, settings: dict[str, Any]) -> dict[str, Any] | None:
+        """The metrics of the run with exactly these settings, or None if none is recorded.
+
+        Args:
+            settings: What makes the run this run (JSON-serialisable).
+
+        Returns:
+            The recorded metrics, or None.
+        """
+        path = self.path(settings)
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        if record["settings"] != json.loads(json.dumps(settings, default=str)):
+            raise ConfigError(f"{path} records other settings than its name says: remove it and rerun")
+        self.reused += 1
+        return record["metrics"]
+
+    def add(self, settings: dict[str, Any], metrics: dict[str, Any], seconds: float | None = None) -> Path:
+        """Write the record of a finished run.
+
+        Args:
+            settings: What makes the run this run.
+            metrics: What it measured.
+            seconds: Its wall-clock time, if known.
+
+        Returns:
+            The record's path.
+        """
+        path = self.path(settings)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"format": RECORD_FORMAT, "settings": settings, "metrics": metrics,
+                          "precision": self.precision, "seconds": None if seconds is None else round(seconds, 1),
+                          "machine": machine(), "vprompt": VERSION, "commit": source_commit(),
+                          "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        self.added += 1
+        return path
+
+    def reuse_or_run(self, settings: dict[str, Any], run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The recorded metrics of these settings, or ``run()``'s, recorded once it returns.
+
+        Args:
+            settings: What makes the run this run.
+            run: Computes the metrics when no record has them.
+
+        Returns:
+            The metrics.
+        """
+        found = self.find(settings)
+        if found is not None:
+            return found
+        started = time.perf_counter()
+        metrics = run()
+        self.add(settings, metrics, time.perf_counter() - started)
+        return metrics
+
+    def summary(self) -> str:
+        """One line for the end of a recipe: how many runs were read back and how many recorded."""
+        return f"[records] {self.reused} runs read back from {self.folder}, {self.added} new recorded"
+
+
+def open_records(folder: Path | str | None, mixed_precision: str) -> RunRecords | None:
+    """The records of ``folder`` at the precision ``mixed_precision`` resolves to, or None without one."""
+    return None if folder is None else RunRecords(Path(folder), precision_name(mixed_precision))
