@@ -7,7 +7,7 @@ AMX-BF16 (3 with it); the rows record which CPU ran them.
 
 Full run (the committed table; it also writes the ``vprompt-demo`` presets from seed 0's results)::
 
-    python benchmarks/demo_table.py --out docs/results/demo.json
+    python benchmarks/demo_table.py --records docs/results/demo/runs --out docs/results/demo.json
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from _common import (Row, available_cores, base_parser, markdown_table, run_demo_process, seed_means, setup,
                      write_outputs)
 from vprompt.hardware import cpu_has_amx_bf16, cpu_has_avx512_bf16
+from vprompt.records import open_records
 from vprompt.report import spread
 from vprompt.recipes.demo import DEMO_BACKBONE, DEMO_METHODS, DemoConfig, demo_train_config
 
@@ -85,18 +86,29 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", help="synthetic tasks (default: all, as the demo)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--mixed-precision", default="auto", help="the demo's --mixed-precision")
+    parser.add_argument("--records", type=Path,
+                        help="folder of run records (docs/results/demo/runs for the committed table; one per CPU "
+                             "class, AMX-BF16 or not): a recorded seed is read back, every finished one recorded")
     args = parser.parse_args()
     setup(args)
     if args.quick:
         args.seeds, args.tasks, args.epochs = args.seeds[:1], args.tasks or ["digits"], 2
+    records = open_records(args.records, args.mixed_precision)
     rows: list[Row] = []
-    cpu = cpu_description()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            seconds, results = run_demo_process(Path(tmp) / f"seed{seed}", args.mixed_precision, seed, args.tasks,
-                                                args.epochs)
-            rows += [row | {"epochs": args.epochs, "demo_seconds": round(seconds, 1), "cpu": cpu} for row in results]
-            print(f"[demo_table] seed {seed}: {seconds:.0f} s", flush=True)
+            def run(seed: int = seed) -> Row:
+                seconds, results = run_demo_process(Path(tmp) / f"seed{seed}", args.mixed_precision, seed, args.tasks,
+                                                    args.epochs)
+                print(f"[demo_table] seed {seed}: {seconds:.0f} s", flush=True)
+                return {"rows": [row | {"epochs": args.epochs, "demo_seconds": round(seconds, 1),
+                                        "cpu": cpu_description()} for row in results]}
+
+            settings = {"seed": seed, "tasks": args.tasks, "epochs": args.epochs, "mixed_precision": args.mixed_precision,
+                        "amx_bf16": cpu_has_amx_bf16()}  # the demo's time is the point: one CPU class per table
+            rows += (records.reuse_or_run(settings, run) if records else run())["rows"]
+    if records is not None:
+        print(records.summary())
     write_outputs(rows, summary_table(rows), args.out, args.quick)
     if args.out and not args.quick and 0 in args.seeds and not args.tasks:
         PRESETS.write_text(json.dumps(demo_presets(rows), indent=1) + "\n")

@@ -355,9 +355,16 @@ def gradient_differences(ours: PromptedModel, theirs: nn.Sequential, names: Name
     for name, param in ours.named_parameters():  # a trainable tensor of ours that theirs does not hold
         if param.requires_grad and param not in mapped:
             pairs[name] = [(param.grad, None)]
-    return {group: float("inf") if any(a is None or b is None for a, b in found)
-            else relative_difference(torch.cat([a.flatten() for a, _ in found]), torch.cat([b.flatten() for _, b in found]))
-            for group, found in pairs.items()}
+    return {group: pooled_difference(found) for group, found in pairs.items()}
+
+
+def pooled_difference(found: list[tuple[torch.Tensor | None, torch.Tensor | None]]) -> float:
+    """``relative_difference`` over a group's (ours, theirs) gradients flattened together, so that
+    the layers share one scale; infinite when a side has none."""
+    if any(ours is None or theirs is None for ours, theirs in found):
+        return float("inf")
+    return relative_difference(torch.cat([ours.flatten() for ours, _ in found]),
+                               torch.cat([theirs.flatten() for _, theirs in found]))
 
 
 def parity_row(official: Official, arch: Arch, method: str, args: argparse.Namespace, device: torch.device) -> Row:
@@ -474,7 +481,9 @@ def timing_rows(official: Official, arch: Arch, args: argparse.Namespace, device
     for variant in variants(auto, not args.no_compile):
         ours = build_ours(arch, "vpt-deep", args).to(device)
         ours.set_lean(variant.lean)
-        model = build_official(official, arch, ours, "vpt-deep", args.prompt_len).to(device) if variant.code == "official" else ours
+        model = ours
+        if variant.code == "official":
+            model = build_official(official, arch, ours, "vpt-deep", args.prompt_len).to(device)
         sides[variant] = make_side(model, images, labels, variant.precision, variant.compiled)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = interleaved_timings({v.name: s.train_step for v, s in sides.items()}, rounds=args.rounds,
@@ -556,18 +565,22 @@ def memory_source(device: torch.device) -> str:
 def parity_table(parity: list[Row]) -> str:
     """Logit and gradient differences, with the trainable counts of both sides."""
     first = parity[0]
+    has_vapt = any(r["method"] == "vapt" for r in parity)
+    codes = "; ".join(code for code, shown in (("VPT: KMnP/vpt", any(r["method"] != "vapt" for r in parity)),
+                                               ("VAPT: Minhchuyentoancbn/VAPT", has_vapt)) if shown)
+    vapt_parts = "; VAPT's generators and feature projector too" if has_vapt else ""
     columns: list[Column] = [
         ("model", lambda r: r["model"]),
         ("method", lambda r: r["method"]),
-        ("max |Δ logit|", lambda r: f"{r['max_abs_logit_diff']:.1e}"),
-        ("max |logit|", lambda r: f"{r['max_abs_logit']:.2f}"),
+        ("max abs. Δ logit", lambda r: f"{r['max_abs_logit_diff']:.1e}"),
+        ("max abs. logit", lambda r: f"{r['max_abs_logit']:.2f}"),
         ("max rel. Δ grad", lambda r: f"{r['max_rel_grad_diff']:.1e}"),
         ("trainable ours / official", lambda r: f"{r['trainable_params_ours']:,} / {r['trainable_params_official']:,}"),
     ]
     caption = (
-        f"Parity with the official code (VPT: KMnP/vpt; VAPT: Minhchuyentoancbn/VAPT): the same random-init ViT "
-        f"in both, our weights, prompts (p = {first['prompt_len']}; VAPT's generators and feature projector "
-        f"too) and linear head copied into theirs; eval mode, one batch of {first['batch']}, "
+        f"Parity with the official code ({codes}): the same random-init ViT "
+        f"in both, our weights, prompts (p = {first['prompt_len']}{vapt_parts}) and linear head copied into "
+        f"theirs; eval mode, one batch of {first['batch']}, "
         f"{first['num_classes']} classes, on {first['device']}; gradients of one backward pass (every "
         f"trainable tensor) relative to their largest magnitude, the largest over the kinds of tensor."
     )
@@ -643,7 +656,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grad-tolerance", type=float, default=1e-3,
                         help="largest gradient difference allowed, relative to the gradient's largest magnitude")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
-    parser.add_argument("--parity-only", action="store_true", help="check parity and time nothing (with --out: the JSON rows only)")
+    parser.add_argument("--parity-only", action="store_true", help="check parity and time nothing (the committed docs/results/official_parity.json)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     if args.official_vpt is None and args.official_vapt is None:
@@ -670,7 +683,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.parity_only or official is None:
         if official is None and not args.parity_only:
             print("[vs_official] no --official-vpt: parity only (the timing compares VPT-deep)", file=sys.stderr)
-        write_outputs(parity, parity_table(parity), args.out, quick=True)
+        write_outputs(parity, parity_table(parity), args.out, args.quick)
         return
     timing = []
     for run in range(args.runs):

@@ -36,12 +36,14 @@ from vprompt.backbones import BackboneSpec, create_backbone, zoo_twin
 from vprompt.families import find_family
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
 from vprompt.model import PromptedModel, create_model
+from vprompt.records import backbone_identity, open_records, task_identity
 from vprompt.report import spread
 from vprompt.sweep import Run, execute
 from vprompt.train import TrainConfig
 from vprompt.zoo import find_card, list_cards
 
 PROBE_STRENGTHS = (0.01, 0.1, 1.0, 10.0)
+SPLITS = ("train800", "val200", "train800val200", "test")
 METHODS = ("probe", "vpt-deep", "vp")
 PROMPT_OPTIONS: dict[str, dict[str, Any]] = {"vpt-deep": {"prompt_len": 8}, "vp": {"template": "expansive"}}
 BASE_LRS: dict[str, tuple[float, ...]] = {"vpt-deep": (0.1, 0.3), "vp": (0.2,)}
@@ -130,6 +132,9 @@ def main() -> None:
     parser.add_argument("--no-twins", action="store_true", help="skip the random-init twins of trained methods")
     parser.add_argument("--work", type=Path, default=Path("bench-work/zoo_transfer"),
                         help="scratch folder for the suite and the runs; a rerun reads finished runs back (use a new one after rebuilding a zoo model)")
+    parser.add_argument("--records", type=Path,
+                        help="folder of run records (docs/results/zoo_transfer/runs for the committed table): "
+                             "a recorded run is read back instead of rerun, every finished one is recorded")
     parser.add_argument("--merge", nargs="+", type=Path,
                         help="only combine the JSON rows of earlier runs into one table (and --out)")
     args = parser.parse_args()
@@ -141,6 +146,7 @@ def main() -> None:
     rates = BASE_LRS | ({"vpt-deep": tuple(args.vpt_lrs)} if args.vpt_lrs else {})
     if args.quick:
         args.tasks, args.epochs = args.tasks or ["digits", "sprites_location"], min(args.epochs, 2)
+    records = open_records(args.records, "auto")
     rows: list[Row] = []
     chosen_rates: dict[tuple[str, str, str, str], float] = {}
     for seed in args.seeds or [args.seed]:
@@ -152,22 +158,35 @@ def main() -> None:
                 if method == "vpt-deep" and not vit or method != "probe" and weights == "random" and args.no_twins:
                     continue
                 for task_dir in task_dirs:
-                    started = time.perf_counter()
                     key = (name, weights, method, task_dir.name)
-                    if method == "probe":
-                        result = probe_accuracy(spec, task_dir)
-                    else:
-                        result = prompt_accuracy(spec, task_dir, method, args.epochs, seed,
-                                                 args.work / f"runs-seed{seed}" / f"{name}-{weights}" / task_dir.name
-                                                 / method, rates[method], chosen_rates.get(key))
+
+                    def run(method: str = method, spec: BackboneSpec = spec, task_dir: Path = task_dir,
+                            seed: int = seed, folder: str = f"{name}-{weights}", key: tuple = key) -> Row:
+                        started = time.perf_counter()
+                        if method == "probe":
+                            result = probe_accuracy(spec, task_dir)
+                        else:
+                            result = prompt_accuracy(spec, task_dir, method, args.epochs, seed,
+                                                     args.work / f"runs-seed{seed}" / folder / task_dir.name / method,
+                                                     rates[method], chosen_rates.get(key))
+                        return result | {"seconds": round(time.perf_counter() - started, 1)}
+
+                    settings = {"model": name, "weights": weights, "backbone": backbone_identity(spec),
+                                "method": method, "data": task_identity(str(task_dir), SPLITS), "seed": seed,
+                                "epochs": None if method == "probe" else args.epochs,
+                                "rates": PROBE_STRENGTHS if method == "probe" else rates[method],
+                                "base_lr": chosen_rates.get(key), "options": PROMPT_OPTIONS.get(method)}
+                    result = records.reuse_or_run(settings, run) if records else run()
+                    if method != "probe":
                         chosen_rates.setdefault(key, result["base_lr"])
                     info = task_info(task_dir)
                     rows.append({"model": name, "weights": weights, "method": method, "task": task_dir.name,
                                  "group": info.group, "num_classes": info.num_classes, "chance": 1 / info.num_classes,
-                                 "seed": seed, "epochs": None if method == "probe" else args.epochs,
-                                 "seconds": round(time.perf_counter() - started, 1)} | result)
+                                 "seed": seed, "epochs": None if method == "probe" else args.epochs} | result)
                     print(f"{name:24s} {weights:6s} {method:8s} {task_dir.name:20s} seed {seed} {result['acc']:.3f}",
                           flush=True)
+    if records is not None:
+        print(records.summary())
     write_outputs(rows, summary_table(rows), args.out, args.quick)
 
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from conftest import tiny_vit_spec
+from vprompt.cli import main
 from vprompt.data import write_synthetic_suite
 from vprompt.errors import ConfigError
 from vprompt.records import RunRecords, settings_digest
 from vprompt.recipes.vapt import VAPTReproduction, run_vapt_reproduction
 from vprompt.sweep import Protocol
 from vprompt.train import TrainConfig
+from vprompt.transfer import transfer_method_names
 
 
 def test_a_record_is_found_by_its_settings_in_any_key_order(tmp_path):
@@ -70,14 +73,40 @@ def test_reproduce_vapt_from_some_records_runs_only_the_missing_ones_and_builds_
 
     full = tmp_path / "full-records"
     rows, table = reproduce("scratch", full)
-    recorded = sorted(full.glob("*.json"))
+    recorded = sorted(p.name for p in full.glob("*.json"))
     assert len(recorded) == 4 * (2 + 2)  # every method: two grid points on val200, then two seeds
-    kept = tmp_path / "some-records"
+    missing = partial_copy(full, tmp_path / "kept")
+    assert reproduce("resumed", tmp_path / "kept") == (rows, table)
+    assert sorted(p.name for p in (tmp_path / "kept").glob("*.json")) == recorded
+    # only the runs without a record trained, in the new folder
+    assert len(list((tmp_path / "resumed" / "runs").rglob("metrics.json"))) == missing
+
+
+TINY = ["--model", "vit_tiny_patch16_224", "--model-arg", "img_size=16", "patch_size=4", "embed_dim=32", "depth=2",
+        "num_heads=2"]
+
+
+def partial_copy(full: Path, kept: Path) -> int:
+    """Copy every other record of ``full`` into ``kept``; the number left out."""
+    recorded = sorted(full.glob("*.json"))
     kept.mkdir()
     for path in recorded[::2]:
         shutil.copy(path, kept)
-    assert reproduce("resumed", kept) == (rows, table)
-    assert sorted(p.name for p in kept.glob("*.json")) == [p.name for p in recorded]
-    retrained = {p.parent.name for p in (tmp_path / "resumed" / "runs").rglob("metrics.json")}
-    assert len(list((tmp_path / "resumed" / "runs").rglob("metrics.json"))) == len(recorded) - len(recorded[::2])
-    assert retrained  # the missing runs did train, in the new folder
+    return len(recorded) - len(recorded[::2])
+
+
+@pytest.mark.slow  # two tiny end-to-end recipes
+def test_reproduce_hgprompt_from_some_records_runs_only_the_missing_ones_and_builds_the_same_table(tmp_path, capsys):
+    def reproduce(name: str, records: Path) -> str:
+        main(["reproduce", "hgprompt", "--quick", "--out", str(tmp_path / name), "--tasks", "digits", "count",
+              "--prompt-len", "2", "--seeds", "0", "--records", str(records), *TINY])
+        return (tmp_path / name / "results.md").read_text()
+
+    table = reproduce("scratch", tmp_path / "full")
+    assert len(list((tmp_path / "full").glob("*.json"))) == 2 * len(transfer_method_names())
+    missing = partial_copy(tmp_path / "full", tmp_path / "kept")
+    capsys.readouterr()
+    assert reproduce("resumed", tmp_path / "kept") == table
+    assert f"[records] {2 * len(transfer_method_names()) - missing} runs read back" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "kept").glob("*.json")) == sorted(
+        p.name for p in (tmp_path / "full").glob("*.json"))

@@ -70,6 +70,9 @@ RESULTS = [
      "python benchmarks/lean_forward.py --out docs/results/lean_forward.json"),
     ("vs_official.md", "VPT against the official VPT code: parity and step cost",
      "python benchmarks/vs_official.py --official-vpt PATH --out docs/results/vs_official.json"),
+    ("official_parity.md", "VPT and VAPT against their official code: logits and gradients at ViT-B/16",
+     "python benchmarks/vs_official.py --parity-only --official-vpt PATH --official-vapt PATH --batch 2 "
+     "--out docs/results/official_parity.json"),
     ("vapt_differences.md", "VAPT: vprompt's reconstruction against the official code",
      "read from the official source, by hand"),
     ("precision.md", "bf16 autocast against fp32 on a CPU: steps, the demo end to end, accuracies",
