@@ -37,8 +37,12 @@ def assert_score(mean: str, spread: str, rows: Rows, metric: str, where: str) ->
     """``mean`` and what follows it: `` ± std``, `` ± <0.001`` (a spread below the last digit), or
     `` (n = 1)`` / `` (n = 3, equal)`` (one seed, or seeds that agree exactly)."""
     true_mean, true_std = over_seeds(rows, metric)
-    seeds = len({r["seed"] for r in rows})
-    assert close(mean, true_mean), f"{where}: prints {metric} {mean}, the rows give {true_mean:.5f}"
+    assert_spread(mean, spread, true_mean, true_std, len({r["seed"] for r in rows}), f"{where} ({metric})")
+
+
+def assert_spread(mean: str, spread: str, true_mean: float, true_std: float, seeds: int, where: str) -> None:
+    """A printed mean and spread against the mean and sample std of ``seeds`` values."""
+    assert close(mean, true_mean), f"{where}: prints {mean}, the rows give {true_mean:.5f}"
     if spread.startswith(" ± <"):
         assert seeds > 1 and 0 < true_std < float(spread[4:]) / 2 + 1e-12, (where, spread, true_std)
     elif spread.startswith(" ± "):
@@ -76,8 +80,8 @@ INHERITED = re.compile(rf"- \(1\) Inherited robustness: (.+?)'s AutoAttack accur
                        rf"source vs {SCORE} on the standard one \(PGD {SCORE} vs {SCORE}\)\.")
 TRADE_OFF = re.compile(rf"- \(2\) Trade-off: (.+?)'s clean accuracy is {SCORE} on the robust source vs {SCORE} "
                        r"on the standard one\.")
-CHANGE = re.compile(rf"- \((\w+)\) (\S+) on the (\w+) source: clean ({NUMBER}), AutoAttack ({NUMBER}), "
-                    rf"PGD ({NUMBER}) against (\S+)\.")
+CHANGE = re.compile(rf"- \((\w+)\) (\S+) on the (\w+) source, paired by seed: clean {SCORE}, AutoAttack {SCORE}, "
+                    rf"PGD {SCORE} against (\S+)\.")
 
 
 def check_robustness_report(text: str, rows: Rows, labels: dict[str, str],
@@ -110,10 +114,12 @@ def check_robustness_report(text: str, rows: Rows, labels: dict[str, str],
             assert_score(match[4], match[5], of("standard", method), "clean_acc", line)
             seen.append(("2", method))
         elif match := CHANGE.fullmatch(line):
-            number, method, kind, clean, autoattack, pgd, base = match.groups()
-            for printed, metric in ((clean, "clean_acc"), (autoattack, "robust_acc_aa"), (pgd, "robust_acc_pgd")):
-                change = over_seeds(of(kind, method), metric)[0] - over_seeds(of(kind, base), metric)[0]
-                assert close(printed, change), f"{line}: {metric} changes by {change:+.5f} in the rows"
+            number, method, kind, *printed, base = match.groups()
+            for k, metric in enumerate(("clean_acc", "robust_acc_aa", "robust_acc_pgd")):
+                seeds = sorted({r["seed"] for r in of(kind, method)})
+                changes = [over_seeds([r for r in of(kind, method) if r["seed"] == s], metric)[0]
+                           - over_seeds([r for r in of(kind, base) if r["seed"] == s], metric)[0] for s in seeds]
+                assert_spread(printed[2 * k], printed[2 * k + 1], *mean_std(changes), len(seeds), f"{line}: {metric}")
             seen.append((number, method, kind, base))
         else:
             raise AssertionError(f"an answer line of no known form: {line}")
@@ -147,6 +153,7 @@ def check_robustness_report(text: str, rows: Rows, labels: dict[str, str],
 # --- reproduce hgprompt -----------------------------------------------------------------------------
 
 WINS = re.compile(r"Targets where HGPrompt's mean beats the baseline's: (.*)\.")
+PAIRED = re.compile(r"HGPrompt − the best baseline \((\S+), .*?\), mean over targets paired by seed: (.*)\.")
 
 
 def check_hgprompt_report(text: str, rows: Rows) -> None:
@@ -201,3 +208,19 @@ def check_hgprompt_report(text: str, rows: Rows) -> None:
             first, last = cells[2 * k + 1].split(" → ")
             assert close(first, statistics.mean(r["search"][0]["h_score"] for r in runs)), (target, method, first)
             assert close(last, statistics.mean(r["search"][-1]["h_score"] for r in runs)), (target, method, last)
+
+    paired = PAIRED.search(text)
+    assert paired, "no line pairing HGPrompt with the best baseline by seed"
+    baselines = [m for m in methods if m not in ("hgprompt", "hgprompt-no-gar", "oracle")]
+    seeds = sorted({r["seed"] for r in rows})
+
+    def seed_mean(method: str, seed: int) -> float:
+        return statistics.mean(r["test_acc"] for r in rows if r["method"] == method and r["seed"] == seed)
+
+    best = max(baselines, key=lambda m: statistics.mean(seed_mean(m, s) for s in seeds))
+    assert paired[1] == best, f"best baseline printed {paired[1]}, the rows give {best}"
+    printed = re.findall(r"seed (\d+) ([+-]\d+\.\d+)", paired[2])
+    assert [int(s) for s, _ in printed] == seeds
+    for (seed, difference) in printed:
+        expected = seed_mean("hgprompt", int(seed)) - seed_mean(best, int(seed))
+        assert close(difference.lstrip("+"), expected), (seed, difference, expected)

@@ -73,7 +73,7 @@ VALID: dict[str, tuple[list[str], list[str]]] = {
 
 NOT_A_FOLDER = ["{file}/sub"]  # a path that cannot be created: its parent is a file
 BAD: dict[str, list[list[str]]] = {
-    "--out": [NOT_A_FOLDER], "--work": [NOT_A_FOLDER],
+    "--out": [NOT_A_FOLDER], "--work": [NOT_A_FOLDER], "--records": [NOT_A_FOLDER],
     "--data": [["{missing}"]], "--prompt": [["{missing}"], ["{file}"]], "--target": [["{missing}"]],
     "--bank": [["{missing}"]],
     "--split": [["train9000"]], "--train-split": [["train9000"]], "--eval-split": [["train9000"]],

@@ -3,8 +3,10 @@ runs and builds the same table as a run from scratch; a folder holds one precisi
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,23 @@ def test_reproduce_hgprompt_from_some_records_runs_only_the_missing_ones_and_bui
     assert f"[records] {2 * len(transfer_method_names()) - missing} runs read back" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "kept").glob("*.json")) == sorted(
         p.name for p in (tmp_path / "full").glob("*.json"))
+
+
+@pytest.mark.slow  # two linear probes, twice
+def test_zoo_transfer_reads_recorded_runs_back_and_prints_the_same_rows(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
+    zoo_transfer = importlib.import_module("zoo_transfer")
+
+    def transfer(name: str) -> list[dict]:
+        monkeypatch.setattr(sys, "argv", [
+            "zoo_transfer.py", "--quick", "--models", "fractal-vit", "--methods", "probe", "--tasks", "digits",
+            "--work", str(tmp_path / name), "--records", str(tmp_path / "records"), "--out", str(tmp_path / f"{name}.json")])
+        zoo_transfer.main()
+        return json.loads((tmp_path / f"{name}.json").read_text())
+
+    first = transfer("first")
+    assert [(r["weights"], r["method"]) for r in first] == [("zoo", "probe"), ("random", "probe")]
+    assert "0 runs read back" in capsys.readouterr().out
+    assert transfer("again") == first
+    assert "[records] 2 runs read back" in capsys.readouterr().out
+    sys.modules.pop("zoo_transfer", None)

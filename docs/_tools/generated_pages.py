@@ -46,20 +46,23 @@ RESULTS = [
     ("step_cost_families.md", "Training-step cost on DINOv3 (Eva) and Swin",
      "python benchmarks/step_cost.py --families --out docs/results/step_cost_families.json"),
     ("zoo_transfer.md", "Zoo models against their random-init twins on the synthetic suite",
-     "python benchmarks/zoo_transfer.py --out docs/results/zoo_transfer.json"),
+     "python benchmarks/zoo_transfer.py --models fractal-vit --methods probe vpt-deep --seeds 0 1 2 "
+     "--records docs/results/zoo_transfer/runs --out docs/results/zoo_transfer.json"),
     ("zoo_transfer_probe.md", "The rebuilt zoo ViT's linear probe against its random twin, 3 seeds",
      "python benchmarks/zoo_transfer.py --models fractal-vit --methods probe --seeds 0 1 2 "
      "--out docs/results/zoo_transfer_probe.json"),
     ("demo.md", "vprompt demo at its defaults (3 tasks, linear, VPT-deep, VAPT), 3 seeds, timed",
-     "python benchmarks/demo_table.py --out docs/results/demo.json"),
+     "python benchmarks/demo_table.py --records docs/results/demo/runs --out docs/results/demo.json"),
     ("vapt/results.md", "VAPT against VPT and the linear probe (offline)",
-     "vprompt reproduce vapt --base-lrs 0.02 --weight-decays 0.0001 --out docs/results/vapt"),
+     "vprompt reproduce vapt --records docs/results/vapt/runs --out bench-work/vapt, then its results.json "
+     "and results.md copied to docs/results/vapt"),
     ("pbl/results.md", "Pixel VP and PBL on standard and robust sources",
      "vprompt reproduce pbl --out docs/results/pbl"),
     ("robust_tokens/results.md", "Token prompts on the standard and robust zoo ViT (partial: objects, seed 0, token methods)",
      "vprompt reproduce robust-tokens --tasks objects --seeds 0 --methods linear vpt-deep vapt --out docs/results/robust_tokens"),
     ("hgprompt/results.md", "Multi-source transfer: HGPrompt and its baselines",
-     "vprompt reproduce hgprompt --out docs/results/hgprompt"),
+     "vprompt reproduce hgprompt --records docs/results/hgprompt/runs --out bench-work/hgprompt, then its "
+     "results.json, results.md and weights.png copied to docs/results/hgprompt"),
     ("transfer_cost.md", "Cost of HGPrompt's weight search",
      "python benchmarks/transfer_cost.py --out docs/results/transfer_cost.json"),
     ("sweep_resume.md", "A Ray sweep killed half-way and restarted",

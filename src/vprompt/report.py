@@ -21,22 +21,23 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def spread_text(mean: float, std: float, count: int, digits: int = 3) -> str:
+def spread_text(mean: float, std: float, count: int, digits: int = 3, signed: bool = False) -> str:
     """``mean ± std`` over ``count`` seeds, as every table writes it. One seed has no spread to show,
     so the cell says how many there were (``0.660 (n = 1)``), and a spread below the last digit is
-    written as such, never as a spread of zero."""
+    written as such, never as a spread of zero. ``signed``: a difference, written ``+0.012``."""
+    shown = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
     if count == 1:
-        return f"{mean:.{digits}f} (n = 1)"
+        return f"{shown} (n = 1)"
     if std == 0:
-        return f"{mean:.{digits}f} (n = {count}, equal)"
+        return f"{shown} (n = {count}, equal)"
     floor = 0.5 * 10 ** -digits
-    return f"{mean:.{digits}f} ± " + (f"<{2 * floor:.{digits}f}" if std < floor else f"{std:.{digits}f}")
+    return f"{shown} ± " + (f"<{2 * floor:.{digits}f}" if std < floor else f"{std:.{digits}f}")
 
 
-def spread(values: Sequence[float]) -> str:
-    """The mean ± sample std of ``values`` as ``spread_text`` writes it."""
+def spread(values: Sequence[float], signed: bool = False) -> str:
+    """The mean ± sample std of ``values`` as ``spread_text`` writes it (``signed``: a difference)."""
     mean, std = mean_std(values)
-    return spread_text(mean, std, len(values))
+    return spread_text(mean, std, len(values), signed=signed)
 
 
 def mean_of_group_means(by_task: dict[str, float], groups: dict[str, str]) -> float:

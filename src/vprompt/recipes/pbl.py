@@ -86,7 +86,7 @@ class PBLReproduction(Validated):
     robust: str = SOURCES["robust"]
     """The robust source, named like --standard (e.g. resnet50 with Salman et al.'s checkpoint)."""
     robust_weights: Annotated[Path, Existing()] | None = None
-    records: Path | None = None
+    records: Annotated[Path, Writable()] | None = None
     """Folder of run records (docs/results/<table>/runs for a committed table): a run recorded there
     is read back instead of rerun, and every finished run is recorded."""
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from vprompt.report import markdown_table, mean_std, new_figure, save_figure, spread_text
+from vprompt.report import markdown_table, mean_std, new_figure, save_figure, spread, spread_text
 
 METRICS = (("clean_acc", "clean"), ("robust_acc_pgd", "PGD"), ("robust_acc_aa", "AutoAttack"))
 PROMPT_PICTURE_SCALE = 4
@@ -60,24 +60,34 @@ def inherited_lines(means: Means, method: str, label: str) -> list[str]:
             f"{score(standard['clean_acc'])} on the standard one."]
 
 
-def change_lines(means: Means, base_method: str, number: str, methods: Callable[[str], bool]) -> list[str]:
-    """Each chosen method's change in clean and robust accuracy against ``base_method`` on the same source."""
+def change_lines(rows: list[dict[str, Any]], base_method: str, number: str,
+                 methods: Callable[[str], bool]) -> list[str]:
+    """Each chosen method's change in clean and robust accuracy against ``base_method`` on the same
+    source, paired by seed (each seed's task mean minus the base's), with its spread over seeds."""
+    groups = grouped(rows, "source_kind", "method")
     lines = []
-    for (kind, method), scores in sorted(means.items()):
-        base = means.get((kind, base_method))
+    for (kind, method), group in sorted(groups.items()):
+        base = groups.get((kind, base_method))
         if method == base_method or base is None or not methods(method):
             continue
-        deltas = {m: scores[m][0] - base[m][0] for m in ("clean_acc", "robust_acc_aa", "robust_acc_pgd")}
-        lines.append(f"- ({number}) {method} on the {kind} source: clean {deltas['clean_acc']:+.3f}, "
-                     f"AutoAttack {deltas['robust_acc_aa']:+.3f}, PGD {deltas['robust_acc_pgd']:+.3f} "
-                     f"against {base_method}.")
+        deltas = {metric: spread(paired_changes(group, base, metric), signed=True)
+                  for metric in ("clean_acc", "robust_acc_aa", "robust_acc_pgd")}
+        lines.append(f"- ({number}) {method} on the {kind} source, paired by seed: clean {deltas['clean_acc']}, "
+                     f"AutoAttack {deltas['robust_acc_aa']}, PGD {deltas['robust_acc_pgd']} against {base_method}.")
     return lines
+
+
+def paired_changes(rows: list[dict[str, Any]], base: list[dict[str, Any]], metric: str) -> list[float]:
+    """Per seed of ``rows``: its task mean of ``metric`` minus the same seed's in ``base``."""
+    def seed_mean(picked: list[dict[str, Any]], seed: int) -> float:
+        return statistics.mean(row[metric] for row in picked if row["seed"] == seed)
+
+    return [seed_mean(rows, seed) - seed_mean(base, seed) for seed in sorted({row["seed"] for row in rows})]
 
 
 def answers(rows: list[dict[str, Any]]) -> list[str]:
     """The seed's three questions, answered from the rows in words (whatever they show)."""
-    means = method_means(rows)
-    return inherited_lines(means, "vp", "VP") + change_lines(means, "vp", "3", lambda m: m.startswith("vp+pbl"))
+    return inherited_lines(method_means(rows), "vp", "VP") + change_lines(rows, "vp", "3", lambda m: m.startswith("vp+pbl"))
 
 
 def results_markdown(rows: list[dict[str, Any]], summary: str,

@@ -74,5 +74,5 @@ def token_answers(rows: list[dict[str, Any]]) -> list[str]:
     means = method_means(rows)
     methods = list(dict.fromkeys(method for _, method in means))
     lines = [line for method in methods if method in LABELS for line in inherited_lines(means, method, LABELS[method])]
-    lines += change_lines(means, "vpt-deep", "3", lambda method: method == "vapt")
-    return lines + change_lines(means, "vp", "PBL", lambda method: method.startswith("vp+pbl"))
+    lines += change_lines(rows, "vpt-deep", "3", lambda method: method == "vapt")
+    return lines + change_lines(rows, "vp", "PBL", lambda method: method.startswith("vp+pbl"))

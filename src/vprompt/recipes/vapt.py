@@ -57,7 +57,7 @@ class VAPTReproduction(Validated):
     """Override the protocol's seeds."""
     epochs: Annotated[int, at_least(1)] | None = None
     """Override the protocol's epochs."""
-    records: Path | None = None
+    records: Annotated[Path, Writable()] | None = None
     """Folder of run records (docs/results/vapt/runs for the committed table): recorded runs are read
     back instead of rerun, and every finished run is recorded there."""
 
