@@ -379,17 +379,21 @@ def expand_tasks(specs: Sequence[str]) -> list[str]:
 
 def run_sweep(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backbone: BackboneSpec,
               protocol: Protocol, out: Path, executor: LocalExecutor | RayExecutor | None = None,
-              progress: bool = True, download: bool = False) -> list[dict[str, Any]]:
+              progress: bool = True, download: bool = False,
+              records: RunRecords | None = None) -> list[dict[str, Any]]:
     """``run_protocol``, then ``out/results.json`` (one row per task × method × seed) and
     ``out/results.md`` (the table under both averaging conventions). With ``download``,
-    torchvision sets missing on disk are fetched once, here, before any run starts."""
+    torchvision sets missing on disk are fetched once, here, before any run starts; with
+    ``records``, recorded runs are read back and finished ones recorded."""
     from vprompt.report import write_rows
 
     tasks = expand_tasks(tasks)
     if download:
         for task in tasks:
             open_task(task, download=True)
-    rows = run_protocol(tasks, methods, backbone, protocol, out, executor, progress)
+    rows = run_protocol(tasks, methods, backbone, protocol, out, executor, progress, records)
+    if records is not None and progress:
+        print(records.summary())
     write_rows(rows, out / "results.json")
     (out / "results.md").write_text(protocol_header(protocol, backbone) + "\n\n" + protocol_table(rows) + "\n")
     return rows

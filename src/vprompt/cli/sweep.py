@@ -52,6 +52,9 @@ class Sweep(Validated):
     """Fetch torchvision sets and Hugging Face datasets that are not on disk (once, before the runs start)."""
     columns: ColumnArgs = field(default_factory=ColumnArgs)
     """Image and label columns of every Hugging Face dataset in --data."""
+    records: Annotated[Path, Writable()] | None = None
+    """Folder of run records, e.g. one kept in git: a run recorded there is read back instead of
+    rerun, every finished run is recorded, so a sweep continues on another machine."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,6 +69,7 @@ class Sweep(Validated):
 
     def run(self) -> None:
         from vprompt.cli.config_file import write_config
+        from vprompt.records import open_records
         from vprompt.sweep import make_executor, run_sweep
 
         refuse_single_seed(self.train)
@@ -73,7 +77,7 @@ class Sweep(Validated):
         executor = make_executor(self.ray, self.cpus_per_run, self.gpus_per_run, ray_timeout=self.ray_timeout)
         tasks = [self.columns.on(task) for task in self.data]
         run_sweep(tasks, {m: dict(self.options) for m in self.methods}, self.backbone.spec(), protocol, self.out,
-                  executor, download=self.download)
+                  executor, download=self.download, records=open_records(self.records, self.train.mixed_precision))
         write_config(self, self.out)
         print((self.out / "results.md").read_text())
         print(f"results: {self.out / 'results.json'}")
