@@ -19,9 +19,10 @@ from pathlib import Path
 from _common import (Row, available_cores, base_parser, markdown_table, run_demo_process, seed_means, setup,
                      write_outputs)
 from vprompt.hardware import cpu_has_amx_bf16, cpu_has_avx512_bf16
-from vprompt.records import open_records
+from vprompt.records import backbone_identity, open_records
 from vprompt.report import spread
 from vprompt.recipes.demo import DEMO_BACKBONE, DEMO_METHODS, DemoConfig, demo_train_config
+from vprompt.sweep import learned_settings
 
 PRESETS = Path(__file__).parent.parent / "src" / "vprompt" / "presets" / "vprompt_demo.json"
 
@@ -105,7 +106,9 @@ def main() -> None:
                                         "cpu": cpu_description()} for row in results]}
 
             settings = {"seed": seed, "tasks": args.tasks, "epochs": args.epochs, "mixed_precision": args.mixed_precision,
-                        "amx_bf16": cpu_has_amx_bf16()}  # the demo's time is the point: one CPU class per table
+                        "backbone": backbone_identity(DEMO_BACKBONE), "methods": DEMO_METHODS,
+                        "train": learned_settings(demo_train_config(DemoConfig())),
+                        "cpu": cpu_description()}  # the demo's time is the point: one kind of CPU per record
             rows += (records.reuse_or_run(settings, run) if records else run())["rows"]
     if records is not None:
         print(records.summary())

@@ -35,6 +35,7 @@ from _common import Row, base_parser, markdown_table, seed_means, setup, write_o
 from vprompt.backbones import BackboneSpec, create_backbone, zoo_twin
 from vprompt.families import find_family
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
+from vprompt.data.filelist import SPLITS
 from vprompt.model import PromptedModel, create_model
 from vprompt.records import backbone_identity, open_records, task_identity
 from vprompt.report import spread
@@ -43,7 +44,6 @@ from vprompt.train import TrainConfig
 from vprompt.zoo import find_card, list_cards
 
 PROBE_STRENGTHS = (0.01, 0.1, 1.0, 10.0)
-SPLITS = ("train800", "val200", "train800val200", "test")
 METHODS = ("probe", "vpt-deep", "vp")
 PROMPT_OPTIONS: dict[str, dict[str, Any]] = {"vpt-deep": {"prompt_len": 8}, "vp": {"template": "expansive"}}
 BASE_LRS: dict[str, tuple[float, ...]] = {"vpt-deep": (0.1, 0.3), "vp": (0.2,)}

@@ -19,7 +19,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,25 @@ def precision_name(mixed_precision: str) -> str:
     return "fp32" if resolved == "no" else resolved
 
 
+def canonical(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings as a record keeps them: plain JSON (paths as text), and a whole-number float as
+    the int it equals, so ``--base-lrs 50`` and a default of ``50.0`` name the same run."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [plain(item) for item in value]
+        return value
+
+    return plain(json.loads(json.dumps(settings, default=str)))
+
+
 def settings_digest(settings: dict[str, Any]) -> str:
     """A short digest of the settings (key order ignored): the record's file name."""
-    canonical = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    text = json.dumps(canonical(settings), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @functools.cache
@@ -56,7 +71,8 @@ def file_digest(path: Path) -> str:
 
 
 def backbone_identity(spec: BackboneSpec) -> dict[str, Any]:
-    """The spec, plus the digest of the weights file behind a zoo name or a checkpoint."""
+    """The spec, plus the digest of the weights file behind a zoo name or a checkpoint (which then
+    replaces the checkpoint's path: another machine keeps it elsewhere)."""
     identity = spec.to_dict()
     weights: str | None = spec.checkpoint
     if spec.name.startswith("zoo:"):
@@ -65,31 +81,40 @@ def backbone_identity(spec: BackboneSpec) -> dict[str, Any]:
         weights = find_card(spec.name.removeprefix("zoo:"))["weights"]
     if weights and Path(weights).is_file():
         identity["weights_sha256"] = file_digest(Path(weights))
+        identity.pop("checkpoint", None)
     return identity
 
 
 def task_identity(task: str, splits: tuple[str, ...]) -> dict[str, Any]:
-    """The task's name and, for a task folder, the digests of the split lists a run reads (their
-    labels differ between suite seeds); other data specs are named as given."""
-    from vprompt.data.filelist import split_file
+    """The task's name and, for a VTAB-1k-layout folder, the digests of the split lists a run reads
+    (their labels differ between suite seeds) and of its ``task.json`` (a synthetic suite's seed and
+    image size); other data specs (torchvision, Hugging Face, FGVC, image folders) are named as
+    given, with no digest of their content."""
+    from vprompt.data.filelist import SPLITS, TASK_FILE, split_file
 
     folder = Path(task)
-    lists = {split: split_file(folder, split) for split in splits}
-    if folder.is_dir() and all(path.is_file() for path in lists.values()):
-        return {"task": folder.name} | {f"{split}_sha256": file_digest(path) for split, path in lists.items()}
-    return {"task": task}
+    if not (folder.is_dir() and set(splits) <= set(SPLITS)):
+        return {"task": task}
+    lists = {f"{split}_sha256": split_file(folder, split) for split in splits}
+    if (folder / TASK_FILE).is_file():
+        lists["task_json_sha256"] = folder / TASK_FILE
+    if not all(path.is_file() for path in lists.values()):
+        return {"task": task}
+    return {"task": folder.name} | {key: file_digest(path) for key, path in lists.items()}
 
 
 @functools.cache
 def source_commit() -> str | None:
-    """The git commit of the source tree vprompt runs from (with ``+dirty`` when it has changes), or
-    None outside a checkout: a record says which code made it."""
+    """The git commit of the source tree vprompt runs from (with ``+dirty`` when ``src`` or
+    ``benchmarks`` has changes), or None outside a checkout: a record says which code made it."""
     root = Path(__file__).resolve().parents[2]
+    if root / "src" / "vprompt" != Path(__file__).resolve().parent:  # an installed copy, not a checkout
+        return None
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "src"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "src",
+                                "benchmarks"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "")
@@ -128,6 +153,10 @@ class RunRecords:
 
     folder: Path
     precision: str
+    reused: int = field(default=0, init=False)
+    """Runs read back so far."""
+    added: int = field(default=0, init=False)
+    """Runs recorded so far."""
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
@@ -136,8 +165,13 @@ class RunRecords:
             raise ConfigError(f"{self.folder} holds {', '.join(others)} records and this run trains in "
                               f"{self.precision}: a table uses one precision (VPROMPT_AUTO_PRECISION=no makes auto fp32; "
                               f"or give another --records folder)")
-        self.reused = 0
-        self.added = 0
+
+    @property
+    def mixed_precision(self) -> str:
+        """The folder's precision as ``TrainConfig.mixed_precision`` names it: the runs are pinned to it,
+        so a worker whose ``auto`` resolves otherwise (another machine, a Ray task without a GPU) cannot
+        record another."""
+        return "no" if self.precision == "fp32" else self.precision
 
     def records(self) -> list[dict[str, Any]]:
         """Every record in the folder, in file-name order."""
@@ -161,8 +195,9 @@ class RunRecords:
         if not path.is_file():
             return None
         record = json.loads(path.read_text())
-        if record["settings"] != json.loads(json.dumps(settings, default=str)):
-            raise ConfigError(f"{path} records other settings than its name says: remove it and rerun")
+        if record.get("format") != RECORD_FORMAT or record["settings"] != canonical(settings):
+            raise ConfigError(f"{path} records other settings than its name says (or another format): "
+                              "remove it and rerun")
         self.reused += 1
         return record["metrics"]
 
@@ -179,7 +214,7 @@ class RunRecords:
         """
         path = self.path(settings)
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_json(path, {"format": RECORD_FORMAT, "settings": settings, "metrics": metrics,
+        write_json(path, {"format": RECORD_FORMAT, "settings": canonical(settings), "metrics": metrics,
                           "precision": self.precision, "seconds": None if seconds is None else round(seconds, 1),
                           "machine": machine(), "vprompt": VERSION, "commit": source_commit(),
                           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})

@@ -28,11 +28,12 @@ from vprompt.data.registry import open_task
 from vprompt.errors import ConfigError
 from vprompt.failures import one_line
 from vprompt.methods import get_method
-from vprompt.records import RunRecords, backbone_identity, task_identity
+from vprompt.hardware import resolve_precision
+from vprompt.records import RunRecords, backbone_identity, canonical, task_identity
 from vprompt.report import markdown_table, mean_of_group_means, mean_std, spread_text
 from vprompt.runs import train_on_task
-from vprompt.checkpoint import FINAL, latest_checkpoint
-from vprompt.train import TrainConfig
+from vprompt.checkpoint import FINAL, latest_checkpoint, write_json
+from vprompt.train import SPEED_ONLY, TrainConfig
 from vprompt.validation import NonEmpty, Validated, above, at_least
 
 
@@ -66,25 +67,55 @@ class Run:
     eval_split: str
 
 
-def finished_accuracy(run: Run) -> float | None:
-    """The last-epoch accuracy of a run that finished (None if it did not)."""
-    metrics = run.out_dir / "metrics.json"
-    if (run.out_dir / FINAL).is_dir() and metrics.is_file():
-        return json.loads(metrics.read_text())[-1]["eval_acc"]
-    return None
+RUN_FILE = "run.json"
+"""In every run folder: what run it holds (its settings and precision), so it is never read back as another."""
+NOT_LEARNED = ("mixed_precision", *SPEED_ONLY)
+"""TrainConfig fields left out of a run's settings: how fast it goes and where it reports, and the
+precision, which a run folder and a records folder keep on their own."""
 
 
-MACHINE_FIELDS = ("mixed_precision", "workers", "cache_mb", "compile", "grad_checkpointing", "report_to", "preset")
-"""TrainConfig fields that change how fast a run goes or where it reports, not what it learns (the
-precision is the records folder's own)."""
+def learned_settings(config: TrainConfig) -> dict[str, Any]:
+    """The TrainConfig fields that change what a run learns."""
+    return {key: value for key, value in asdict(config).items() if key not in NOT_LEARNED}
 
 
 def run_settings(run: Run) -> dict[str, Any]:
     """What makes ``run`` this run, for its record: data, backbone weights, method, schedule, splits."""
-    train = {k: v for k, v in asdict(run.config).items() if k not in MACHINE_FIELDS}
     return {"data": task_identity(run.task, (run.train_split, run.eval_split)),
             "backbone": backbone_identity(run.backbone), "method": run.method, "options": run.options,
-            "train": train, "train_split": run.train_split, "eval_split": run.eval_split}
+            "train": learned_settings(run.config), "train_split": run.train_split, "eval_split": run.eval_split}
+
+
+def claim_folder(folder: Path, settings: dict[str, Any]) -> None:
+    """Write what ``folder`` holds (``RUN_FILE``) before anything in it is trained or read back; a
+    folder that holds work of other settings is refused, since reading it back would pass its
+    results off as these settings'."""
+    settings = canonical(settings)
+    recorded = folder / RUN_FILE
+    if recorded.is_file() and json.loads(recorded.read_text()) != settings:
+        raise ConfigError(f"{folder} holds a run with other settings (data, backbone, method, training or "
+                          "precision); choose another --out or remove it")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(recorded, settings)
+
+
+def claim_run_dir(run: Run) -> None:
+    """Claim ``run``'s folder for its settings and the precision it trains in here."""
+    claim_folder(run.out_dir, run_settings(run) | {"precision": resolve_precision(run.config.mixed_precision)})
+
+
+def finished_accuracy(run: Run) -> float | None:
+    """The last-epoch accuracy of a run that finished (None if it did not), once its folder is
+    claimed for it; a finished run of another precision is refused."""
+    metrics = run.out_dir / "metrics.json"
+    if not ((run.out_dir / FINAL).is_dir() and metrics.is_file()):
+        return None
+    claim_run_dir(run)
+    last = json.loads(metrics.read_text())[-1]
+    if last.get("precision", "no") != resolve_precision(run.config.mixed_precision):
+        raise ConfigError(f"{run.out_dir} was trained in {last['precision']}, this run would train in "
+                          f"{resolve_precision(run.config.mixed_precision)}: choose another --out or remove it")
+    return last["eval_acc"]
 
 
 def execute(run: Run) -> float:
@@ -92,6 +123,7 @@ def execute(run: Run) -> float:
     done = finished_accuracy(run)
     if done is not None:
         return done
+    claim_run_dir(run)
     row = train_on_task(run.task, run.backbone, run.method, run.options, run.config, run.out_dir,
                         run.train_split, run.eval_split, resume=latest_checkpoint(run.out_dir) is not None,
                         progress=False, eval_every=run.config.epochs)
@@ -261,6 +293,8 @@ def run_protocol(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backb
     and finished ones recorded.
     """
     executor = executor or LocalExecutor()
+    if records is not None:  # every run in the records folder's precision, whatever auto says where it runs
+        protocol = replace(protocol, train=replace(protocol.train, mixed_precision=records.mixed_precision))
     sources = {task: open_task(task) for task in tasks}
     grid: dict[tuple[str, str], list[tuple[float, float, dict[str, Any], Run]]] = {}
     for task, source in sources.items():
@@ -296,7 +330,11 @@ def run_all(runs: Sequence[Run], executor: LocalExecutor | RayExecutor, progress
     """Accuracies of ``runs``: recorded or finished ones read back, only the others handed to
     ``executor``; with ``records``, every run the executor finishes is recorded."""
     known = [recorded_accuracy(records, run) if records else None for run in runs]
-    known = [acc if acc is not None else finished_accuracy(run) for acc, run in zip(known, runs)]
+    for index, run in enumerate(runs):
+        if known[index] is None:
+            known[index] = finished_accuracy(run)
+            if known[index] is not None and records is not None:  # finished here before records were kept
+                records.add(run_settings(run), {"acc": known[index]})
     todo = [i for i, acc in enumerate(known) if acc is None]
     if progress and len(todo) < len(runs):
         print(f"[sweep] {len(runs) - len(todo)} of {len(runs)} runs already finished: read back")

@@ -29,7 +29,7 @@ from vprompt.recipes.demo import DEMO_BACKBONE
 from vprompt.recipes.run import task_dirs
 from vprompt.records import backbone_identity, open_records, task_identity
 from vprompt.report import markdown_table, new_figure, save_figure, spread, write_rows
-from vprompt.sweep import MACHINE_FIELDS, Run, execute, protocol_table, summarise
+from vprompt.sweep import Run, claim_folder, execute, learned_settings, protocol_table, summarise
 from vprompt.train import TrainConfig
 from vprompt.transfer import SearchConfig, TargetTransfer, TransferConfig, check_methods, transfer_method_names
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, above, at_least
@@ -86,13 +86,12 @@ def build_bank(tasks: list[Path], config: HGPromptReproduction, backbone: Backbo
     """One source prompt per task, trained (or read back, or resumed) and filed in ``out/bank``."""
     bank = config.out / "bank"
     for task in tqdm(tasks, desc="source prompts", disable=not progress):
-        if (bank / task.name / CARD_FILE).is_file():
-            continue
         run = Run(str(task), backbone, config.source_method, {"prompt_len": config.prompt_len},
                   config.training(config.source_epochs),
                   config.out / "sources" / task.name, open_task(str(task)).protocol.final_train, "test")
-        accuracy = execute(run)
-        add_to_bank(bank, run.out_dir, name=task.name, task=task.name, accuracy=accuracy, replace=True)
+        accuracy = execute(run)  # read back when finished, refused when its folder holds another run
+        if not (bank / task.name / CARD_FILE).is_file():
+            add_to_bank(bank, run.out_dir, name=task.name, task=task.name, accuracy=accuracy, replace=True)
     return bank
 
 
@@ -108,7 +107,9 @@ def run_hgprompt_reproduction(config: HGPromptReproduction, backbone: BackboneSp
     def target_job(task: Path) -> TargetTransfer:
         bank = build_bank(tasks, config, backbone, progress)
         sources = select_entries(list_bank(bank), [t.name for t in tasks])  # each target leaves out its own
-        return TargetTransfer(sources, str(task), config.transfer(), config.out / "targets" / task.name, False)
+        folder = config.out / "targets" / task.name
+        claim_folder(folder, target_settings(config, backbone, tasks, task))
+        return TargetTransfer(sources, str(task), config.transfer(), folder, False)
 
     rows: list[dict[str, Any]] = []
     for task in tqdm(tasks, desc="targets", disable=not progress):
@@ -131,10 +132,15 @@ def transfer_settings(config: HGPromptReproduction, backbone: BackboneSpec, task
                       method: str, seed: int) -> dict[str, Any]:
     """What makes one target × method × seed this run, for its record: the target's data, the
     sources (the other tasks, how their prompts were trained), the backbone and the transfer settings."""
-    transfer = asdict(config.transfer())
-    transfer["tune"] = {k: v for k, v in transfer["tune"].items() if k not in MACHINE_FIELDS}
+    return target_settings(config, backbone, tasks, target) | {"method": method, "seed": seed}
+
+
+def target_settings(config: HGPromptReproduction, backbone: BackboneSpec, tasks: list[Path],
+                    target: Path) -> dict[str, Any]:
+    """What every run on ``target`` shares: its data, the sources, the backbone, the transfer settings."""
+    transfer = asdict(config.transfer()) | {"tune": learned_settings(config.transfer().tune)}
     splits = (open_task(str(target)).protocol.final_train, "test")
-    return {"target": task_identity(str(target), splits), "method": method, "seed": seed,
+    return {"target": task_identity(str(target), splits),
             "sources": [task_identity(str(task), splits) for task in tasks if task != target],
             "source_method": config.source_method, "prompt_len": config.prompt_len,
             "source_epochs": config.source_epochs, "base_lr": config.base_lr,

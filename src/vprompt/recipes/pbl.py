@@ -28,8 +28,7 @@ from tqdm.auto import tqdm
 from vprompt.backbones import BackboneSpec, check_model_name
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
 from vprompt.data.synthetic import synthetic_task_names
-from vprompt.errors import ConfigError
-from vprompt.checkpoint import FINAL, write_json
+from vprompt.checkpoint import FINAL
 from vprompt.model import load_prompt
 from vprompt.prompts.pixel import MappingRule, Template
 from vprompt.records import open_records
@@ -43,7 +42,6 @@ from vprompt.validation import Existing, NonEmpty, Validated, Writable, at_least
 METHODS = ("vp", "vp+pbl-value", "vp+pbl-spatial", "vp+pbl-output")
 SOURCES = {"standard": "zoo:fractal-resnet", "robust": "zoo:fractal-resnet-robust"}
 ATTACK_FILE = "attack.json"
-RUN_FILE = "run.json"
 
 
 @dataclass(frozen=True)
@@ -187,8 +185,6 @@ def run_one(config: PBLReproduction, kind: str, source: BackboneSpec, variant: s
     """Train (or read back) one prompt, attack it (or read the attack back), and return its row."""
     chosen, train_config = config.variants()[variant], config.train_config(variant, seed)
     options = chosen.options
-    claim_run_dir(run_dir, {"source": source.to_dict(), "method_options": options, "train": asdict(train_config)}
-                  | ({} if chosen.method == "vp" else {"method": chosen.method}))
     test_acc = execute(Run(str(task), source, chosen.method, options, train_config, run_dir, "train800val200",
                            "test"))
     attack_file = run_dir / ATTACK_FILE
@@ -208,17 +204,6 @@ def run_one(config: PBLReproduction, kind: str, source: BackboneSpec, variant: s
             "robust_acc_pgd": report["robust_acc_pgd"], "robust_acc_aa": report["robust_acc_aa"],
             "eps": report["eps"], "norm": report["norm"], "attack_pgd": report["attack_pgd"],
             "attack_aa": report["attack_aa"], "prompt": str((run_dir / FINAL).relative_to(config.out))}
-
-
-def claim_run_dir(run_dir: Path, settings: dict[str, Any]) -> None:
-    """Record what a run folder holds; a rerun with another source or setting must not read it back."""
-    settings = json.loads(json.dumps(settings))
-    recorded = run_dir / RUN_FILE
-    if recorded.is_file() and json.loads(recorded.read_text()) != settings:
-        raise ConfigError(f"{run_dir} holds a run with other settings (source, method or training); "
-                          "choose another --out or remove it")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(recorded, settings)
 
 
 def optional_path(path: Path | None) -> str | None:

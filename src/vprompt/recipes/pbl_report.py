@@ -140,10 +140,11 @@ def write_prompt_images(rows: list[dict[str, Any]], root: Path, folder: Path) ->
     from vprompt.model import load_prompt
 
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, skipped = [], 0
     for (kind, method, task), group in grouped(rows, "source_kind", "method", "task").items():
         prompt = root / min(group, key=lambda r: r["seed"])["prompt"]
-        if not prompt.is_dir():  # read back from a run record: the picture stays as committed
+        if not prompt.is_dir():  # read back from a run record: no prompt here to draw
+            skipped += 1
             continue
         model = load_prompt(prompt)
         grey = torch.full((1, 3, *model.image_size), 0.5)
@@ -155,4 +156,7 @@ def write_prompt_images(rows: list[dict[str, Any]], root: Path, folder: Path) ->
         path = folder / f"{kind}_{method}_{task}.png"
         picture.save(path)
         written.append(path)
+    if skipped:
+        print(f"[prompts] {skipped} prompt pictures not drawn: their runs were read back from records, "
+              f"their prompts are not in {root}")
     return written
