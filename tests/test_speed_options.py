@@ -10,6 +10,7 @@ from torch.utils.data import TensorDataset
 
 from vprompt.errors import ConfigError
 from vprompt.model import create_model
+from vprompt.hardware import resolve_precision
 from vprompt.train import TrainConfig, train
 
 from test_families import FAMILY_SPECS, images
@@ -116,6 +117,9 @@ def test_a_resume_may_change_speed_settings_but_not_what_is_computed(tmp_path):
     train(model, separable(), tmp_path, config, progress=False)
     faster = TrainConfig(epochs=1, batch_size=8, warmup_epochs=0, workers=2, cache_mb=0, grad_checkpointing=True)
     assert train(model, separable(), tmp_path, faster, resume=True, progress=False).metrics[0]["epoch"] == 1
+    other = "no" if resolve_precision("auto") == "bf16" else "bf16"  # a precision auto does not resolve to here
     with pytest.raises(ConfigError, match="mixed_precision changed"):
-        train(model, separable(), tmp_path, TrainConfig(epochs=1, batch_size=8, warmup_epochs=0, mixed_precision="bf16"),
+        train(model, separable(), tmp_path, TrainConfig(epochs=1, batch_size=8, warmup_epochs=0, mixed_precision=other),
               resume=True, progress=False)
+    same = TrainConfig(epochs=1, batch_size=8, warmup_epochs=0, mixed_precision=resolve_precision("auto"))
+    assert train(model, separable(), tmp_path, same, resume=True, progress=False).metrics[0]["epoch"] == 1

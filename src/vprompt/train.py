@@ -562,9 +562,15 @@ def restore(model: PromptedModel, optimizer: torch.optim.Optimizer, out_dir: Pat
 
 def resume_conflicts(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     """The settings that differ from the checkpoint's and would change what the run computes;
-    a setting the checkpoint predates counts as its default."""
+    a setting the checkpoint predates counts as its default, and precisions are compared as they
+    resolve here (``auto`` and ``no`` agree on a CPU without AMX)."""
+    def same(key: str, old: Any, new: Any) -> bool:
+        if key == "mixed_precision":
+            return resolve_precision(old) == resolve_precision(new)
+        return old == new
+
     current = asdict(config)
     return sorted(key for key, value in current.items()
-                  if key not in SPEED_ONLY and saved.get(key, getattr(TrainConfig, key)) != value)
+                  if key not in SPEED_ONLY and not same(key, saved.get(key, getattr(TrainConfig, key)), value))
 
 
