@@ -25,7 +25,7 @@ def frozen_trunk_reason(model: PromptedModel) -> str | None:
     """Why the model's features change while it trains (None when they cannot)."""
     if model.input_prompt is not None or model.token_prompt is not None:
         return f"{model.method.name} trains a prompt before the backbone's output"
-    if model.method.trains_backbone:
+    if model.method.changes_backbone:
         return f"{model.method.name} trains the backbone"
     if model.method.epoch_start is not None:
         return f"{model.method.name} changes between epochs"

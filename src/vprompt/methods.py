@@ -55,6 +55,10 @@ class Method:
     (None: the method puts no tokens in the backbone, so it runs on any backbone; otherwise only on
     a supported transformer family, `vprompt.families`)."""
     trains_backbone: bool = False
+    """Every backbone parameter trains (full fine-tuning)."""
+    backbone_params: Callable[[str], bool] | None = None
+    """Which backbone parameters, by name, train besides the method's own modules (BitFit: the
+    biases); None: none, unless ``trains_backbone``."""
     summary: str = ""
     build_input_prompt: Callable[[MethodConfig, tuple[int, int]], nn.Module | None] | None = None
     """A pixel-space prompt for images in [0, 1] at the given canvas size, or None."""
@@ -67,6 +71,15 @@ class Method:
     epoch_start: Callable[[nn.Module, Dataset, int, int], None] | None = None
     """Called by the trainer before every epoch as ``(model, train_set, epoch, seed)`` (VP's label
     mapping is recomputed there)."""
+
+    @property
+    def changes_backbone(self) -> bool:
+        """Whether training changes any backbone parameter, so its features cannot be computed once."""
+        return self.trains_backbone or self.backbone_params is not None
+
+    def trains(self, backbone_param: str) -> bool:
+        """Whether the backbone parameter of this name trains."""
+        return self.trains_backbone or (self.backbone_params is not None and self.backbone_params(backbone_param))
 
     @property
     def token_prompts(self) -> bool:
@@ -122,7 +135,7 @@ def method_names() -> list[str]:
     """Every registered method, for choosing one by name.
 
     Returns:
-        The names, in registration order (``linear``, ``full``, then the prompt methods).
+        The names, in registration order (``linear``, ``full``, ``bitfit``, then the prompt methods).
     """
     _ensure_builtin_methods()
     return list(_REGISTRY)
@@ -144,3 +157,12 @@ def make_config(name: str, **options: Any) -> MethodConfig:
 
 register_method(Method("linear", LinearHeadConfig, summary="linear probe on frozen features"))
 register_method(Method("full", LinearHeadConfig, trains_backbone=True, summary="full fine-tuning"))
+
+
+def is_bias(name: str) -> bool:
+    """A bias term: BitFit trains exactly these (of linear layers, norms and the patch embedding)."""
+    return name == "bias" or name.endswith(".bias")
+
+
+register_method(Method("bitfit", LinearHeadConfig, backbone_params=is_bias,
+                       summary="BitFit: the backbone's bias terms and a linear head (Ben Zaken et al., 2022)"))

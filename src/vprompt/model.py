@@ -112,8 +112,8 @@ class PromptedModel(nn.Module):
         build_input = self.method.build_input_prompt
         self.input_prompt = build_input(method_config, self.data_config.input_size) if build_input else None
         self.token_prompt = self.method.build_prompt(method_config, layout) if layout is not None else None
-        for param in backbone.parameters():
-            param.requires_grad_(self.method.trains_backbone)
+        for name, param in backbone.named_parameters():
+            param.requires_grad_(self.method.trains(name))
         self.source_tokens: int | None = None
         """Label mapping on a distilled DeiT: its two heads read the first two output tokens."""
         if self.method.head == "label-map":
