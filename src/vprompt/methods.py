@@ -59,6 +59,9 @@ class Method:
     backbone_params: Callable[[str], bool] | None = None
     """Which backbone parameters, by name, train besides the method's own modules (BitFit: the
     biases); None: none, unless ``trains_backbone``."""
+    adapt_backbone: Callable[[MethodConfig, nn.Module], None] | None = None
+    """Changes the backbone's modules in place before training (peft injects its tuner layers);
+    the parameters it adds train with the head, the backbone's own stay frozen."""
     summary: str = ""
     build_input_prompt: Callable[[MethodConfig, tuple[int, int]], nn.Module | None] | None = None
     """A pixel-space prompt for images in [0, 1] at the given canvas size, or None."""
@@ -75,7 +78,7 @@ class Method:
     @property
     def changes_backbone(self) -> bool:
         """Whether training changes any backbone parameter, so its features cannot be computed once."""
-        return self.trains_backbone or self.backbone_params is not None
+        return self.trains_backbone or self.backbone_params is not None or self.adapt_backbone is not None
 
     def trains(self, backbone_param: str) -> bool:
         """Whether the backbone parameter of this name trains."""
@@ -92,8 +95,10 @@ class Method:
         return any(f.name == "prompt_len" for f in fields(self.config_cls))
 
     def refusal(self, layout: TokenLayout | None) -> str | None:
-        """Why the method cannot run on a backbone of ``layout`` (None: a backbone of no supported
-        token family), or None when it can."""
+        """Why the method cannot run at its defaults on a backbone of ``layout`` (None: a backbone of
+        no supported token family), or None when it can."""
+        if self.adapt_backbone is not None and layout is None:
+            return "it adapts a supported family's layers by default (target_modules names others)"
         if not self.token_prompts:
             return None
         if layout is None:
@@ -116,6 +121,7 @@ def register_method(method: Method) -> Method:
 
 def _ensure_builtin_methods() -> None:
     import vprompt.prompts  # noqa: F401  (each prompt family registers itself on import)
+    import vprompt.tuners  # noqa: F401  (peft's tuners, registered without importing peft)
 
 
 def get_method(name: str) -> Method:

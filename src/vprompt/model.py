@@ -112,8 +112,11 @@ class PromptedModel(nn.Module):
         build_input = self.method.build_input_prompt
         self.input_prompt = build_input(method_config, self.data_config.input_size) if build_input else None
         self.token_prompt = self.method.build_prompt(method_config, layout) if layout is not None else None
-        for name, param in backbone.named_parameters():
-            param.requires_grad_(self.method.trains(name))
+        own = {id(param) for param in backbone.parameters()}
+        if self.method.adapt_backbone is not None:
+            self.method.adapt_backbone(method_config, backbone)
+        for name, param in backbone.named_parameters():  # what an adaptation added trains, as the method says
+            param.requires_grad_(id(param) not in own or self.method.trains(name))
         self.source_tokens: int | None = None
         """Label mapping on a distilled DeiT: its two heads read the first two output tokens."""
         if self.method.head == "label-map":

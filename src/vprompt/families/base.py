@@ -113,6 +113,11 @@ class TokenFamily(ABC):
     checkpointing: ClassVar[str | None] = None
     """Why activation checkpointing cannot run with prompts on this family, or None when it can
     (the prompts' hooks run again when a block is recomputed, so they must keep no state)."""
+    tuner_targets: ClassVar[str]
+    """The linear layers a peft tuner adapts by default, as a pattern every full module name is
+    matched against: each block's attention projections and MLP layers (never the head)."""
+    tuner_feedforward: ClassVar[str]
+    """The MLP layers among them (IA³ scales their input instead of their output)."""
 
     def matches(self, model: nn.Module) -> bool:
         """Whether ``model`` is an instance of the timm class this adapter serves."""
@@ -143,6 +148,9 @@ class SequenceFamily(TokenFamily):
     (the next block's prompts are inserted instead of replacing), and the last block returns only
     the rows the pooling reads.
     """
+
+    tuner_targets = r"blocks\.\d+\.(attn\.(qkv|q_proj|k_proj|v_proj|proj)|mlp\.(fc1|fc1_g|fc1_x|fc2))"
+    tuner_feedforward = r"blocks\.\d+\.mlp\.(fc1|fc1_g|fc1_x|fc2)"
 
     lean_forward = True
 

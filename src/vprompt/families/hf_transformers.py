@@ -180,6 +180,9 @@ class TransformersFamily(SequenceFamily):
                            patch_grid=grid, patch_size=model.patch_size)
 
     lean_forward = False  # transformers' layers are not timm's modules: the full path
+    tuner_targets = (r".*\.layers?\.\d+\.((attention|self_attn)\.(q_proj|k_proj|v_proj|o_proj|out_proj)"
+                     r"|mlp\.(fc1|fc2))")
+    tuner_feedforward = r".*\.layers?\.\d+\.mlp\.(fc1|fc2)"
 
     def attach(self, model: nn.Module, source: PromptSource | None, lean: Lean | None = None) -> list[Handle]:
         if source is None:

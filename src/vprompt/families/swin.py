@@ -34,6 +34,8 @@ from vprompt.families.lean import Lean
 class SwinFamily(TokenFamily):
     name = "SwinTransformer"
     module_path = "timm.models.swin_transformer"
+    tuner_targets = r"layers\.\d+\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))"
+    tuner_feedforward = r"layers\.\d+\.blocks\.\d+\.mlp\.(fc1|fc2)"
     checkpointing = ("the prompts travel beside Swin's grid in state the hooks update block by block, which a "
                      "recomputed block would read at its end-of-forward value")
 

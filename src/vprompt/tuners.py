@@ -1,0 +1,136 @@
+"""peft's tuners as methods: LoRA, DoRA, IA³, OFT and FourierFT on the frozen backbone's linear layers.
+
+The baselines every VTAB-1k table puts beside prompts, computed by peft (the maintained library
+for them), never re-implemented here: peft injects its layers into the backbone's modules in
+place (``inject_adapter_in_model``), and the parameters it adds train with the head while every
+weight of the backbone stays frozen. By default a tuner adapts each block's attention projections
+and MLP layers, as the backbone's family names them (``TokenFamily.tuner_targets``);
+``target_modules`` takes any other pattern, and makes a tuner run on any backbone. peft is an
+optional extra (``pip install 'vprompt[peft]'``), imported when such a model is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from torch import nn
+
+from vprompt.errors import ConfigError
+from vprompt.methods import LinearHeadConfig, Method, register_method
+from vprompt.validation import above, at_least, below
+
+PEFT_HINT = "pip install 'vprompt[peft]'"
+
+
+@dataclass
+class TunerConfig(LinearHeadConfig):
+    """Options every peft tuner takes."""
+
+    target_modules: str | None = None
+    """Pattern the full names of the adapted modules must match (peft's regex); default: the
+    family's attention projections and MLP layers of every block."""
+
+    def peft_config(self, targets: str, feedforward: str) -> Any:
+        """The peft config of this tuner on the modules ``targets`` matches (``feedforward``: the MLP ones)."""
+        raise NotImplementedError
+
+
+@dataclass
+class LoRAConfig(TunerConfig):
+    """LoRA (Hu et al., 2022): W + (α / r)·B·A beside each adapted layer, B zero at init."""
+
+    r: Annotated[int, at_least(1)] = 8
+    """Rank of the update."""
+    alpha: Annotated[float, above(0)] = 8.0
+    """Scale numerator: the update is multiplied by alpha / r."""
+    dropout: Annotated[float, at_least(0), below(1)] = 0.0
+    """Dropout on the adapted layer's input, in the update's branch only."""
+
+    def peft_config(self, targets: str, feedforward: str) -> Any:
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets)
+
+
+@dataclass
+class DoRAConfig(LoRAConfig):
+    """DoRA (Liu et al., 2024): LoRA on the direction of each weight, plus a learned magnitude per output."""
+
+    def peft_config(self, targets: str, feedforward: str) -> Any:
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
+                          use_dora=True)
+
+
+@dataclass
+class IA3MethodConfig(TunerConfig):
+    """IA³ (Liu et al., 2022): a learned vector scaling each adapted layer's output, or its input
+    for the MLP layers."""
+
+    feedforward_modules: str | None = None
+    """Pattern of the adapted modules whose input is scaled; default: the family's MLP layers."""
+
+    def peft_config(self, targets: str, feedforward: str) -> Any:
+        from peft import IA3Config
+
+        return IA3Config(target_modules=targets, feedforward_modules=self.feedforward_modules or feedforward)
+
+
+@dataclass
+class OFTMethodConfig(TunerConfig):
+    """OFT (Qiu et al., 2023): each adapted weight rotated by a learned block-diagonal orthogonal matrix."""
+
+    block_size: Annotated[int, at_least(1)] = 32
+    """Side of each orthogonal block; it must divide the adapted layers' input width."""
+
+    def peft_config(self, targets: str, feedforward: str) -> Any:
+        from peft import OFTConfig
+
+        return OFTConfig(r=0, oft_block_size=self.block_size, target_modules=targets)
+
+
+@dataclass
+class FourierFTMethodConfig(TunerConfig):
+    """FourierFT (Gao et al., 2024): the weight update as a sparse set of learned 2-D Fourier coefficients."""
+
+    n_frequency: Annotated[int, at_least(1)] = 1000
+    """Learned coefficients per adapted layer (at most its number of weights)."""
+    scaling: Annotated[float, above(0)] = 150.0
+    """Scale of the update, peft's default for vision."""
+
+    def peft_config(self, targets: str, feedforward: str) -> Any:
+        from peft import FourierFTConfig
+
+        return FourierFTConfig(n_frequency=self.n_frequency, scaling=self.scaling, target_modules=targets)
+
+
+def inject_tuner(config: TunerConfig, backbone: nn.Module) -> None:
+    """Put the tuner's layers into ``backbone`` in place, on its family's (or the given) modules."""
+    from vprompt.families import find_family
+
+    try:
+        from peft import inject_adapter_in_model
+    except ImportError:
+        raise ConfigError(f"the peft tuners need peft: {PEFT_HINT}") from None
+    family = find_family(backbone)
+    if config.target_modules is None and family is None:
+        raise ConfigError(f"{type(backbone).__name__} is of no family with default target modules: pass "
+                          "--method-arg target_modules=PATTERN (a regex the adapted modules' full names match)")
+    targets = config.target_modules or family.tuner_targets
+    feedforward = family.tuner_feedforward if family is not None else targets
+    try:
+        inject_adapter_in_model(config.peft_config(targets, feedforward), backbone)
+    except ValueError as exc:  # peft's own refusal: no module matched, a shape it cannot adapt
+        raise ConfigError(f"peft could not adapt {type(backbone).__name__}: {exc}") from None
+
+
+for _name, _config, _summary in (
+    ("lora", LoRAConfig, "LoRA on the attention and MLP layers (peft)"),
+    ("dora", DoRAConfig, "DoRA, LoRA with learned magnitudes (peft)"),
+    ("ia3", IA3MethodConfig, "IA³ scaling vectors (peft)"),
+    ("oft", OFTMethodConfig, "OFT orthogonal rotations (peft)"),
+    ("fourierft", FourierFTMethodConfig, "FourierFT spectral updates (peft)"),
+):
+    register_method(Method(_name, _config, adapt_backbone=inject_tuner, summary=_summary))

@@ -1,0 +1,122 @@
+"""peft's tuners as methods (`vprompt.tuners`): the counts follow each tuner's formula, only the
+tuner's parameters and the head train, switching the tuner off gives the bare backbone back bit
+for bit, a checkpoint loads to the same logits, and every family's default targets are found."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from conftest import tiny_vit_spec
+from test_families import FAMILY_SPECS
+from test_families_transformers import spec as transformers_spec
+from vprompt.backbones import BackboneSpec
+from vprompt.errors import ConfigError
+from vprompt.model import count_parameters, create_model, load_prompt, save_prompt
+
+TUNERS = ("lora", "dora", "ia3", "oft", "fourierft")
+TINY_OPTIONS = {"oft": {"block_size": 8}, "fourierft": {"n_frequency": 20}}
+"""Options that fit the tiny ViT (width 32, MLP 128)."""
+
+
+def tuner_count(method: str, width: int, depth: int, mlp: int, options: dict) -> int:
+    """Each tuner's trainable count on a ViT's qkv, proj, fc1 and fc2, from its paper's formula."""
+    layers = [(width, 3 * width), (width, width), (width, mlp), (mlp, width)]  # (in, out)
+    if method == "lora":
+        return depth * sum(8 * (i + o) for i, o in layers)  # r = 8: A (r × in) and B (out × r)
+    if method == "dora":
+        return tuner_count("lora", width, depth, mlp, options) + depth * sum(o for _, o in layers)  # + magnitudes
+    if method == "ia3":  # outputs of qkv and proj, inputs of fc1 and fc2
+        return depth * (3 * width + width + width + mlp)
+    if method == "oft":  # per layer, in / b blocks of b(b − 1)/2 free entries (a skew-symmetric matrix)
+        b = options.get("block_size", 32)
+        return depth * sum(i // b * b * (b - 1) // 2 for i, _ in layers)
+    return depth * 4 * options.get("n_frequency", 1000)  # fourierft: n coefficients per layer
+
+
+@pytest.mark.parametrize("method", TUNERS)
+def test_trainable_count_is_the_formula_on_the_tiny_vit(method):
+    options = TINY_OPTIONS.get(method, {})
+    report = count_parameters(tiny_vit_spec(), method, 4, **options)
+    assert report.backbone == tuner_count(method, 32, 3, 128, options)
+    assert report.head == 32 * 4 + 4 and report.prompt == 0
+
+
+@pytest.mark.slow  # five ViT-B/16 builds
+@pytest.mark.parametrize("method, figure", [("lora", 1_179_648), ("dora", 1_262_592), ("ia3", 82_944),
+                                            ("oft", 999_936), ("fourierft", 48_000)])
+def test_trainable_count_at_vit_b16_is_the_formula(method, figure):
+    assert count_parameters("vit_base_patch16_224", method, 100).backbone == tuner_count(
+        method, 768, 12, 3072, {}) == figure
+
+
+@pytest.mark.parametrize("method", TUNERS)
+def test_only_the_tuner_and_the_head_get_gradients_and_switching_it_off_gives_the_bare_backbone(method):
+    torch.manual_seed(0)
+    model = create_model(tiny_vit_spec(), method, 4, **TINY_OPTIONS.get(method, {})).train()
+    images = torch.rand(3, 3, 16, 16)
+    F.cross_entropy(model(images), torch.tensor([0, 1, 2])).backward()
+    added = {name for name, param in model.backbone.named_parameters() if param.requires_grad}
+    assert added and all(param.grad is not None for name, param in model.backbone.named_parameters() if name in added)
+    assert all(param.grad is None for name, param in model.backbone.named_parameters() if name not in added)
+    assert all(p.grad is not None for p in model.head.parameters())
+    with torch.no_grad():
+        for name, param in model.backbone.named_parameters():
+            if name in added:
+                param.add_(torch.randn_like(param) * 0.1)  # as if trained: the tuner now changes the output
+    model.eval().set_lean(False)  # the same computation on both sides (lean slices a plain qkv, runs a wrapped one whole)
+    bare = create_model(tiny_vit_spec(), "linear", 4).eval()
+    bare.set_lean(False)
+    bare.head.load_state_dict(model.head.state_dict())
+    assert not torch.equal(model(images), bare(images))
+    layers = [m for m in model.backbone.modules() if isinstance(m, BaseTunerLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    assert layers and torch.equal(model(images), bare(images))
+
+
+@pytest.mark.parametrize("method", TUNERS)
+def test_save_load_gives_identical_logits_on_the_lean_and_the_full_path(method, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(tiny_vit_spec(), method, 4, **TINY_OPTIONS.get(method, {})).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.1)
+    save_prompt(model, tmp_path / "ckpt")
+    loaded = load_prompt(tmp_path / "ckpt").eval()
+    images = torch.rand(2, 3, 16, 16)
+    assert torch.equal(loaded(images), model(images))
+    lean = model(images)
+    model.set_lean(False)
+    torch.testing.assert_close(model(images), lean, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", [*FAMILY_SPECS, "transformers"])
+def test_every_family_names_its_attention_and_mlp_layers_as_default_targets(family):
+    spec = transformers_spec("ViTModel") if family == "transformers" else FAMILY_SPECS[family]
+    model = create_model(spec, "lora", 3)
+    adapted = [name for name, module in model.backbone.named_modules() if isinstance(module, BaseTunerLayer)]
+    blocks = {name.rsplit(".", 2)[0] for name in adapted}
+    per_block = len(adapted) / len(blocks)
+    assert per_block in (4, 6), adapted  # qkv, proj, fc1, fc2 (timm); q, k, v, o, fc1, fc2 (transformers)
+    assert not any("head" in name or "attn_pool" in name or "downsample" in name for name in adapted)
+
+
+def test_a_backbone_of_no_family_needs_target_modules(tmp_path):
+    resnet = BackboneSpec("resnet18", kwargs={"num_classes": 10}, init_seed=0)
+    with pytest.raises(ConfigError, match="no family with default target modules: pass --method-arg target_modules"):
+        create_model(resnet, "lora", 3)
+    model = create_model(resnet, "lora", 3, target_modules=r"layer4\.1\.conv2")
+    assert count_parameters(resnet, "lora", 3, target_modules=r"layer4\.1\.conv2").backbone == sum(
+        p.numel() for p in model.backbone.parameters() if p.requires_grad) > 0
+
+
+def test_without_peft_the_line_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)  # what an environment without peft raises on import
+    with pytest.raises(ConfigError, match=r"the peft tuners need peft: pip install 'vprompt\[peft\]'"):
+        create_model(tiny_vit_spec(), "lora", 3)
