@@ -16,7 +16,9 @@ from test_families import FAMILY_SPECS
 from test_families_transformers import spec as transformers_spec
 from vprompt.backbones import BackboneSpec
 from vprompt.errors import ConfigError
+from vprompt.export import export_model
 from vprompt.model import count_parameters, create_model, load_prompt, save_prompt
+from vprompt.tuners import merged_copy
 
 TUNERS = ("lora", "dora", "ia3", "oft", "fourierft")
 TINY_OPTIONS = {"oft": {"block_size": 8}, "fourierft": {"n_frequency": 20}}
@@ -120,3 +122,27 @@ def test_without_peft_the_line_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # what an environment without peft raises on import
     with pytest.raises(ConfigError, match=r"the peft tuners need peft: pip install 'vprompt\[peft\]'"):
         create_model(tiny_vit_spec(), "lora", 3)
+
+
+@pytest.mark.parametrize("method", TUNERS)
+def test_a_merged_copy_holds_plain_layers_and_equals_the_tuned_model(method):
+    torch.manual_seed(0)
+    model = create_model(tiny_vit_spec(), method, 4, **TINY_OPTIONS.get(method, {})).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.1)
+    merged = merged_copy(model).eval()
+    assert not any(isinstance(m, BaseTunerLayer) for m in merged.modules())
+    assert any(isinstance(m, BaseTunerLayer) for m in model.modules())  # the model itself is left as it was
+    images = torch.rand(3, 3, 16, 16)
+    torch.testing.assert_close(merged(images), model(images), rtol=1e-5, atol=1e-5)
+
+
+def test_export_writes_the_merged_model(tmp_path):
+    model = create_model(tiny_vit_spec(), "lora", 4).eval()
+    export_model(model, tmp_path / "lora.pt", "torchscript")
+    exported = torch.jit.load(str(tmp_path / "lora.pt"))
+    assert not any("lora" in name for name, _ in exported.named_parameters())
+    images = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(exported(images), model(images), rtol=1e-5, atol=1e-5)

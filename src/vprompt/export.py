@@ -24,6 +24,7 @@ from vprompt.errors import ConfigError
 from vprompt.checkpoint import WEIGHTS_FILE, write_atomic, write_json
 from vprompt.version import VERSION
 from vprompt.model import PromptedModel
+from vprompt.tuners import merged_copy
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
@@ -35,7 +36,7 @@ def export_model(model: PromptedModel, out: Path | str, fmt: str, prompt_dir: Pa
     if fmt not in FORMATS:
         raise ConfigError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
-    model = model.eval()
+    model = (merged_copy(model) or model).eval()  # a tuner's layers folded into the weights they adapt
     example = torch.rand(2, 3, *model.image_size, generator=torch.Generator().manual_seed(0))
     what = f"{model.method.name} on {model.backbone_spec.name}"
     try:

@@ -11,6 +11,7 @@ optional extra (``pip install 'vprompt[peft]'``), imported when such a model is 
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -134,3 +135,24 @@ for _name, _config, _summary in (
     ("fourierft", FourierFTMethodConfig, "FourierFT spectral updates (peft)"),
 ):
     register_method(Method(_name, _config, adapt_backbone=inject_tuner, summary=_summary))
+
+
+def merged_copy(model: nn.Module) -> nn.Module | None:
+    """A copy of ``model`` with every peft layer folded into the weight it adapts and unwrapped, so
+    an export holds plain layers; None when ``model`` has no peft layer or one cannot be merged."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:
+        return None
+    if not any(isinstance(module, BaseTunerLayer) for module in model.modules()):
+        return None
+    copy = deepcopy(model)
+    for name, module in list(copy.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            try:
+                module.merge(safe_merge=True)
+            except (NotImplementedError, ValueError):
+                return None
+            parent, _, child = name.rpartition(".")
+            setattr(copy.get_submodule(parent), child, module.get_base_layer())
+    return copy
