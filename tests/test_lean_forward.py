@@ -49,9 +49,11 @@ def runs_on(method, spec: BackboneSpec) -> bool:
 
 
 CASES = [(key, method.name) for key, spec in SPECS.items() for method in registered_methods() if runs_on(method, spec)]
-OPTIONS = {"vpt-shallow": {"prompt_len": 3}, "vpt-deep": {"prompt_len": 3}, "vapt": {"prompt_len": 3}}
-"""Each method's options; a linear head without its batch standardisation, whose gradient sums to zero
-over the batch and would leave the final norm's bias a gradient of rounding noise only."""
+OPTIONS = {"vpt-shallow": {"prompt_len": 3}, "vpt-deep": {"prompt_len": 3}, "vapt": {"prompt_len": 3},
+           "oft": {"block_size": 8}, "fourierft": {"n_frequency": 20}}
+"""Each method's options (the tuners' sized for the tiny widths); a linear head without its batch
+standardisation, whose gradient sums to zero over the batch and would leave the final norm's bias a
+gradient of rounding noise only."""
 
 
 def images() -> torch.Tensor:
@@ -109,10 +111,13 @@ def test_lean_forward_equals_the_full_computation(key, method, checkpointing):
     # full fine-tune trains may have a gradient that is zero in exact arithmetic (a key norm's bias:
     # softmax ignores a shift shared by all keys), rounding noise on both paths: it is measured against
     # at least 1 % of the largest gradient of the model.
+    # FourierFT's coefficients gather the whole weight gradient through a 2-D FFT, so their rounding
+    # noise is about ten times a plain tensor's: they get 1e-4.
     floor = 1e-2 * max(float(grad.abs().max()) for grad in full_grads.values())
     for name, grad in full_grads.items():
         error, scale = float((lean_grads[name] - grad).abs().max()), float(grad.abs().max())
-        assert error < 1e-5 * (max(scale, floor) if name.startswith("backbone.") else scale), name
+        bound = 1e-4 if "fourierft_spectrum" in name else 1e-5
+        assert error < bound * (max(scale, floor) if name.startswith("backbone.") else scale), name
 
 
 class Adapter(torch.nn.Module):
