@@ -11,7 +11,7 @@ new method never needs an edit here.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 from torch import nn
 
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 class MethodConfig(Validated):
     """Options shared by every method; subclasses add their own typed fields, which are checked
     against their types and bounds when the config is built (see ``vprompt.validation``)."""
+
+    small_build: ClassVar[dict[str, Any]] = {}
+    """Options that fit the tiny random builds `vprompt models --check` runs, where a default would
+    not (a tuner's coefficients per layer above a tiny layer's weight count)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The options as JSON-ready data, as a checkpoint records them."""

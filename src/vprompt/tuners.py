@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from copy import deepcopy
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from torch import nn
 
@@ -85,6 +85,7 @@ class OFTMethodConfig(TunerConfig):
 
     block_size: Annotated[int, at_least(1)] = 32
     """Side of each orthogonal block; it must divide the adapted layers' input width."""
+    small_build: ClassVar[dict[str, Any]] = {"block_size": 4}
 
     def peft_config(self, targets: str, feedforward: str) -> Any:
         from peft import OFTConfig
@@ -100,6 +101,7 @@ class FourierFTMethodConfig(TunerConfig):
     """Learned coefficients per adapted layer (at most its number of weights)."""
     scaling: Annotated[float, above(0)] = 150.0
     """Scale of the update, peft's default for vision."""
+    small_build: ClassVar[dict[str, Any]] = {"n_frequency": 16}
 
     def peft_config(self, targets: str, feedforward: str) -> Any:
         from peft import FourierFTConfig

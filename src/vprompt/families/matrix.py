@@ -127,7 +127,7 @@ def check(row: FamilyRow, methods: list[str]) -> dict[str, str]:
     outcome = {}
     for registered in registered_methods():
         method = registered.name
-        options = {"prompt_len": 2} if registered.takes_prompt_len else {}
+        options = ({"prompt_len": 2} if registered.takes_prompt_len else {}) | registered.config_cls.small_build
         try:
             model = create_model(tiny_spec(row, num_classes=CHECK_CLASSES), method, 3, **options).train()
             model(torch.rand(2, 3, *model.image_size)).logsumexp(1).sum().backward()
