@@ -146,3 +146,22 @@ def test_export_writes_the_merged_model(tmp_path):
     assert not any("lora" in name for name, _ in exported.named_parameters())
     images = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(exported(images), model(images), rtol=1e-5, atol=1e-5)
+
+
+def test_any_peft_tuner_by_name_takes_its_options_and_loads_back(tmp_path):
+    # LoHa: two rank-r Hadamard factors, each r·(in + out) per layer: at r = 2 the count of LoRA at r = 4
+    report = count_parameters(tiny_vit_spec(), "peft:loha", 4, r=2)
+    assert report.backbone == tuner_count("lora", 32, 3, 128, {}) // 2
+    torch.manual_seed(0)
+    model = create_model(tiny_vit_spec(), "peft:loha", 4, r=2).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.1)
+    save_prompt(model, tmp_path / "loha")
+    images = torch.rand(2, 3, 16, 16)
+    assert torch.equal(load_prompt(tmp_path / "loha").eval()(images), model(images))
+    with pytest.raises(ConfigError, match="peft has no tuner 'nosuch' \\(peft's: .*peft:loha"):
+        create_model(tiny_vit_spec(), "peft:nosuch", 4)
+    with pytest.raises(ConfigError, match="method 'peft:loha' does not take rank"):
+        create_model(tiny_vit_spec(), "peft:loha", 4, rank=2)

@@ -111,6 +111,7 @@ class Method:
 
 
 _REGISTRY: dict[str, Method] = {}
+_BY_PREFIX: dict[str, Callable[[str], Method]] = {}
 DEFAULT_METHOD = "vpt-deep"
 """The method the command line trains when none is named."""
 
@@ -123,6 +124,12 @@ def register_method(method: Method) -> Method:
     return method
 
 
+def register_method_prefix(prefix: str, build: Callable[[str], Method]) -> None:
+    """Methods named ``prefix`` + a name (``peft:loha``), built by ``build`` and registered the first
+    time one is asked for: a library's whole list of tuners, without a registration each."""
+    _BY_PREFIX[prefix] = build
+
+
 def _ensure_builtin_methods() -> None:
     import vprompt.prompts  # noqa: F401  (each prompt family registers itself on import)
     import vprompt.tuners  # noqa: F401  (peft's tuners, registered without importing peft)
@@ -130,8 +137,12 @@ def _ensure_builtin_methods() -> None:
 
 def get_method(name: str) -> Method:
     _ensure_builtin_methods()
+    prefix = next((p for p in _BY_PREFIX if name.startswith(p) and len(name) > len(p)), None)
+    if name not in _REGISTRY and prefix is not None:
+        register_method(_BY_PREFIX[prefix](name))
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown method '{name}'; choose from {', '.join(method_names())}")
+        others = "".join(f", {p}NAME" for p in _BY_PREFIX)
+        raise ConfigError(f"unknown method '{name}'; choose from {', '.join(method_names())}{others}")
     return _REGISTRY[name]
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar
 from torch import nn
 
 from vprompt.errors import ConfigError
-from vprompt.methods import LinearHeadConfig, Method, register_method
+from vprompt.methods import LinearHeadConfig, Method, register_method, register_method_prefix
 from vprompt.validation import above, at_least, below
 
 PEFT_HINT = "pip install 'vprompt[peft]'"
@@ -128,6 +128,41 @@ def inject_tuner(config: TunerConfig, backbone: nn.Module) -> None:
     except ValueError as exc:  # peft's own refusal: no module matched, a shape it cannot adapt
         raise ConfigError(f"peft could not adapt {type(backbone).__name__}: {exc}") from None
 
+
+PEFT_PREFIX = "peft:"
+NOT_OPTIONS = frozenset({"task_type", "peft_type", "auto_mapping", "peft_version", "base_model_name_or_path",
+                         "revision", "inference_mode", "target_modules", "modules_to_save"})
+"""Fields of a peft config that are peft's bookkeeping, or set by vprompt (the targets)."""
+
+
+def peft_method(name: str) -> Method:
+    """``peft:KIND``: any tuner peft injects into a model, its plain options as the method's options
+    (``--method-arg r=4``), with the family's default targets like the named tuners."""
+    import dataclasses
+
+    try:
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    except ImportError:
+        raise ConfigError(f"the peft tuners need peft: {PEFT_HINT}") from None
+    kind = name.removeprefix(PEFT_PREFIX)
+    peft_cls = PEFT_TYPE_TO_CONFIG_MAPPING.get(kind.upper())
+    if peft_cls is None:
+        known = ", ".join(sorted(PEFT_PREFIX + str(t).split(".")[-1].lower() for t in PEFT_TYPE_TO_CONFIG_MAPPING))
+        raise ConfigError(f"peft has no tuner '{kind}' (peft's: {known})")
+    plain = [f for f in dataclasses.fields(peft_cls)
+             if f.name not in NOT_OPTIONS and f.default is not dataclasses.MISSING
+             and (f.default is None or isinstance(f.default, (bool, int, float, str)))]
+
+    def peft_config(self: TunerConfig, targets: str, feedforward: str) -> Any:
+        return peft_cls(target_modules=targets, **{f.name: getattr(self, f.name) for f in plain})
+
+    config_cls = dataclasses.make_dataclass(
+        f"Peft{kind.capitalize()}Config", [(f.name, Any, dataclasses.field(default=f.default)) for f in plain],
+        bases=(TunerConfig,), namespace={"peft_config": peft_config, "__doc__": f"peft's {peft_cls.__name__}."})
+    return Method(name, config_cls, adapt_backbone=inject_tuner, summary=f"peft's {kind} tuner")
+
+
+register_method_prefix(PEFT_PREFIX, peft_method)
 
 for _name, _config, _summary in (
     ("lora", LoRAConfig, "LoRA on the attention and MLP layers (peft)"),
