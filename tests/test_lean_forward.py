@@ -48,7 +48,10 @@ def runs_on(method, spec: BackboneSpec) -> bool:
     return method.refusal(find_family(model.backbone).layout(model.backbone)) is None
 
 
-CASES = [(key, method.name) for key, spec in SPECS.items() for method in registered_methods() if runs_on(method, spec)]
+CASES = [pytest.param(key, method.name, marks=[pytest.mark.slow] if method.changes_backbone and key != "vit-token" else [])
+         for key, spec in SPECS.items() for method in registered_methods() if runs_on(method, spec)]
+"""Every family × method; a method that changes the backbone's own layers (BitFit, the peft tuners) on
+the plain ViT in the fast tier and on the other families in the slow one."""
 OPTIONS = {"vpt-shallow": {"prompt_len": 3}, "vpt-deep": {"prompt_len": 3}, "vapt": {"prompt_len": 3},
            "oft": {"block_size": 8}, "fourierft": {"n_frequency": 20}}
 """Each method's options (the tuners' sized for the tiny widths); a linear head without its batch

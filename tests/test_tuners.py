@@ -21,6 +21,8 @@ from vprompt.model import count_parameters, create_model, load_prompt, save_prom
 from vprompt.tuners import merged_copy
 
 TUNERS = ("lora", "dora", "ia3", "oft", "fourierft")
+EACH_TUNER = [pytest.param(m, marks=[] if m == "lora" else [pytest.mark.slow]) for m in TUNERS]
+"""LoRA in the fast tier, every tuner in the slow one (their counts are checked fast, all of them)."""
 TINY_OPTIONS = {"oft": {"block_size": 8}, "fourierft": {"n_frequency": 20}}
 """Options that fit the tiny ViT (width 32, MLP 128)."""
 
@@ -56,7 +58,7 @@ def test_trainable_count_at_vit_b16_is_the_formula(method, figure):
         method, 768, 12, 3072, {}) == figure
 
 
-@pytest.mark.parametrize("method", TUNERS)
+@pytest.mark.parametrize("method", EACH_TUNER)
 def test_only_the_tuner_and_the_head_get_gradients_and_switching_it_off_gives_the_bare_backbone(method):
     torch.manual_seed(0)
     model = create_model(tiny_vit_spec(), method, 4, **TINY_OPTIONS.get(method, {})).train()
@@ -81,7 +83,7 @@ def test_only_the_tuner_and_the_head_get_gradients_and_switching_it_off_gives_th
     assert layers and torch.equal(model(images), bare(images))
 
 
-@pytest.mark.parametrize("method", TUNERS)
+@pytest.mark.parametrize("method", EACH_TUNER)
 def test_save_load_gives_identical_logits_on_the_lean_and_the_full_path(method, tmp_path):
     torch.manual_seed(0)
     model = create_model(tiny_vit_spec(), method, 4, **TINY_OPTIONS.get(method, {})).eval()
@@ -98,6 +100,7 @@ def test_save_load_gives_identical_logits_on_the_lean_and_the_full_path(method, 
     torch.testing.assert_close(model(images), lean, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # a build of every family
 @pytest.mark.parametrize("family", [*FAMILY_SPECS, "transformers"])
 def test_every_family_names_its_attention_and_mlp_layers_as_default_targets(family):
     spec = transformers_spec("ViTModel") if family == "transformers" else FAMILY_SPECS[family]
@@ -124,7 +127,7 @@ def test_without_peft_the_line_says_how_to_install_it(monkeypatch):
         create_model(tiny_vit_spec(), "lora", 3)
 
 
-@pytest.mark.parametrize("method", TUNERS)
+@pytest.mark.parametrize("method", EACH_TUNER)
 def test_a_merged_copy_holds_plain_layers_and_equals_the_tuned_model(method):
     torch.manual_seed(0)
     model = create_model(tiny_vit_spec(), method, 4, **TINY_OPTIONS.get(method, {})).eval()
@@ -139,6 +142,7 @@ def test_a_merged_copy_holds_plain_layers_and_equals_the_tuned_model(method):
     torch.testing.assert_close(merged(images), model(images), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # a TorchScript export
 def test_export_writes_the_merged_model(tmp_path):
     model = create_model(tiny_vit_spec(), "lora", 4).eval()
     export_model(model, tmp_path / "lora.pt", "torchscript")
