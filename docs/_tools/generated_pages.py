@@ -53,7 +53,7 @@ RESULTS = [
      "--out docs/results/zoo_transfer_probe.json"),
     ("demo.md", "vprompt demo at its defaults (3 tasks, linear, VPT-deep, VAPT), 3 seeds, timed",
      "python benchmarks/demo_table.py --records docs/results/demo/runs --out docs/results/demo.json"),
-    ("vapt/results.md", "VAPT against VPT and the linear probe (offline)",
+    ("vapt/results.md", "VAPT against VPT and the linear probe (offline, zoo ViT, 3 seeds)",
      "vprompt reproduce vapt --records docs/results/vapt/runs --out bench-work/vapt, then its results.json "
      "and results.md copied to docs/results/vapt"),
     ("pbl/results.md", "Pixel VP and PBL on standard and robust sources",
