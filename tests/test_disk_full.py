@@ -134,6 +134,7 @@ def fill(directory: Path) -> Path:
     return ballast
 
 
+@pytest.mark.slow  # end to end, seconds: the fast tier stays under its budget
 def test_a_really_full_disk_through_the_cli_is_one_line_and_resume_finishes(capsys, monkeypatch, tmp_path,
                                                                              tiny_filesystem):
     loop = importlib.import_module("vprompt.train")  # the module: vprompt.train is also the function

@@ -88,6 +88,7 @@ def dynamo_counts() -> dict[str, int]:
             "ops": counters["stats"]["calls_captured"], "aot_graphs": counters["aot_autograd"]["total"]}
 
 
+@pytest.mark.slow  # end to end, seconds: the fast tier stays under its budget
 def test_compiled_training_matches_eager_within_tolerance(tmp_path):
     import torch._dynamo
     from torch._dynamo.utils import counters

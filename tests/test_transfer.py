@@ -120,6 +120,7 @@ def test_every_method_starts_from_its_own_initial_prompt(bank, suite, tmp_path):
     assert len(rows["hgprompt"]["search"]) == 1 and rows["hgprompt-no-gar"]["search"][0]["gar"] > 0
 
 
+@pytest.mark.slow  # end to end, seconds: the fast tier stays under its budget
 def test_finished_runs_are_read_back_not_retrained(bank, suite, tmp_path, monkeypatch):
     entries = list_bank(bank)
     first = run_transfer(entries, str(suite[2]), ["uniform", "hgprompt"], [0], QUICK, tmp_path, progress=False)
@@ -132,6 +133,7 @@ def test_finished_runs_are_read_back_not_retrained(bank, suite, tmp_path, monkey
     assert run_transfer(entries, str(suite[2]), ["uniform", "hgprompt"], [0], QUICK, tmp_path, progress=False) == first
 
 
+@pytest.mark.slow  # end to end, seconds: the fast tier stays under its budget
 def test_an_interrupted_run_resumes_without_searching_again(bank, suite, tmp_path, monkeypatch):
     entries = list_bank(bank)
     (first,) = run_transfer(entries, str(suite[2]), ["hgprompt"], [0], QUICK, tmp_path, progress=False)
@@ -164,6 +166,7 @@ def test_unknown_methods_are_refused(bank, suite, tmp_path):
         run_transfer(list_bank(bank)[:1], str(suite[1]), ["best"], [0], QUICK, tmp_path, progress=False)
 
 
+@pytest.mark.slow  # end to end, seconds: the fast tier stays under its budget
 def test_cli_bank_list_transfer_and_errors(bank, suite, tmp_path, capsys):
     main(["bank", "list", str(bank), "--json"])
     assert [c["name"] for c in json.loads(capsys.readouterr().out)] == ["count", "digits", "objects"]

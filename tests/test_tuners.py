@@ -127,7 +127,8 @@ def test_without_peft_the_line_says_how_to_install_it(monkeypatch):
         create_model(tiny_vit_spec(), "lora", 3)
 
 
-@pytest.mark.parametrize("method", EACH_TUNER)
+@pytest.mark.slow  # the merge of every tuner (the export test merges LoRA)
+@pytest.mark.parametrize("method", TUNERS)
 def test_a_merged_copy_holds_plain_layers_and_equals_the_tuned_model(method):
     torch.manual_seed(0)
     model = create_model(tiny_vit_spec(), method, 4, **TINY_OPTIONS.get(method, {})).eval()
