@@ -154,15 +154,6 @@ def training_step(spec: Any, method: str, num_classes: int, batch: int, device: 
     return step
 
 
-def seed_means(rows: Sequence[Row], value: str) -> list[float]:
-    """The mean of ``value`` over the rows of each seed, in seed order: one sample per seed for a
-    spread over seeds (and seed-paired differences)."""
-    by_seed: dict[int, list[float]] = {}
-    for row in rows:
-        by_seed.setdefault(row["seed"], []).append(row[value])
-    return [float(np.mean(by_seed[seed])) for seed in sorted(by_seed)]
-
-
 def run_demo_process(out: Path, precision: str, seed: int, tasks: list[str] | None, epochs: int) -> tuple[float, list[Row]]:
     """Wall-clock seconds of one ``vprompt demo`` process (as a user runs it), and its result rows."""
     command = [sys.executable, "-c", "from vprompt.cli import main; main()", "demo", "--out", str(out),

@@ -16,11 +16,11 @@ import json
 import tempfile
 from pathlib import Path
 
-from _common import (Row, available_cores, base_parser, markdown_table, run_demo_process, seed_means, setup,
+from _common import (Row, available_cores, base_parser, markdown_table, run_demo_process, setup,
                      write_outputs)
 from vprompt.hardware import cpu_has_amx_bf16, cpu_has_avx512_bf16
 from vprompt.records import backbone_identity, open_records
-from vprompt.report import spread
+from vprompt.report import seed_means, spread
 from vprompt.recipes.demo import DEMO_BACKBONE, DEMO_METHODS, DemoConfig, demo_train_config
 from vprompt.sweep import learned_settings
 

@@ -31,14 +31,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
-from _common import Row, base_parser, markdown_table, seed_means, setup, write_outputs
+from _common import Row, base_parser, markdown_table, setup, write_outputs
 from vprompt.backbones import BackboneSpec, create_backbone, zoo_twin
 from vprompt.families import find_family
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
 from vprompt.data.filelist import SPLITS
 from vprompt.model import PromptedModel, create_model
 from vprompt.records import backbone_identity, open_records, task_identity
-from vprompt.report import spread
+from vprompt.report import seed_means, spread
 from vprompt.sweep import Run, execute
 from vprompt.train import TrainConfig
 from vprompt.zoo import find_card, list_cards

@@ -27,6 +27,18 @@ TINY_OPTIONS = {"oft": {"block_size": 8}, "fourierft": {"n_frequency": 20}}
 """Options that fit the tiny ViT (width 32, MLP 128)."""
 
 
+def tuned(method: str, **options) -> torch.nn.Module:
+    """A tiny ViT with ``method`` (eval mode), every trainable tensor moved off its init as if
+    trained: at init a tuner may change nothing (LoRA's B is zero), which would hide a lost tensor."""
+    torch.manual_seed(0)
+    model = create_model(tiny_vit_spec(), method, 4, **options).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.1)
+    return model
+
+
 def tuner_count(method: str, width: int, depth: int, mlp: int, options: dict) -> int:
     """Each tuner's trainable count on a ViT's qkv, proj, fc1 and fc2, from its paper's formula."""
     layers = [(width, 3 * width), (width, width), (width, mlp), (mlp, width)]  # (in, out)
@@ -85,12 +97,7 @@ def test_only_the_tuner_and_the_head_get_gradients_and_switching_it_off_gives_th
 
 @pytest.mark.parametrize("method", EACH_TUNER)
 def test_save_load_gives_identical_logits_on_the_lean_and_the_full_path(method, tmp_path):
-    torch.manual_seed(0)
-    model = create_model(tiny_vit_spec(), method, 4, **TINY_OPTIONS.get(method, {})).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn_like(param) * 0.1)
+    model = tuned(method, **TINY_OPTIONS.get(method, {}))
     save_prompt(model, tmp_path / "ckpt")
     loaded = load_prompt(tmp_path / "ckpt").eval()
     images = torch.rand(2, 3, 16, 16)
@@ -130,12 +137,7 @@ def test_without_peft_the_line_says_how_to_install_it(monkeypatch):
 @pytest.mark.slow  # the merge of every tuner (the export test merges LoRA)
 @pytest.mark.parametrize("method", TUNERS)
 def test_a_merged_copy_holds_plain_layers_and_equals_the_tuned_model(method):
-    torch.manual_seed(0)
-    model = create_model(tiny_vit_spec(), method, 4, **TINY_OPTIONS.get(method, {})).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn_like(param) * 0.1)
+    model = tuned(method, **TINY_OPTIONS.get(method, {}))
     merged = merged_copy(model).eval()
     assert not any(isinstance(m, BaseTunerLayer) for m in merged.modules())
     assert any(isinstance(m, BaseTunerLayer) for m in model.modules())  # the model itself is left as it was
@@ -157,12 +159,7 @@ def test_any_peft_tuner_by_name_takes_its_options_and_loads_back(tmp_path):
     # LoHa: two rank-r Hadamard factors, each r·(in + out) per layer: at r = 2 the count of LoRA at r = 4
     report = count_parameters(tiny_vit_spec(), "peft:loha", 4, r=2)
     assert report.backbone == tuner_count("lora", 32, 3, 128, {}) // 2
-    torch.manual_seed(0)
-    model = create_model(tiny_vit_spec(), "peft:loha", 4, r=2).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn_like(param) * 0.1)
+    model = tuned("peft:loha", r=2)
     save_prompt(model, tmp_path / "loha")
     images = torch.rand(2, 3, 16, 16)
     assert torch.equal(load_prompt(tmp_path / "loha").eval()(images), model(images))

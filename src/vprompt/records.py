@@ -120,6 +120,7 @@ def source_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
+@functools.cache  # the same for every record a process writes
 def machine() -> dict[str, Any]:
     """What ran it: CPU model, cores, bf16 flags (AMX makes ``auto`` train in bf16), and the GPU if any."""
     import torch

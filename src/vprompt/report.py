@@ -21,6 +21,21 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def seed_means(rows: Sequence[dict[str, Any]], metric: str) -> list[float]:
+    """The mean of ``metric`` over the rows of each seed, in seed order: one sample per seed for a
+    spread over seeds (the spread a rerun would show)."""
+    by_seed: dict[int, list[float]] = {}
+    for row in rows:
+        by_seed.setdefault(row["seed"], []).append(row[metric])
+    return [statistics.mean(by_seed[seed]) for seed in sorted(by_seed)]
+
+
+def paired_by_seed(rows: Sequence[dict[str, Any]], base: Sequence[dict[str, Any]], metric: str) -> list[float]:
+    """Per seed: the mean of ``metric`` over ``rows`` minus the same seed's over ``base`` (both over
+    the same seeds), so that what a seed does to both cancels out of the difference."""
+    return [a - b for a, b in zip(seed_means(rows, metric), seed_means(base, metric), strict=True)]
+
+
 def spread_text(mean: float, std: float, count: int, digits: int = 3, signed: bool = False) -> str:
     """``mean ± std`` over ``count`` seeds, as every table writes it. One seed has no spread to show,
     so the cell says how many there were (``0.660 (n = 1)``), and a spread below the last digit is

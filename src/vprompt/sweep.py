@@ -111,10 +111,10 @@ def finished_accuracy(run: Run) -> float | None:
     if not ((run.out_dir / FINAL).is_dir() and metrics.is_file()):
         return None
     claim_run_dir(run)
-    last = json.loads(metrics.read_text())[-1]
-    if last.get("precision", "no") != resolve_precision(run.config.mixed_precision):
+    last, precision = json.loads(metrics.read_text())[-1], resolve_precision(run.config.mixed_precision)
+    if last.get("precision", "no") != precision:
         raise ConfigError(f"{run.out_dir} was trained in {last['precision']}, this run would train in "
-                          f"{resolve_precision(run.config.mixed_precision)}: choose another --out or remove it")
+                          f"{precision}: choose another --out or remove it")
     return last["eval_acc"]
 
 
@@ -329,20 +329,21 @@ def run_all(runs: Sequence[Run], executor: LocalExecutor | RayExecutor, progress
             records: RunRecords | None = None) -> list[float]:
     """Accuracies of ``runs``: recorded or finished ones read back, only the others handed to
     ``executor``; with ``records``, every run the executor finishes is recorded."""
-    known = [recorded_accuracy(records, run) if records else None for run in runs]
-    for index, run in enumerate(runs):
-        if known[index] is None:
-            known[index] = finished_accuracy(run)
-            if known[index] is not None and records is not None:  # finished here before records were kept
-                records.add(run_settings(run), {"acc": known[index]})
+    known: list[float | None] = []
+    for run in runs:
+        acc = recorded_accuracy(records, run) if records else None
+        if acc is None and (acc := finished_accuracy(run)) is not None and records is not None:
+            records.add(run_settings(run), {"acc": acc})  # finished here before records were kept
+        known.append(acc)
     todo = [i for i, acc in enumerate(known) if acc is None]
     if progress and len(todo) < len(runs):
         print(f"[sweep] {len(runs) - len(todo)} of {len(runs)} runs already finished: read back")
-    def record(index: int, acc: float) -> None:  # as each run finishes: a crash loses no record
-        if records is not None:
-            records.add(run_settings(runs[todo[index]]), {"acc": acc})
 
-    for i, acc in zip(todo, executor.map([runs[i] for i in todo], progress, record), strict=True):
+    def record(index: int, acc: float) -> None:  # as each run finishes: a crash loses no record
+        records.add(run_settings(runs[todo[index]]), {"acc": acc})
+
+    finished = executor.map([runs[i] for i in todo], progress, record if records is not None else None)
+    for i, acc in zip(todo, finished, strict=True):
         known[i] = acc
     return known
 

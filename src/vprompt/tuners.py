@@ -47,22 +47,20 @@ class LoRAConfig(TunerConfig):
     """Scale numerator: the update is multiplied by alpha / r."""
     dropout: Annotated[float, at_least(0), below(1)] = 0.0
     """Dropout on the adapted layer's input, in the update's branch only."""
+    use_dora: ClassVar[bool] = False
 
     def peft_config(self, targets: str, feedforward: str) -> Any:
         from peft import LoraConfig
 
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets)
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
+                          use_dora=self.use_dora)
 
 
 @dataclass
 class DoRAConfig(LoRAConfig):
     """DoRA (Liu et al., 2024): LoRA on the direction of each weight, plus a learned magnitude per output."""
 
-    def peft_config(self, targets: str, feedforward: str) -> Any:
-        from peft import LoraConfig
-
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
-                          use_dora=True)
+    use_dora: ClassVar[bool] = True
 
 
 @dataclass

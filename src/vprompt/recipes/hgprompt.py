@@ -28,7 +28,7 @@ from vprompt.data.synthetic import synthetic_task_names
 from vprompt.recipes.demo import DEMO_BACKBONE
 from vprompt.recipes.run import task_dirs
 from vprompt.records import backbone_identity, open_records, task_identity
-from vprompt.report import markdown_table, new_figure, save_figure, spread, write_rows
+from vprompt.report import markdown_table, new_figure, paired_by_seed, save_figure, seed_means, spread, write_rows
 from vprompt.sweep import Run, claim_folder, execute, learned_settings, protocol_table, summarise
 from vprompt.train import TrainConfig
 from vprompt.transfer import SearchConfig, TargetTransfer, TransferConfig, check_methods, transfer_method_names
@@ -210,16 +210,15 @@ def paired_line(rows: list[dict[str, Any]]) -> str:
     """HGPrompt against the best baseline (the highest mean over targets), paired by seed: each
     seed's mean over targets of HGPrompt minus the baseline's, then their mean ± std, so a small but
     consistent effect shows even where the seed spread of each method hides it."""
-    by_seed: dict[tuple[str, int], list[float]] = {}
+    by_method: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        by_seed.setdefault((row["method"], row["seed"]), []).append(row["test_acc"])
-    seeds = sorted({seed for _, seed in by_seed})
-    baselines = [m for m in dict.fromkeys(r["method"] for r in rows) if m not in NOT_BASELINES]
-    if "hgprompt" not in {r["method"] for r in rows} or not baselines:
+        by_method.setdefault(row["method"], []).append(row)
+    baselines = [m for m in by_method if m not in NOT_BASELINES]
+    if "hgprompt" not in by_method or not baselines:
         return ""
-    mean = {key: statistics.mean(values) for key, values in by_seed.items()}
-    best = max(baselines, key=lambda m: statistics.mean(mean[m, s] for s in seeds))
-    differences = [mean["hgprompt", s] - mean[best, s] for s in seeds]
+    best = max(baselines, key=lambda m: statistics.mean(seed_means(by_method[m], "test_acc")))
+    differences = paired_by_seed(by_method["hgprompt"], by_method[best], "test_acc")
+    seeds = sorted({row["seed"] for row in by_method["hgprompt"]})
     each = ", ".join(f"seed {s} {d:+.3f}" for s, d in zip(seeds, differences))
     return (f"\n\nHGPrompt − the best baseline ({best}, by its mean over targets; the oracle and HGPrompt's "
             f"ablation are not baselines), mean over targets paired by seed: {each}; {spread(differences)}.")

@@ -3,14 +3,13 @@ the clean-vs-robust trade-off plot, and pictures of the learned prompts."""
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vprompt.report import markdown_table, mean_std, new_figure, save_figure, spread, spread_text
+from vprompt.report import markdown_table, mean_std, new_figure, paired_by_seed, save_figure, seed_means, spread, spread_text
 
 METRICS = (("clean_acc", "clean"), ("robust_acc_pgd", "PGD"), ("robust_acc_aa", "AutoAttack"))
 PROMPT_PICTURE_SCALE = 4
@@ -18,10 +17,8 @@ PROMPT_PICTURE_SCALE = 4
 
 def seed_spread(rows: list[dict[str, Any]], metric: str) -> tuple[float, float, int]:
     """Mean and std over seeds of the per-seed task mean (the spread a rerun would show), and the seeds."""
-    by_seed: dict[int, list[float]] = {}
-    for row in rows:
-        by_seed.setdefault(row["seed"], []).append(row[metric])
-    return (*mean_std([statistics.mean(values) for values in by_seed.values()]), len(by_seed))
+    means = seed_means(rows, metric)
+    return (*mean_std(means), len(means))
 
 
 def grouped(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str, Any]]]:
@@ -70,19 +67,11 @@ def change_lines(rows: list[dict[str, Any]], base_method: str, number: str,
         base = groups.get((kind, base_method))
         if method == base_method or base is None or not methods(method):
             continue
-        deltas = {metric: spread(paired_changes(group, base, metric), signed=True)
+        deltas = {metric: spread(paired_by_seed(group, base, metric), signed=True)
                   for metric in ("clean_acc", "robust_acc_aa", "robust_acc_pgd")}
         lines.append(f"- ({number}) {method} on the {kind} source, paired by seed: clean {deltas['clean_acc']}, "
                      f"AutoAttack {deltas['robust_acc_aa']}, PGD {deltas['robust_acc_pgd']} against {base_method}.")
     return lines
-
-
-def paired_changes(rows: list[dict[str, Any]], base: list[dict[str, Any]], metric: str) -> list[float]:
-    """Per seed of ``rows``: its task mean of ``metric`` minus the same seed's in ``base``."""
-    def seed_mean(picked: list[dict[str, Any]], seed: int) -> float:
-        return statistics.mean(row[metric] for row in picked if row["seed"] == seed)
-
-    return [seed_mean(rows, seed) - seed_mean(base, seed) for seed in sorted({row["seed"] for row in rows})]
 
 
 def answers(rows: list[dict[str, Any]]) -> list[str]:
