@@ -23,6 +23,7 @@ from vprompt.model import create_model, save_prompt
 CASES = {
     "vpt-deep": (tiny_vit_spec(), {"prompt_len": 3}),
     "vapt": (tiny_vit_spec(), {"prompt_len": 3}),
+    "kv-prompt": (tiny_vit_spec(), {"prompt_len": 3}),
     "vp": (tiny_vit_spec(num_classes=12), {"mapping": "rlm"}),  # pixel prompt + label mapping on the source head
 }
 FAMILIES = {

@@ -26,7 +26,8 @@ from typing import Any, Callable, ClassVar, Protocol
 import torch
 from torch import nn
 
-from vprompt.families.lean import Lean, Rows, block_kind, lean_block, stochastic
+from vprompt.errors import ConfigError
+from vprompt.families.lean import Lean, Rows, block_kind, block_output, lean_block, stochastic
 
 
 class PromptSource(Protocol):
@@ -48,6 +49,14 @@ class PromptSource(Protocol):
         returns a tensor), so block ``index - 1``'s prompt outputs are never read."""
 
 
+class KeyValueSource(Protocol):
+    """What a family adapter asks of key-value prompts: keys and values that join a block's
+    attention, queried by every token and querying nothing."""
+
+    def key_values(self, index: int, batch_size: int, num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block ``index``'s keys and values, each (B, heads, p, head_dim)."""
+
+
 @dataclass(frozen=True)
 class TokenLayout:
     """The token geometry of a backbone, as token prompts need it."""
@@ -62,6 +71,10 @@ class TokenLayout:
     """Pixels per patch (VPT's init bound reads it)."""
     fixed_grid: bool = True
     """Every block sees the same patch grid (False when stages merge patches)."""
+    open_attention: bool = False
+    """vprompt computes every block's attention from the block's own modules (timm's ViT, Eva and
+    BEiT blocks, [`LEAN_BLOCKS`][vprompt.families.lean.LEAN_BLOCKS]) over keys of the token
+    width, so keys and values can join it (key-value prompts)."""
 
     @property
     def depth(self) -> int:
@@ -135,6 +148,11 @@ class TokenFamily(ABC):
         """Make every forward of ``model`` carry ``source``'s prompts (if any) and, where the
         family has one and ``lean`` asks for it, the lean forward; the handles undo it."""
 
+    def attach_key_values(self, model: nn.Module, source: KeyValueSource, lean: Lean | None = None) -> list[Handle]:
+        """Make every block's attention of ``model`` take ``source``'s keys and values (with the
+        lean forward's last block where ``lean`` asks for it); the handles undo it."""
+        raise ConfigError(f"{self.name} blocks take no key-value prompts (their attention is timm's own)")
+
 
 class SequenceFamily(TokenFamily):
     """Families whose blocks pass one token sequence ``[prefix, patches]`` (ViT, EVA, BEiT).
@@ -155,11 +173,14 @@ class SequenceFamily(TokenFamily):
     lean_forward = True
 
     def layout(self, model: nn.Module) -> TokenLayout:
+        width = int(model.embed_dim)
         return TokenLayout(
-            block_dims=(int(model.embed_dim),) * len(model.blocks),
+            block_dims=(width,) * len(model.blocks),
             num_prefix_tokens=int(model.num_prefix_tokens),
             patch_grid=tuple(model.patch_embed.grid_size),
             patch_size=tuple(model.patch_embed.patch_size),
+            open_attention=all(block_kind(block) is not None and block.attn.proj.in_features == width
+                               for block in model.blocks),
         )
 
     def block_kwargs(self, kwargs: dict[str, Any], num_tokens: int) -> dict[str, Any]:
@@ -191,6 +212,14 @@ class SequenceFamily(TokenFamily):
                 lean_forward = partial(lean_block, block_rows, block, block_kind(block), stochastic(block))
                 handles.append(MethodOverride(block, "forward", lean_forward))
         return handles
+
+    def attach_key_values(self, model: nn.Module, source: KeyValueSource, lean: Lean | None = None) -> list[Handle]:
+        layout = self.layout(model)
+        if not layout.open_attention:
+            return super().attach_key_values(model, source, lean)
+        rows = self.lean_rows(model, None, lean, layout.num_prefix_tokens, 0)
+        return [MethodOverride(block, "forward", partial(key_value_block, block_rows or Rows(), block, source, index))
+                for index, (block, block_rows) in enumerate(zip(model.blocks, rows))]
 
     def lean_rows(self, model: nn.Module, source: PromptSource | None, lean: Lean | None, prefix: int,
                   count: int) -> list[Rows | None]:
@@ -226,3 +255,16 @@ def drop_prompts(prefix: int, count: int, module: nn.Module, args: tuple) -> tup
     """The final norm's input without the prompt tokens, so the family's pooling never sees them."""
     hidden = args[0]
     return (torch.cat([hidden[:, :prefix], hidden[:, prefix + count:]], dim=1), *args[1:])
+
+
+def key_value_block(rows: Rows, block: nn.Module, source: KeyValueSource, index: int, x: torch.Tensor, *args: Any,
+                    **kwargs: Any) -> torch.Tensor:
+    """Block ``index``'s output at ``rows`` with ``source``'s keys and values in its attention
+    (it replaces the block's ``forward`` on the instance)."""
+    kind = block_kind(block)
+    passed = {name: value for name, value in kwargs.items() if name in kind.passes}
+    if args or any(value is not None and value is not False for name, value in kwargs.items() if name not in passed):
+        raise ConfigError(f"{type(block).__name__} was called with arguments key-value prompts cannot pass through "
+                          f"(an attention mask?)")
+    key_values = source.key_values(index, x.shape[0], block.attn.num_heads)
+    return block_output(rows, block, kind, x, passed, key_values)

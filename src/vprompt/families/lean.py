@@ -166,10 +166,11 @@ def attend(attn: nn.Module, h: torch.Tensor, rows: Rows, qkv: QKV) -> torch.Tens
     the module is set)."""
     q, k, v, bias = qkv
     if attn.fused_attn:
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        dropout = attn.attn_drop.p if attn.training else 0.0
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
     else:
         scores = (q * attn.scale) @ k.transpose(-2, -1)
-        x = (scores if bias is None else scores + bias).softmax(dim=-1) @ v
+        x = attn.attn_drop((scores if bias is None else scores + bias).softmax(dim=-1)) @ v
     x = x.transpose(1, 2).flatten(2)
     x = getattr(attn, "norm", nn.Identity())(x)
     gate = getattr(attn, "gate", None)
@@ -187,8 +188,26 @@ def lean_block(rows: Rows, block: nn.Module, kind: BlockKind, stochastic: bool, 
     hooked = attn._forward_hooks or attn._forward_pre_hooks  # a hook on the attention sees timm's own call
     if args or unknown or hooked or (stochastic and block.training):  # timm's own forward, then the same rows
         return rows.take(type(block).forward(block, x, *args, **kwargs), 1)
+    return block_output(rows, block, kind, x, passed)
+
+
+def with_key_values(qkv: QKV, keys: torch.Tensor, values: torch.Tensor) -> QKV:
+    """The attention's queries, keys and values with (B, heads, p, head_dim) ``keys`` and
+    ``values`` appended after every row's (queried by every row, queries of none), and the
+    additive bias padded with zero bias for them."""
+    q, k, v, bias = qkv
+    k, v = torch.cat([k, keys.to(k.dtype)], dim=2), torch.cat([v, values.to(v.dtype)], dim=2)
+    return q, k, v, None if bias is None else F.pad(bias, (0, keys.shape[2]))
+
+
+def block_output(rows: Rows, block: nn.Module, kind: BlockKind, x: torch.Tensor, passed: dict[str, Any],
+                 key_values: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The block's math at ``rows``, composed from its own modules; ``key_values`` (keys and
+    values of shape (B, heads, p, head_dim)) join its attention's keys and values."""
+    attn = block.attn
     h = block.norm1(x)
-    attended = attend(attn, h, rows, kind.qkv(attn, h, rows, **passed))
+    qkv = kind.qkv(attn, h, rows, **passed)
+    attended = attend(attn, h, rows, qkv if key_values is None else with_key_values(qkv, *key_values))
     x = rows.take(x, 1)
     if kind.gamma:
         if block.gamma_1 is not None:

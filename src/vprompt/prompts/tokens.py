@@ -27,7 +27,33 @@ from vprompt.families.lean import Lean
 from vprompt.methods import LinearHeadConfig, Method, register_method
 
 
-class TokenPrompt(nn.Module):
+class AttachedPrompt(nn.Module):
+    """A prompt that lives inside the backbone through its family adapter's handles, which
+    ``detach`` removes, so the backbone computes exactly what it did before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._handles: list[Handle] = []
+
+    def family_handles(self, backbone: nn.Module, lean: Lean | None) -> list[Handle]:
+        """Change the backbone through its family adapter, returning the handles that undo it."""
+        raise NotImplementedError
+
+    def attach(self, backbone: nn.Module, lean: Lean | None = None) -> None:
+        """Make the backbone carry this prompt (with the lean forward when ``lean`` is given);
+        call once, the PromptedModel does."""
+        if self._handles:
+            raise RuntimeError("prompt is already attached to a backbone")
+        self._handles = self.family_handles(backbone, lean)
+
+    def detach(self) -> None:
+        """Take the prompt out again."""
+        for handle in reversed(self._handles):
+            handle.remove()
+        self._handles = []
+
+
+class TokenPrompt(AttachedPrompt):
     """Base class of prompts that live in a transformer's token sequence.
 
     Subclasses implement [`initial_prompts`][vprompt.prompts.TokenPrompt.initial_prompts] (layer 0)
@@ -51,7 +77,6 @@ class TokenPrompt(nn.Module):
             raise ConfigError(f"prompt length must be at least 1, got {num_tokens}")
         self.num_tokens = num_tokens
         self.layout = layout
-        self._handles: list[Handle] = []
 
     @property
     def depth(self) -> int:
@@ -77,18 +102,9 @@ class TokenPrompt(nn.Module):
         never computes block ``index - 1``'s prompt outputs)."""
         return False
 
-    def attach(self, backbone: nn.Module, lean: Lean | None = None) -> None:
-        """Make the backbone carry these prompts (with the lean forward when ``lean`` is given);
-        call once, the PromptedModel does."""
-        if self._handles:
-            raise RuntimeError("prompt is already attached to a backbone")
-        self._handles = token_family(backbone, "token prompts").attach(backbone, self, lean)
-
-    def detach(self) -> None:
-        """Take the prompts out again: the backbone computes exactly what it did before."""
-        for handle in reversed(self._handles):
-            handle.remove()
-        self._handles = []
+    def family_handles(self, backbone: nn.Module, lean: Lean | None) -> list[Handle]:
+        """The prompt tokens enter and leave the backbone's sequence."""
+        return token_family(backbone, "token prompts").attach(backbone, self, lean)
 
 
 def vpt_init_bound(patch_size: tuple[int, int], embed_dim: int) -> float:
