@@ -20,7 +20,7 @@ from vprompt.export import export_model
 from vprompt.model import count_parameters, create_model, load_prompt, save_prompt
 from vprompt.tuners import merged_copy
 
-TUNERS = ("lora", "dora", "ia3", "oft", "fourierft")
+TUNERS = ("lora", "dora", "ia3", "oft", "fourierft", "vera")
 EACH_TUNER = [pytest.param(m, marks=[] if m == "lora" else [pytest.mark.slow]) for m in TUNERS]
 """LoRA in the fast tier, every tuner in the slow one (their counts are checked fast, all of them)."""
 TINY_OPTIONS = {"oft": {"block_size": 8}, "fourierft": {"n_frequency": 20}}
@@ -51,6 +51,8 @@ def tuner_count(method: str, width: int, depth: int, mlp: int, options: dict) ->
     if method == "oft":  # per layer, in / b blocks of b(b − 1)/2 free entries (a skew-symmetric matrix)
         b = options.get("block_size", 32)
         return depth * sum(i // b * b * (b - 1) // 2 for i, _ in layers)
+    if method == "vera":  # per layer, a scaling vector per rank and one per output (the projections are frozen)
+        return depth * sum(options.get("r", 256) + o for _, o in layers)
     return depth * 4 * options.get("n_frequency", 1000)  # fourierft: n coefficients per layer
 
 
@@ -62,9 +64,9 @@ def test_trainable_count_is_the_formula_on_the_tiny_vit(method):
     assert report.head == 32 * 4 + 4 and report.prompt == 0
 
 
-@pytest.mark.slow  # five ViT-B/16 builds
+@pytest.mark.slow  # six ViT-B/16 builds
 @pytest.mark.parametrize("method, figure", [("lora", 1_179_648), ("dora", 1_262_592), ("ia3", 82_944),
-                                            ("oft", 999_936), ("fourierft", 48_000)])
+                                            ("oft", 999_936), ("fourierft", 48_000), ("vera", 95_232)])
 def test_trainable_count_at_vit_b16_is_the_formula(method, figure):
     assert count_parameters("vit_base_patch16_224", method, 100).backbone == tuner_count(
         method, 768, 12, 3072, {}) == figure
@@ -163,7 +165,11 @@ def test_any_peft_tuner_by_name_takes_its_options_and_loads_back(tmp_path):
     save_prompt(model, tmp_path / "loha")
     images = torch.rand(2, 3, 16, 16)
     assert torch.equal(load_prompt(tmp_path / "loha").eval()(images), model(images))
-    with pytest.raises(ConfigError, match="peft has no tuner 'nosuch' \\(peft's: .*peft:loha"):
+    with pytest.raises(ConfigError, match="no tuner 'nosuch' that adapts a model's layers \\(peft's: .*peft:loha"):
         create_model(tiny_vit_spec(), "peft:nosuch", 4)
+    with pytest.raises(ConfigError, match="peft has no tuner 'prompt_tuning' that adapts"):  # it wraps a model
+        create_model(tiny_vit_spec(), "peft:prompt_tuning", 4)
+    with pytest.raises(ConfigError, match="peft could not adapt VisionTransformer: .*total_step"):  # an option it needs
+        create_model(tiny_vit_spec(), "peft:adalora", 4)
     with pytest.raises(ConfigError, match="method 'peft:loha' does not take rank"):
         create_model(tiny_vit_spec(), "peft:loha", 4, rank=2)

@@ -112,6 +112,9 @@ class Method:
 
 _REGISTRY: dict[str, Method] = {}
 _BY_PREFIX: dict[str, Callable[[str], Method]] = {}
+_BUILT_BY_PREFIX: dict[str, Method] = {}
+"""Methods a prefix built when asked for; kept apart, so the registered list (the CLI's help, the
+matrix) never depends on what a process asked for before."""
 DEFAULT_METHOD = "vpt-deep"
 """The method the command line trains when none is named."""
 
@@ -125,8 +128,8 @@ def register_method(method: Method) -> Method:
 
 
 def register_method_prefix(prefix: str, build: Callable[[str], Method]) -> None:
-    """Methods named ``prefix`` + a name (``peft:loha``), built by ``build`` and registered the first
-    time one is asked for: a library's whole list of tuners, without a registration each."""
+    """Methods named ``prefix`` + a name (``peft:loha``), built by ``build`` the first time one is
+    asked for: a library's whole list of tuners, without a registration each."""
     _BY_PREFIX[prefix] = build
 
 
@@ -137,13 +140,15 @@ def _ensure_builtin_methods() -> None:
 
 def get_method(name: str) -> Method:
     _ensure_builtin_methods()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
     prefix = next((p for p in _BY_PREFIX if name.startswith(p) and len(name) > len(p)), None)
-    if name not in _REGISTRY and prefix is not None:
-        register_method(_BY_PREFIX[prefix](name))
-    if name not in _REGISTRY:
+    if prefix is None:
         others = "".join(f", {p}NAME" for p in _BY_PREFIX)
         raise ConfigError(f"unknown method '{name}'; choose from {', '.join(method_names())}{others}")
-    return _REGISTRY[name]
+    if name not in _BUILT_BY_PREFIX:
+        _BUILT_BY_PREFIX[name] = _BY_PREFIX[prefix](name)
+    return _BUILT_BY_PREFIX[name]
 
 
 def registered_methods() -> list[Method]:

@@ -1,4 +1,4 @@
-"""peft's tuners as methods: LoRA, DoRA, IA³, OFT and FourierFT on the frozen backbone's linear layers.
+"""peft's tuners as methods: LoRA, DoRA, IA³, OFT, FourierFT and VeRA on the frozen backbone's linear layers.
 
 The baselines every VTAB-1k table puts beside prompts, computed by peft (the maintained library
 for them), never re-implemented here: peft injects its layers into the backbone's modules in
@@ -107,12 +107,35 @@ class FourierFTMethodConfig(TunerConfig):
         return FourierFTConfig(n_frequency=self.n_frequency, scaling=self.scaling, target_modules=targets)
 
 
+@dataclass
+class VeRAMethodConfig(TunerConfig):
+    """VeRA (Kopiczko et al., 2024): one pair of frozen random projections shared by every adapted
+    layer, scaled per layer by two learned vectors (one per rank, one per output)."""
+
+    r: Annotated[int, at_least(1)] = 256
+    """Rank of the shared projections."""
+    dropout: Annotated[float, at_least(0), below(1)] = 0.0
+    """Dropout on the adapted layer's input, in the update's branch only."""
+    d_initial: Annotated[float, above(0)] = 0.1
+    """Initial value of the per-rank scaling vector."""
+    projection_seed: Annotated[int, at_least(0)] = 0
+    """Seed of the shared projections: a checkpoint stores only the learned vectors and draws the
+    projections again from it."""
+
+    def peft_config(self, targets: str, feedforward: str) -> Any:
+        from peft import VeraConfig
+
+        return VeraConfig(r=self.r, vera_dropout=self.dropout, d_initial=self.d_initial,
+                          projection_prng_key=self.projection_seed, target_modules=targets)
+
+
 def inject_tuner(config: TunerConfig, backbone: nn.Module) -> None:
     """Put the tuner's layers into ``backbone`` in place, on its family's (or the given) modules."""
     from vprompt.families import find_family
 
     try:
         from peft import inject_adapter_in_model
+        from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
     except ImportError:
         raise ConfigError(f"the peft tuners need peft: {PEFT_HINT}") from None
     family = find_family(backbone)
@@ -122,8 +145,15 @@ def inject_tuner(config: TunerConfig, backbone: nn.Module) -> None:
     targets = config.target_modules or family.tuner_targets
     feedforward = family.tuner_feedforward if family is not None else targets
     try:
-        inject_adapter_in_model(config.peft_config(targets, feedforward), backbone)
-    except ValueError as exc:  # peft's own refusal: no module matched, a shape it cannot adapt
+        peft_config = config.peft_config(targets, feedforward)
+        tuner = PEFT_TYPE_TO_TUNER_MAPPING.get(peft_config.peft_type)
+        if getattr(tuner, "uses_shared_state", False):
+            # VeRA's projections live on the tuner object, which inject_adapter_in_model drops (so it
+            # refuses such tuners); every adapted layer holds a reference to them, which is all they need.
+            tuner(backbone, peft_config, adapter_name="default")
+        else:
+            inject_adapter_in_model(peft_config, backbone)
+    except ValueError as exc:  # peft's own refusal: an option it needs, no module matched, a shape it cannot adapt
         raise ConfigError(f"peft could not adapt {type(backbone).__name__}: {exc}") from None
 
 
@@ -142,11 +172,14 @@ def peft_method(name: str) -> Method:
         from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
     except ImportError:
         raise ConfigError(f"the peft tuners need peft: {PEFT_HINT}") from None
+    # A tuner that adapts a model's layers is told which by target_modules (prompt learning wraps a model).
+    layer_tuners = {str(t).split(".")[-1].lower(): cls for t, cls in PEFT_TYPE_TO_CONFIG_MAPPING.items()
+                    if "target_modules" in {f.name for f in dataclasses.fields(cls)}}
     kind = name.removeprefix(PEFT_PREFIX)
-    peft_cls = PEFT_TYPE_TO_CONFIG_MAPPING.get(kind.upper())
+    peft_cls = layer_tuners.get(kind.lower())
     if peft_cls is None:
-        known = ", ".join(sorted(PEFT_PREFIX + str(t).split(".")[-1].lower() for t in PEFT_TYPE_TO_CONFIG_MAPPING))
-        raise ConfigError(f"peft has no tuner '{kind}' (peft's: {known})")
+        known = ", ".join(sorted(PEFT_PREFIX + tuner for tuner in layer_tuners))
+        raise ConfigError(f"peft has no tuner '{kind}' that adapts a model's layers (peft's: {known})")
     plain = [f for f in dataclasses.fields(peft_cls)
              if f.name not in NOT_OPTIONS and f.default is not dataclasses.MISSING
              and (f.default is None or isinstance(f.default, (bool, int, float, str)))]
@@ -168,6 +201,7 @@ for _name, _config, _summary in (
     ("ia3", IA3MethodConfig, "IA³ scaling vectors (peft)"),
     ("oft", OFTMethodConfig, "OFT orthogonal rotations (peft)"),
     ("fourierft", FourierFTMethodConfig, "FourierFT spectral updates (peft)"),
+    ("vera", VeRAMethodConfig, "VeRA: shared random projections, learned scaling vectors (peft)"),
 ):
     register_method(Method(_name, _config, adapt_backbone=inject_tuner, summary=_summary))
 
