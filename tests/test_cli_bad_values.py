@@ -68,6 +68,7 @@ VALID: dict[str, tuple[list[str], list[str]]] = {
     "reproduce pbl": (["--out", "{out}", "--quick"], []),
     "reproduce robust-tokens": (["--out", "{out}", "--quick"], []),
     "reproduce hgprompt": (["--out", "{out}", "--quick", *MODEL], []),
+    "reproduce baselines": (["--out", "{out}", "--quick", *MODEL], []),
     "zoo build": (["--out", "{out}", "--work", "{out}-work", "--tiny"], ["fractal-resnet"]),
 }
 
@@ -100,6 +101,7 @@ BAD: dict[str, list[list[str]]] = {
     "--name": [["a/b"]], "--task": [[""]], "--accuracy": [["1.5"]],
     "--template": [["zigzag"]], "--mapping": [["nearest"]], "--value-strength": [["-1"]],
     "--spatial-strength": [["-1"]], "--output-strength": [["-1"]], "--attack-images": [["0"]], "--pgd-steps": [["0"]],
+    "--timing-steps": [["0"]],
     "--standard": [["zoo:nosuch"]], "--robust": [["zoo:nosuch"]], "--standard-weights": [["{missing}"]],
     "--robust-weights": [["{missing}"]],
     "--source-method": [["vp"]], "--source-epochs": [["0"]], "--tune-epochs": [["0"]],

@@ -16,6 +16,7 @@ import logging
 import socket
 import statistics
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -293,6 +294,16 @@ def run_protocol(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backb
     and finished ones recorded.
     """
     executor = executor or LocalExecutor()
+    finals = tuned_finals(tasks, methods, backbone, protocol, out, executor, progress, records)
+    test_accs = run_all([run for _, run in finals], executor, progress, records)
+    return [row | {"test_acc": acc} for (row, _), acc in zip(finals, test_accs, strict=True)]
+
+
+def tuned_finals(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backbone: BackboneSpec,
+                 protocol: Protocol, out: Path, executor: LocalExecutor | RayExecutor, progress: bool = True,
+                 records: RunRecords | None = None) -> list[tuple[dict[str, Any], Run]]:
+    """The protocol's tuning runs (run, or read back), and the final runs they pick, not yet run:
+    one (row, run) per task × method × seed, for a caller that does more with each final run."""
     if records is not None:  # every run in the records folder's precision, whatever auto says where it runs
         protocol = replace(protocol, train=replace(protocol.train, mixed_precision=records.mixed_precision))
     sources = {task: open_task(task) for task in tasks}
@@ -321,8 +332,7 @@ def run_protocol(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backb
                                     replace(protocol.train, base_lr=lr, weight_decay=wd, seed=seed),
                                     out / "runs" / source.info.name / method / f"seed{seed}",
                                     source.protocol.final_train, source.protocol.test)))
-    test_accs = run_all([run for _, run in finals], executor, progress, records)
-    return [row | {"test_acc": acc} for (row, _), acc in zip(finals, test_accs, strict=True)]
+    return finals
 
 
 def run_all(runs: Sequence[Run], executor: LocalExecutor | RayExecutor, progress: bool,
@@ -395,6 +405,19 @@ def protocol_header(protocol: Protocol, backbone: BackboneSpec) -> str:
             f"{protocol.base_lrs} × weight decay {protocol.weight_decays}{lens}, {picked}; "
             f"{protocol.train.epochs} epochs, {protocol.train.optimizer}; backbone {backbone.describe()}. "
             "Averages: the mean over tasks, and the mean of the group means.")
+
+
+def picked_rates(rows: Sequence[dict[str, Any]]) -> str:
+    """Which base rate the validation split picked, per method, counted over tasks (none: one rate)."""
+    picks: dict[str, Counter[float]] = {}
+    for row in rows:
+        if row["seed"] == rows[0]["seed"] and row["val_acc"] is not None:
+            picks.setdefault(row["method"], Counter())[row["base_lr"]] += 1
+    if not picks:
+        return ""
+    counts = "; ".join(f"{method} " + ", ".join(f"{rate:g} on {n}" for rate, n in sorted(found.items(), reverse=True))
+                       for method, found in picks.items())
+    return f" Base rate picked on val200 (tasks): {counts}."
 
 
 def expand_tasks(specs: Sequence[str]) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Annotated, Union
 from tyro.conf import subcommand
 
 from vprompt.cli.args import Group, OptionalBackboneArgs
+from vprompt.recipes.baselines import BaselinesReproduction
 from vprompt.recipes.hgprompt import HGPromptReproduction
 from vprompt.recipes.pbl import PBLReproduction
 from vprompt.recipes.robust_tokens import RobustTokensReproduction
@@ -19,6 +20,7 @@ RECIPES = {
     "pbl": "VP and PBL on standard vs robust zoo CNNs: clean, PGD and AutoAttack accuracy (offline)",
     "robust-tokens": "linear, VPT-deep, VAPT, VP (+ PBL) on standard vs robust zoo ViTs: clean, PGD, AutoAttack",
     "hgprompt": "HGPrompt vs six baselines, leave-one-task-out prompt transfer (offline: synthetic suite)",
+    "baselines": "linear, VPT-deep, VAPT, key-value, VFPT, LoRA, BitFit: clean, PGD, parameters, step time",
 }
 
 
@@ -84,6 +86,20 @@ class ReproduceHGPrompt:
 
 
 @dataclass
+class ReproduceBaselines:
+    """The prompts beside LoRA, BitFit and the probe in one protocol: clean and PGD accuracy, parameters, step time."""
+
+    config: BaselinesReproduction = field(default_factory=BaselinesReproduction)
+    backbone: OptionalBackboneArgs = field(default_factory=OptionalBackboneArgs)
+
+    def run(self) -> None:
+        from vprompt.recipes.baselines import run_baselines_reproduction
+
+        run_baselines_reproduction(self.config, self.backbone.spec_or_none())
+        show_results(self.config.out, f"costs: {self.config.out / 'costs.json'}")
+
+
+@dataclass
 class ReproduceList:
     """List the paper recipes that `vprompt reproduce` runs."""
 
@@ -96,4 +112,5 @@ class ReproduceList:
 class Reproduce(Group):
     command: Union[Annotated[ReproduceVAPT, subcommand("vapt")], Annotated[ReproducePBL, subcommand("pbl")],
                    Annotated[ReproduceRobustTokens, subcommand("robust-tokens")],
-                   Annotated[ReproduceHGPrompt, subcommand("hgprompt")], Annotated[ReproduceList, subcommand("list")]]
+                   Annotated[ReproduceHGPrompt, subcommand("hgprompt")],
+                   Annotated[ReproduceBaselines, subcommand("baselines")], Annotated[ReproduceList, subcommand("list")]]

@@ -8,7 +8,6 @@ synthetic suite with a smaller grid.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +19,8 @@ from vprompt.recipes.demo import DEMO_BACKBONE
 from vprompt.records import open_records
 from vprompt.recipes.run import task_dirs
 from vprompt.report import write_rows
-from vprompt.sweep import LocalExecutor, Protocol, RayExecutor, protocol_header, protocol_table, run_protocol, summarise
+from vprompt.sweep import (LocalExecutor, Protocol, RayExecutor, picked_rates, protocol_header, protocol_table,
+                           run_protocol, summarise)
 from vprompt.train import TrainConfig
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, above, at_least
 
@@ -99,16 +99,3 @@ def results_table(rows: list[dict[str, Any]], backbone: BackboneSpec, protocol: 
     wins = sum(summary[t, "vapt"] > summary[t, "vpt-deep"] for t in tasks)
     return (protocol_header(protocol, backbone) + f" VAPT beats VPT-deep on {wins} of {len(tasks)} tasks."
             + picked_rates(rows) + "\n\n" + protocol_table(rows))
-
-
-def picked_rates(rows: list[dict[str, Any]]) -> str:
-    """Which base rate the validation split picked, per method, counted over tasks (none: one rate)."""
-    picks: dict[str, Counter[float]] = {}
-    for row in rows:
-        if row["seed"] == rows[0]["seed"] and row["val_acc"] is not None:
-            picks.setdefault(row["method"], Counter())[row["base_lr"]] += 1
-    if not picks:
-        return ""
-    counts = "; ".join(f"{method} " + ", ".join(f"{rate:g} on {n}" for rate, n in sorted(found.items(), reverse=True))
-                       for method, found in picks.items())
-    return f" Base rate picked on val200 (tasks): {counts}."
