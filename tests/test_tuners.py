@@ -4,6 +4,7 @@ for bit, a checkpoint loads to the same logits, and every family's default targe
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -173,3 +174,31 @@ def test_any_peft_tuner_by_name_takes_its_options_and_loads_back(tmp_path):
         create_model(tiny_vit_spec(), "peft:adalora", 4)
     with pytest.raises(ConfigError, match="method 'peft:loha' does not take rank"):
         create_model(tiny_vit_spec(), "peft:loha", 4, rank=2)
+
+
+@pytest.mark.slow  # train, predict, attack, count and sweep through the command line
+def test_a_tuner_runs_through_train_predict_eval_attack_params_and_sweep(tmp_path, capsys):
+    from vprompt.cli import main
+    from vprompt.data import write_synthetic_suite
+
+    task = write_synthetic_suite(tmp_path / "suite", tasks=["digits"], image_size=16, test_size=20, progress=False)[0]
+    tiny = ["--model", "vit_tiny_patch16_224", "--init-seed", "0", "--model-arg", "img_size=16", "patch_size=4",
+            "embed_dim=32", "depth=3", "num_heads=2"]
+    main(["train", "--data", str(task), "--out", str(tmp_path / "lora"), *tiny, "--method", "lora",
+          "--method-arg", "r=2", "--epochs", "1", "--no-progress"])
+    prompt = tmp_path / "lora" / "prompt"
+    main(["predict", "--prompt", str(prompt), "--data", str(task), "--out", str(tmp_path / "predicted.csv"),
+          "--no-progress"])
+    assert len((tmp_path / "predicted.csv").read_text().splitlines()) == 21  # a header and every test image
+    capsys.readouterr()
+    main(["eval", "--prompt", str(prompt), "--data", str(task), "--attack", "pgd", "--images", "6", "--steps", "2",
+          "--eps", "1/255", "--json"])
+    robust = json.loads(capsys.readouterr().out)["robust"]
+    assert robust["n"] == 6 and 0 <= robust["robust_acc_pgd"] <= robust["clean_acc"] <= 1
+    main(["params", *tiny, "--method", "lora", "--method-arg", "r=2", "--num-classes", "10", "--json"])
+    assert json.loads(capsys.readouterr().out)["backbone"] == tuner_count("lora", 32, 3, 128, {}) // 4  # r = 2
+    main(["sweep", "--data", str(task), "--out", str(tmp_path / "sweep"), *tiny, "--methods", "lora", "dora",
+          "--method-arg", "r=2", "--ray", "none", "--seeds", "0", "--base-lrs", "0.02", "--weight-decays", "0",
+          "--epochs", "1"])
+    rows = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    assert sorted(row["method"] for row in rows) == ["dora", "lora"]
