@@ -18,6 +18,7 @@ from vprompt.frozen_features import frozen_trunk_reason
 from vprompt.model import count_parameters, create_model, load_prompt, save_prompt
 
 
+@pytest.mark.slow  # a ViT-B/16 build (on the meta device)
 def test_trainable_count_at_vit_b16_is_two_p_d_per_block():
     depth, width, keys = 12, 768, 10
     report = count_parameters("vit_base_patch16_224", "kv-prompt", 100, prompt_len=keys)
