@@ -25,6 +25,7 @@ from vprompt.hub import hub_name, is_hub_reference
 from vprompt.checkpoint import (META_FILE, WEIGHTS_FILE, read_metadata, recorded_accuracy, resolve_prompt_dir,
                                 write_json)
 from vprompt.model import PromptedModel
+from vprompt.prompt_file import checked_metadata, header_shapes
 
 CARD_FILE = "card.json"
 
@@ -40,7 +41,8 @@ class BankEntry:
         return self.card["task"]
 
     def metadata(self) -> dict[str, Any]:
-        return read_metadata(self.path)
+        """The entry's ``prompt.json``, checked as a prompt file (its weights are never opened from here)."""
+        return checked_metadata(read_metadata(self.path), self.path, own_weights=True)
 
 
 def add_to_bank(bank: Path | str, prompt: Path | str, name: str | None = None, task: str | None = None,
@@ -50,7 +52,7 @@ def add_to_bank(bank: Path | str, prompt: Path | str, name: str | None = None, t
     The task defaults to the entry name, the accuracy to the run's last evaluated accuracy.
     """
     source = resolve_prompt_dir(prompt)
-    meta = read_metadata(source)
+    meta = checked_metadata(read_metadata(source), source, own_weights=True)  # copied, not built
     name = name or task or (hub_name(prompt) if is_hub_reference(prompt) else Path(prompt).resolve().name)
     if "/" in name or name.startswith("."):
         raise CheckpointError(f"bank entry name '{name}' must be a plain folder name")
@@ -105,7 +107,7 @@ def select_entries(entries: list[BankEntry], names: list[str] | None = None) -> 
 def bank_backbone(entries: list[BankEntry]) -> tuple[BackboneSpec, str, dict[str, Any]]:
     """The backbone, method and method options the sources were trained with (those of the first
     entry; ``source_prompts`` refuses any entry that differs)."""
-    meta = entries[0].metadata()
+    meta = checked_metadata(entries[0].metadata(), entries[0].path)  # built here: no local weights file
     return BackboneSpec.from_record(meta["backbone"]), meta["method"], {"prompt_len": meta["method_config"]["prompt_len"]}
 
 
@@ -125,14 +127,13 @@ def source_prompts(entries: list[BankEntry], model: PromptedModel) -> torch.Tens
                             f"the target uses '{model.backbone_spec.name}' (weights {model.backbone_fingerprint})")
         if meta["method"] != model.method.name:
             problems.append(f"method {meta['method']}, the target uses {model.method.name}")
-        try:
-            tensor = load_file(str(entry.path / WEIGHTS_FILE)).get(key)
-        except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read bank entry '{entry.name}': {exc}") from exc
-        if tensor is None or tuple(tensor.shape) != tuple(prompt.shape):
-            shape = None if tensor is None else tuple(tensor.shape)
+        shape = header_shapes(entry.path / WEIGHTS_FILE).get(key)  # from the header, before a tensor is read
+        if shape != tuple(prompt.shape):
             problems.append(f"prompt shape {shape}, the target's is {tuple(prompt.shape)}")
         if problems:
             raise CheckpointError(f"bank entry '{entry.name}' does not fit the target model: {'; '.join(problems)}")
-        stacked.append(tensor)
+        try:
+            stacked.append(load_file(str(entry.path / WEIGHTS_FILE))[key])
+        except (OSError, SafetensorError) as exc:
+            raise CheckpointError(f"cannot read bank entry '{entry.name}': {exc}") from exc
     return torch.stack(stacked).to(prompt.device)

@@ -28,3 +28,8 @@ class NonFiniteLossError(VpromptError):
 
 class VpromptWarning(UserWarning):
     """A setting that is allowed but probably not meant (the CLI prints it as one ``warning:`` line)."""
+
+
+class VpromptNotice(UserWarning):
+    """Something worth knowing that is not a problem (the CLI prints it as one ``note:`` line): where
+    a shared prompt's backbone comes from."""

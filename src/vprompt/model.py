@@ -8,7 +8,7 @@ themselves are ``vprompt.checkpoint``'s) and counts trainable parameters.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,11 @@ from torch.utils.data import Dataset
 from vprompt.backbones import (ADOPTED, BackboneSpec, DataConfig, adopt_module, create_backbone, data_config,
                                 fingerprint, meta_backbone, module_spec, random_weights_note)
 from vprompt.card import model_card
-from vprompt.checkpoint import (CHECKPOINT_FORMAT, read_metadata, read_tensors, resolve_prompt_dir,
+from vprompt.checkpoint import (CHECKPOINT_FORMAT, WEIGHTS_FILE, read_metadata, read_tensors, resolve_prompt_dir,
                                 write_prompt_files)
-from vprompt.errors import CheckpointError, ConfigError, DataError, VpromptWarning
+from vprompt.errors import CheckpointError, ConfigError, DataError, VpromptNotice, VpromptWarning
+from vprompt.hub import is_hub_reference
+from vprompt.prompt_file import MAX_PARAMETERS, check_shapes, checked_metadata, header_shapes
 from vprompt.families import find_family, source_classifier, token_family
 from vprompt.families.base import Handle
 from vprompt.families.lean import Lean
@@ -427,8 +429,14 @@ def save_prompt(model: PromptedModel, directory: Path | str, training: dict[str,
     return directory
 
 
-def load_prompt(directory: Path | str, backbone: BackboneSpec | nn.Module | None = None) -> PromptedModel:
+def load_prompt(directory: Path | str, backbone: BackboneSpec | nn.Module | None = None,
+                weights: Path | str | None = None) -> PromptedModel:
     """Rebuild a PromptedModel from a prompt checkpoint.
+
+    The checkpoint's ``prompt.json`` is data, never instructions: it is checked before anything is
+    built (``vprompt.prompt_file``; "Sharing prompts safely" in the docs), the model is first built
+    on the meta device to bound its size and to check the weights file's shapes, and a local weights file it
+    names is refused unless ``weights`` gives it.
 
     Args:
         directory: A folder written by [`save_prompt`][vprompt.save_prompt], a training run's
@@ -436,37 +444,64 @@ def load_prompt(directory: Path | str, backbone: BackboneSpec | nn.Module | None
         backbone: Build on this spec instead of the recorded one (e.g. weights moved to another
             path), or on this module (a prompt trained on a module you built needs it); its
             weights must still be those the prompt was trained on.
+        weights: A local file of the recorded backbone's weights (a prompt trained with
+            ``--weights`` needs it: a prompt file does not choose which files are opened).
 
     Returns:
         The model in eval mode, so the head's feature statistics are the saved ones, not those
         of the next batch.
 
     Raises:
-        CheckpointError: The checkpoint is missing, corrupt, or does not fit the backbone.
+        CheckpointError: The checkpoint is missing, corrupt, says what a prompt file may not, or
+            does not fit the backbone.
     """
-    directory = resolve_prompt_dir(directory)
-    meta = read_metadata(directory)
+    folder = resolve_prompt_dir(directory)
+    meta = checked_metadata(read_metadata(folder), folder, own_weights=backbone is not None or weights is not None)
     spec = backbone if backbone is not None else BackboneSpec.from_record(meta["backbone"])
+    if weights is not None and isinstance(spec, BackboneSpec):
+        spec = replace(spec, checkpoint=str(weights))
+    if is_hub_reference(directory) and isinstance(spec, BackboneSpec):
+        warnings.warn(f"{directory}: builds backbone {spec.describe()}",
+                      VpromptNotice, stacklevel=2)
+    if backbone is None:  # the file's own model: shapes first, nothing allocated for a model the file cannot fill
+        check_shapes(header_shapes(folder / WEIGHTS_FILE), meta_trainable_shapes(spec, meta, folder), folder)
     model = create_model(
         spec, meta["method"], meta["num_classes"], meta["class_names"], **meta["method_config"]
     )
-    load_prompt_into(model, directory, meta)
+    load_prompt_into(model, folder, meta)
     return model.eval()
 
 
+def meta_trainable_shapes(spec: BackboneSpec, meta: dict[str, Any], source: Path) -> dict[str, tuple[int, ...]]:
+    """The shapes of what the recorded model trains, from a build on the meta device (nothing
+    allocated), once its whole size is within ``MAX_PARAMETERS``."""
+    def build() -> PromptedModel:
+        return PromptedModel(meta_backbone(spec), spec, meta["method"],
+                             make_config(meta["method"], **meta["method_config"]), meta["num_classes"],
+                             meta["class_names"])
+
+    try:
+        with torch.device("meta"):
+            model = build()
+    except NotImplementedError:  # a prompt whose init needs values (VP's mask), its size bounded by the image's
+        model = build()
+    size = sum(param.numel() for param in model.parameters())
+    if size > MAX_PARAMETERS:
+        raise CheckpointError(f"{source}/prompt.json describes a model of {size:,} parameters, more than "
+                              f"{MAX_PARAMETERS:,}: refused before anything is allocated")
+    return {name: tuple(value.shape) for name, value in model.trainable_state().items()}
+
+
 def load_prompt_into(model: PromptedModel, directory: Path | str, meta: dict[str, Any] | None = None) -> None:
-    """Load checkpoint tensors into ``model`` after checking it is the model they were trained for."""
+    """Load checkpoint tensors into ``model`` after checking it is the model they were trained for
+    (and that the file's header declares exactly its tensors, before any is read)."""
     meta = meta or read_metadata(directory)
     problems = compatibility_problems(meta, model)
     if problems:
         raise CheckpointError(f"prompt checkpoint {directory} does not fit this model: {'; '.join(problems)}")
+    expected = {name: tuple(value.shape) for name, value in model.trainable_state().items()}
+    check_shapes(header_shapes(Path(directory) / WEIGHTS_FILE), expected, directory)
     tensors = read_tensors(directory)
-    expected = model.trainable_state()
-    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
-    wanted = {k: tuple(v.shape) for k, v in expected.items()}
-    if shapes != wanted:
-        diff = sorted(set(shapes.items()) ^ set(wanted.items()))[:3]
-        raise CheckpointError(f"{directory}: tensors do not match the model (first differences: {diff})")
     with torch.no_grad():
         targets = dict(model.named_parameters()) | dict(model.named_buffers())
         for name, value in tensors.items():

@@ -21,7 +21,6 @@ from vprompt.model import PromptedModel, create_model, load_prompt
 from vprompt.presets import get_preset
 from vprompt.robust.adversarial import AdversarialConfig
 from vprompt.robust.evaluation import AttackConfig, attack_report
-from vprompt.checkpoint import resolve_prompt_dir
 from vprompt.train import TrainConfig, train
 
 
@@ -76,9 +75,11 @@ def train_on_task(
     }
 
 
-def prompt_and_split(prompt_dir: Path | str, task_dir: Path | str, split: str) -> tuple[PromptedModel, Dataset]:
-    """A saved prompt (eval mode) and a split of a task (any ``--data`` spec) that it can score."""
-    model = load_prompt(resolve_prompt_dir(prompt_dir))
+def prompt_and_split(prompt_dir: Path | str, task_dir: Path | str, split: str,
+                     weights: Path | str | None = None) -> tuple[PromptedModel, Dataset]:
+    """A saved prompt (eval mode; ``weights``: its backbone's local weights) and a split of a task
+    (any ``--data`` spec) that it can score."""
+    model = load_prompt(prompt_dir, weights=weights)
     source = open_task(task_dir, check_sizes=False)
     if source.info.num_classes != model.num_classes:
         raise DataError(f"{source.info.root} has {source.info.num_classes} classes, the prompt was trained "
@@ -88,10 +89,10 @@ def prompt_and_split(prompt_dir: Path | str, task_dir: Path | str, split: str) -
 
 def evaluate_on_task(prompt_dir: Path | str, task_dir: Path | str, split: str = "test",
                      batch_size: int = 128, progress: bool = True,
-                     attack: AttackConfig | None = None) -> dict[str, Any]:
+                     attack: AttackConfig | None = None, weights: Path | str | None = None) -> dict[str, Any]:
     """Accuracy of a saved prompt on one split of a task folder; with an ``attack`` (other than
     none), its report on the first images of the split goes under ``robust``."""
-    model, dataset = prompt_and_split(prompt_dir, task_dir, split)
+    model, dataset = prompt_and_split(prompt_dir, task_dir, split, weights)
     scores = evaluate(model, dataset, batch_size, progress=progress)
     row = {"task": dataset.task.name, "split": split, "method": model.method.name,
            "backbone": model.backbone_spec.name, "acc": scores["acc"], "loss": scores["loss"], "n": scores["n"]}
@@ -101,10 +102,10 @@ def evaluate_on_task(prompt_dir: Path | str, task_dir: Path | str, split: str = 
 
 
 def attack_on_task(prompt_dir: Path | str, task_dir: Path | str, split: str, config: AttackConfig,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, weights: Path | str | None = None) -> dict[str, Any]:
     """Clean and robust accuracy of a saved prompt on the first images of a split; the adversary
     perturbs the target image before the prompt is applied."""
-    model, dataset = prompt_and_split(prompt_dir, task_dir, split)
+    model, dataset = prompt_and_split(prompt_dir, task_dir, split, weights)
     report = attack_report(model, dataset, model.num_classes, config, progress=progress)
     return {"task": dataset.task.name, "split": split, "method": model.method.name,
             "backbone": model.backbone_spec.name} | report

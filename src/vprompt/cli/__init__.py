@@ -22,7 +22,7 @@ from typing import Annotated, Any, Union
 import tyro
 from tyro.conf import subcommand
 
-from vprompt.errors import ConfigError, VpromptWarning
+from vprompt.errors import ConfigError, VpromptNotice, VpromptWarning
 from vprompt.failures import BUG_REPORT, parse_error_line, user_message
 
 DESCRIPTION = "vprompt: visual prompting for frozen vision models."
@@ -127,9 +127,11 @@ def parse(argv: list[str] | None) -> Any:
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Our warnings as one ``warning:`` line; everyone else's as Python prints them."""
+    """Our warnings as one ``warning:`` line and notices as one ``note:`` line; everyone else's as Python prints them."""
     if issubclass(category, VpromptWarning):
         print(f"warning: {message}", file=sys.stderr)
+    elif issubclass(category, VpromptNotice):
+        print(f"note: {message}", file=sys.stderr)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 

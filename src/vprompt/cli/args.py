@@ -61,6 +61,21 @@ Task = Annotated[str, tyro.conf.arg(help=f"Task: {TASK_KINDS}.")]
 
 
 @dataclass
+class PromptWeights(Validated):
+    """The backbone weights a saved prompt needs, when it was trained on a local file."""
+
+    weights: Annotated[Path, Existing()] | None = None
+    """Local weights of the backbone the prompt was trained on (.safetensors, or .pt read with
+    weights_only=True): a prompt file never chooses a file to open, so a prompt trained with --weights
+    needs them given again here."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.weights is not None:
+            check_weights(self.weights)
+
+
+@dataclass
 class ColumnArgs:
     """Which columns of a Hugging Face dataset hold the images and labels, where its features do not say."""
 

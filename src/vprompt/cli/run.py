@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from tyro.conf import Positional
 
-from vprompt.cli.args import AdversarialArgs, BackboneArgs, ColumnArgs, ConfigFile, MethodArgs, Task
+from vprompt.cli.args import AdversarialArgs, BackboneArgs, ColumnArgs, ConfigFile, MethodArgs, PromptWeights, Task
 from vprompt.robust.evaluation import AttackConfig
 from vprompt.train import TrainConfig
 from vprompt.validation import Validated, Writable, at_least
@@ -62,6 +62,7 @@ class Eval(Validated):
     """Split to score (train800, val200, train800val200, test; train, val, trainval for FGVC and torchvision)."""
     attack: AttackConfig = field(default_factory=lambda: AttackConfig(attack="none"))
     columns: ColumnArgs = field(default_factory=ColumnArgs)
+    backbone_weights: PromptWeights = field(default_factory=PromptWeights)
     json: bool = False
     """Print the result as JSON."""
 
@@ -70,7 +71,7 @@ class Eval(Validated):
         from vprompt.runs import evaluate_on_task
 
         row = evaluate_on_task(self.prompt, self.columns.on(self.data), self.split, self.attack.batch_size,
-                               progress=not self.json, attack=self.attack)
+                               progress=not self.json, attack=self.attack, weights=self.backbone_weights.weights)
         if self.json:
             print(json.dumps(row))
             return
@@ -91,6 +92,7 @@ class Predict(Validated):
     split: str = "test"
     """The split of --data to predict."""
     columns: ColumnArgs = field(default_factory=ColumnArgs)
+    backbone_weights: PromptWeights = field(default_factory=PromptWeights)
     top_k: Annotated[int, at_least(1)] = 5
     """Classes per image, most probable first."""
     out: Annotated[Path, Writable()] | None = None
@@ -108,7 +110,7 @@ class Predict(Validated):
 
         data = self.data and self.columns.on(self.data)
         predict_to(self.prompt, self.images, data, self.split, self.top_k, self.out, self.batch_size, self.device,
-                   self.strict, self.progress)
+                   self.strict, self.progress, self.backbone_weights.weights)
 
 
 @dataclass
@@ -119,6 +121,7 @@ class Export(Validated):
     """The file to write (e.g. model.onnx or model.pt); the sidecar is OUT.json."""
     format: Literal["onnx", "torchscript"] = "onnx"
     """onnx (runs with onnxruntime; needs the export extra) or torchscript (runs with torch.jit.load)."""
+    backbone_weights: PromptWeights = field(default_factory=PromptWeights)
 
     def run(self) -> None:
         from vprompt.checkpoint import resolve_prompt_dir
@@ -126,7 +129,8 @@ class Export(Validated):
         from vprompt.model import load_prompt
 
         prompt_dir = resolve_prompt_dir(self.prompt)
-        sidecar = export_model(load_prompt(prompt_dir), self.out, self.format, prompt_dir)
+        model = load_prompt(prompt_dir, weights=self.backbone_weights.weights)
+        sidecar = export_model(model, self.out, self.format, prompt_dir)
         print(f"exported {self.out} ({self.format}, checked against the PromptedModel) and {sidecar}")
 
 
@@ -138,6 +142,7 @@ class Attack(Validated):
     split: str = "test"
     attack: AttackConfig = field(default_factory=AttackConfig)
     columns: ColumnArgs = field(default_factory=ColumnArgs)
+    backbone_weights: PromptWeights = field(default_factory=PromptWeights)
     json: bool = False
     """Print the result as JSON."""
 
@@ -145,7 +150,8 @@ class Attack(Validated):
         from vprompt.report import attack_lines
         from vprompt.runs import attack_on_task
 
-        row = attack_on_task(self.prompt, self.columns.on(self.data), self.split, self.attack, progress=not self.json)
+        row = attack_on_task(self.prompt, self.columns.on(self.data), self.split, self.attack, progress=not self.json,
+                             weights=self.backbone_weights.weights)
         print(json.dumps(row) if self.json else "\n".join(attack_lines(row["task"], self.split, row, self.attack.eps)))
 
 

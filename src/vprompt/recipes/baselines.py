@@ -139,7 +139,7 @@ def run_baselines_reproduction(config: BaselinesReproduction, backbone: Backbone
 def final_and_attack(run: Run, attack: AttackConfig) -> dict[str, Any]:
     """Train (or read back) a final run, then attack its model on the first test images."""
     test_acc = execute(run)
-    model = load_prompt(run.out_dir / FINAL)
+    model = load_prompt(run.out_dir / FINAL, run.backbone)  # our own run, on the backbone the user gave
     report = attack_report(model, FileListDataset(run.task, run.eval_split, model.image_size), model.num_classes,
                            attack)
     return {"test_acc": test_acc, "attacked_images": report["n"], "clean_acc_attacked": report["clean_acc"],

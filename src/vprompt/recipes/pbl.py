@@ -165,7 +165,8 @@ def run_robustness_reproduction(config: PBLReproduction, sources: dict[str, Back
         results_markdown(rows, config_summary(config, sources), config.answer_lines()) + "\n")
     write_tradeoff_plot(rows, config.out / "tradeoff.png", config.plot_title)
     variants = config.variants()
-    write_prompt_images([r for r in rows if variants[r["method"]].method == "vp"], config.out, config.out / "prompts")
+    write_prompt_images([r for r in rows if variants[r["method"]].method == "vp"], config.out, config.out / "prompts",
+                        sources)
     return rows
 
 
@@ -191,7 +192,7 @@ def run_one(config: PBLReproduction, kind: str, source: BackboneSpec, variant: s
     attack_settings = asdict(config.attack_config())
     cached = json.loads(attack_file.read_text()) if attack_file.is_file() else None
     if cached is None or cached["settings"] != attack_settings:
-        model = load_prompt(run_dir / FINAL)
+        model = load_prompt(run_dir / FINAL, source)  # our own run, on the source the user gave
         test = FileListDataset(task, "test", model.image_size)
         report = attack_report(model, test, model.num_classes, config.attack_config())
         cached = {"settings": attack_settings, "report": report}

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vprompt.report import markdown_table, mean_std, new_figure, paired_by_seed, save_figure, seed_means, spread, spread_text
+
+if TYPE_CHECKING:
+    from vprompt.backbones import BackboneSpec
 
 METRICS = (("clean_acc", "clean"), ("robust_acc_pgd", "PGD"), ("robust_acc_aa", "AutoAttack"))
 PROMPT_PICTURE_SCALE = 4
@@ -120,10 +123,11 @@ def write_tradeoff_plot(rows: list[dict[str, Any]], path: Path, title: str) -> P
 
 
 @torch.no_grad()
-def write_prompt_images(rows: list[dict[str, Any]], root: Path, folder: Path) -> list[Path]:
+def write_prompt_images(rows: list[dict[str, Any]], root: Path, folder: Path,
+                        sources: dict[str, BackboneSpec]) -> list[Path]:
     """One picture per source × method × task (first seed): the prompt applied to a mid-grey image.
     Rows name their prompt folder relative to ``root``; a prompt not on disk (its row came from a run
-    record) is skipped."""
+    record) is skipped. ``sources``: each source kind's backbone, as the runs were trained on it."""
     from PIL import Image
 
     from vprompt.model import load_prompt
@@ -135,7 +139,7 @@ def write_prompt_images(rows: list[dict[str, Any]], root: Path, folder: Path) ->
         if not prompt.is_dir():  # read back from a run record: no prompt here to draw
             skipped += 1
             continue
-        model = load_prompt(prompt)
+        model = load_prompt(prompt, sources[kind])
         grey = torch.full((1, 3, *model.image_size), 0.5)
         canvas = model.input_prompt(grey).clamp(0, 1)[0]
         pixels = (canvas.permute(1, 2, 0).numpy() * 255).round().astype("uint8")

@@ -12,7 +12,6 @@ from vprompt.data.registry import open_task
 from vprompt.errors import ConfigError, DataError
 from vprompt.model import load_prompt
 from vprompt.predict import ImageFiles, RowWriter, iter_predictions, output_format, scan_images
-from vprompt.checkpoint import resolve_prompt_dir
 
 
 def resolve_device(name: str) -> torch.device:
@@ -27,12 +26,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def predict_to(prompt: str | Path, images: list[str], data: str | None, split: str, top_k: int, out: Path | None,
-               batch_size: int, device: str, strict: bool, progress: bool) -> dict[str, int]:
-    """Predict and write every row; returns (and prints to stderr) the counts."""
+               batch_size: int, device: str, strict: bool, progress: bool,
+               weights: Path | None = None) -> dict[str, int]:
+    """Predict and write every row; returns (and prints to stderr) the counts (``weights``: the
+    backbone's local weights, for a prompt trained on a file)."""
     if bool(images) == bool(data):
         raise ConfigError("give either IMAGES (files, folders or globs) or --data TASK, not both or neither")
     fmt = output_format(out)
-    model = load_prompt(resolve_prompt_dir(prompt)).to(resolve_device(device))
+    model = load_prompt(prompt, weights=weights).to(resolve_device(device))
     skipped = 0
     if data:
         source = open_task(data, check_sizes=False)
