@@ -174,3 +174,26 @@ def test_bad_image_size_is_a_config_error(small_task: Path) -> None:
 
 def test_splits_constant_matches_the_layout() -> None:
     assert SPLITS == ("train800", "val200", "train800val200", "test")
+
+
+def test_an_image_is_turned_upright_by_its_exif_orientation_in_training_and_prediction(tmp_path):
+    """A phone stores an upright photo sideways with orientation 6 ("rotate 90° clockwise to show"):
+    the dataset and `vprompt.predict` (from the path or an opened PIL image) all see it upright."""
+    from PIL import Image
+
+    from vprompt.data.filelist import EXIF_ORIENTATION, read_rgb, to_pixels
+    from vprompt.predict import InMemory
+
+    upright = Image.new("RGB", (12, 8))
+    upright.paste((255, 0, 0), (0, 0, 6, 4))  # red in the top-left quarter: any rotation moves it
+    stored = upright.rotate(90, expand=True)  # as the sensor wrote it: turned a quarter counter-clockwise
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    path = tmp_path / "photo.png"  # PNG carries EXIF too, and is lossless: an exact comparison
+    stored.save(path, exif=exif)
+    assert Image.open(path).size == (8, 12)  # PIL alone reads it sideways
+    read = read_rgb(path, "test")
+    expected = to_pixels(upright, (8, 12))
+    assert read.size == (12, 8) and torch.equal(to_pixels(read, (8, 12)), expected)
+    assert torch.equal(InMemory([path], (8, 12))[0][0], expected)
+    assert torch.equal(InMemory([Image.open(path)], (8, 12))[0][0], expected)

@@ -88,6 +88,11 @@ def test_unreadable_files_become_error_rows_and_strict_stops(capsys, tmp_path, f
     code, out_text, err = run_cli(capsys, "predict", "--prompt", str(prompt), str(folder / "notes.txt"),
                                   str(folder / "good0.png"), "--no-progress")
     assert code == 0 and "notes.txt: error: cannot read image" in out_text and "1 predicted, 1 unreadable" in err
+    nothing = tmp_path / "nothing.csv"
+    code, _, err = run_cli(capsys, "predict", "--prompt", str(prompt), str(folder / "broken.jpg"), "--out",
+                           str(nothing), "--no-progress")  # nothing predicted is not a success
+    assert code == 2 and err == f"error: nothing predicted: 0 predicted, 1 unreadable (their error rows are in {nothing})\n"
+    assert "broken.jpg" in nothing.read_text()  # the rows say why, nothing lost
 
 
 def test_globs_expand_and_a_missing_file_is_an_error_row(capsys, folder, prompt):

@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from vprompt.data.filelist import IMAGE_SUFFIXES, read_rgb, to_pixels
+from vprompt.data.filelist import IMAGE_SUFFIXES, read_rgb, to_pixels, upright_rgb
 from vprompt.errors import ConfigError, DataError
 from vprompt.model import PromptedModel
 
@@ -155,7 +155,7 @@ class InMemory(Dataset):
         if isinstance(item, (str, Path)):
             return to_pixels(read_rgb(Path(item), WHERE), self.size), -1
         if isinstance(item, Image.Image):
-            return to_pixels(item.convert("RGB"), self.size), -1
+            return to_pixels(upright_rgb(item), self.size), -1
         if isinstance(item, torch.Tensor) and item.dim() == 3 and item.shape[0] == 3:
             pixels = item.float()
             if tuple(pixels.shape[1:]) != tuple(self.size):

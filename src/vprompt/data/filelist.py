@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from vprompt.errors import ConfigError, DataError
@@ -269,12 +269,24 @@ def image_error(path: Path | str, where: str, reason: object) -> str:
     return f"cannot read image {path} listed in {where}: {image_reason(reason)}"
 
 
+EXIF_ORIENTATION = 0x0112
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """``image`` turned upright by its EXIF orientation (a phone photo taken upright is stored
+    sideways with a tag saying so), as RGB: the one reading of an image that training, evaluation
+    and prediction share."""
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)
+    return image.convert("RGB")
+
+
 def read_rgb(path: Path | str, where: str, data: bytes | None = None) -> Image.Image:
-    """``path`` as an RGB image (with ``data``: the encoded image that ``path`` names, e.g. a row
-    of a Hugging Face dataset); anything PIL cannot read is a one-line DataError."""
+    """``path`` as an upright RGB image (with ``data``: the encoded image that ``path`` names, e.g. a
+    row of a Hugging Face dataset); anything PIL cannot read is a one-line DataError."""
     try:
         with Image.open(path if data is None else io.BytesIO(data)) as image:
-            return image.convert("RGB")
+            return upright_rgb(image)
     except IMAGE_ERRORS as e:
         raise DataError(image_error(path, where, e)) from None
 

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from vprompt.errors import DataError
 
-from .filelist import TaskDataset, TaskInfo, read_rgb
+from .filelist import TaskDataset, TaskInfo, read_rgb, upright_rgb
 
 FGVC_RESIZE = 256 / 224  # VPT's FGVC recipe: resize to 256, crop 224
 
@@ -83,4 +83,4 @@ class WrappedDataset(TransformedDataset):
 
     def decode(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.base[self.indices[index]]
-        return self.transform.decode(image.convert("RGB")), int(label)
+        return self.transform.decode(upright_rgb(image)), int(label)

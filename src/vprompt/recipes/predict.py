@@ -66,5 +66,7 @@ def predict_to(prompt: str | Path, images: list[str], data: str | None, split: s
     summary = f"{counts['predicted']} predicted, {counts['unreadable']} unreadable"
     if skipped:
         summary += f", {skipped} files skipped (not image files by their extension)"
+    if counts["predicted"] == 0:  # a run that predicted nothing must not look like a success
+        raise DataError(f"nothing predicted: {summary}" + (f" (their error rows are in {out})" if out else ""))
     print(summary + (f"; rows in {out}" if out else ""), file=sys.stderr)
     return counts
