@@ -78,7 +78,7 @@ BAD: dict[str, list[list[str]]] = {
     "--data": [["{missing}"]], "--prompt": [["{missing}"], ["{file}"]], "--target": [["{missing}"]],
     "--bank": [["{missing}"]],
     "--split": [["train9000"]], "--train-split": [["train9000"]], "--eval-split": [["train9000"]],
-    "--model": [["no_such_model_v9"]], "--model-arg": [["img_size"]], "--weights": [["{missing}"], ["{file}"]],
+    "--model": [["no_such_model_v9"]], "--model-arg": [["img_size"], ["img_size=abc"], ["qkv_bias=maybe"]], "--weights": [["{missing}"], ["{file}"]],
     "--init-seed": [["-1"]],
     "--method": [["vtp"]], "--prompt-len": [["0"], ["ten"]], "--prompt-dropout": [["1.5"]],
     "--method-arg": [["prompt_len=zero"], ["novalue"]],

@@ -185,6 +185,7 @@ def create_backbone(spec: BackboneSpec) -> nn.Module:
         model = transformers_backbone(spec.name.removeprefix(TRANSFORMERS_PREFIX), spec.kwargs, spec.seed)
         freeze(model)
         return model.eval()
+    check_argument_types(spec.name, spec.kwargs)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
@@ -209,6 +210,31 @@ def create_backbone(spec: BackboneSpec) -> nn.Module:
         model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, *spec.input_size)}
     freeze(model)
     return model.eval()
+
+
+TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+def check_argument_types(name: str, kwargs: dict[str, Any]) -> None:
+    """Refuse a text value where the model's constructor takes a flag or a number (``img_size=abc``
+    would fail deep inside timm, ``qkv_bias=maybe`` would pass as true), naming the argument and
+    the type; checked only when some value is text, against the defaults of the model's class."""
+    texts = {key: value for key, value in kwargs.items() if isinstance(value, str)}
+    if not texts:
+        return
+    import inspect
+
+    with torch.device("meta"):
+        try:
+            cls = type(timm_with_zoo().create_model(name))
+        except Exception:  # an unknown name or the like: timm's own call below says what is wrong
+            return
+    defaults = {key: param.default for key, param in inspect.signature(cls.__init__).parameters.items()}
+    for key, value in texts.items():
+        wanted = type(defaults.get(key))
+        if wanted in TYPE_WORDS:
+            raise ConfigError(f"model argument {key}={value}: {cls.__name__} takes {TYPE_WORDS[wanted]} there "
+                              f"(default {defaults[key]!r})")
 
 
 def zoo_twin(name: str, init_seed: int = 0) -> BackboneSpec:

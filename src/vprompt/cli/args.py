@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from vprompt.backbones import BackboneSpec, check_model_name, check_weights
+from vprompt.backbones import BackboneSpec, check_argument_types, check_model_name, check_weights
 from vprompt.errors import ConfigError
 from vprompt.methods import DEFAULT_METHOD, make_config, method_names
 from vprompt.robust.adversarial import AdversarialConfig
@@ -127,6 +127,7 @@ class BackboneArgs(Validated):
             check_weights(self.weights)
         if self.model is not None:
             check_model_name(self.model)
+            check_argument_types(self.model, self.model_kwargs)  # before any command writes anything
         elif self.model_arg or self.weights or self.pretrained:
             raise ConfigError("--model-arg, --weights and --pretrained describe a backbone: name it with --model")
 
