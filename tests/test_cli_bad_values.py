@@ -59,7 +59,7 @@ VALID: dict[str, tuple[list[str], list[str]]] = {
     "data synth": ([], ["{out}"]),
     "data check": ([], ["{task}"]),
     "sweep": (["--data", "{task}", "--out", "{out}", *MODEL, "--ray", "none", "--seeds", "0", "--base-lrs", "1",
-               "--weight-decays", "0", "--epochs", "1"], []),
+               "--weight-decays", "0", "--epochs", "1", "--no-progress"], []),
     "transfer": (["--bank", "{bank}", "--target", "{task}", "--out", "{out}"], []),
     "bank list": ([], ["{bank}"]),
     "bank add": ([], ["{out}", "{prompt}"]),

@@ -104,16 +104,25 @@ def is_rule(line: str) -> bool:
 
 
 def section_text(section: list[str]) -> str:
-    """A heading with indented items ("Missing from vprompt train:" then "--data STR" and its
-    help) keeps the items' first words; plain text is joined into one line."""
-    head, items = section[0].strip(), section[1:]
-    if head.endswith(":") and items:
-        indent = min(map(indentation, items))
-        names = [line.split()[0] for line in items if indentation(line) == indent]
-        if head.startswith("Missing from "):
-            return f"{head.removeprefix('Missing from ').rstrip(':')} needs {', '.join(names)}"
-        return f"{head} {', '.join(names)}"
-    return " ".join(line.strip() for line in section)
+    """One section of tyro's box as a phrase. A heading with indented items keeps each item's line
+    ("--quick (applied to vprompt reproduce)"), or its first word where the item's next lines are
+    its help ("Missing from vprompt train:", "Perhaps you meant:"); text at the heading's own
+    indentation after the items is a sentence of its own, kept whole."""
+    head = section[0]
+    items = list(section[1:])
+    after = []
+    while items and indentation(items[-1]) <= indentation(head):  # trailing text at the heading's level
+        after.insert(0, items.pop())
+    if not (head.strip().endswith(":") and items):
+        return " ".join(line.strip() for line in section)
+    indent = min(map(indentation, items))
+    tops = [line.strip() for line in items if indentation(line) == indent]
+    helped = len(tops) < len(items)  # deeper lines under the items: their help, left out
+    names = [top.split()[0] if helped else top for top in tops]
+    head = head.strip()
+    text = (f"{head.removeprefix('Missing from ').rstrip(':')} needs {', '.join(names)}"
+            if head.startswith("Missing from ") else f"{head} {', '.join(names)}")
+    return text + (f" ({' '.join(line.strip() for line in after)})" if after else "")
 
 
 def indentation(line: str) -> int:

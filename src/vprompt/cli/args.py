@@ -60,6 +60,10 @@ TASK_KINDS = ("a VTAB-1k-layout folder, an image folder of class sub-folders (im
 Task = Annotated[str, tyro.conf.arg(help=f"Task: {TASK_KINDS}.")]
 
 
+Progress = Annotated[bool, tyro.conf.arg(help="Show progress bars (--no-progress for logs).")]
+"""The one declaration of ``--no-progress``, on every command that draws progress bars."""
+
+
 @dataclass
 class PromptWeights(Validated):
     """The backbone weights a saved prompt needs, when it was trained on a local file."""

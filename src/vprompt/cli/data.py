@@ -8,7 +8,7 @@ from typing import Annotated, Union
 
 from tyro.conf import Positional, subcommand
 
-from vprompt.cli.args import Group
+from vprompt.cli.args import Group, Progress
 from vprompt.data.synthetic import synthetic_task_names
 from vprompt.validation import NonEmpty, Validated, Writable, at_least
 
@@ -27,6 +27,7 @@ class Synth(Validated):
     """Images in each test split (train800 / val200 are fixed by the layout)."""
     tasks: Annotated[list[str], NonEmpty()] | None = None
     """Tasks to write (default: all): objects textures digits cells sprites_location sprites_orientation count."""
+    progress: Progress = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -36,7 +37,7 @@ class Synth(Validated):
         from vprompt.data import write_synthetic_suite
 
         written = write_synthetic_suite(self.out, seed=self.seed, image_size=self.image_size,
-                                        test_size=self.test_size, tasks=self.tasks)
+                                        test_size=self.test_size, tasks=self.tasks, progress=self.progress)
         print(f"wrote {len(written)} tasks to {self.out}: {', '.join(p.name for p in written)}")
 
 
@@ -47,11 +48,12 @@ class Check(Validated):
     path: Positional[str]
     """A task folder (split files, or an image folder of class sub-folders), a folder of task folders, or
     hf:PATH_OR_NAME[:CONFIG] (a Hugging Face dataset)."""
+    progress: Progress = True
 
     def run(self) -> None:
         from vprompt.data import check_dataset
 
-        report = check_dataset(self.path, progress=True)
+        report = check_dataset(self.path, progress=self.progress)
         print("\n".join(report.lines()))
         if not report.ok:
             raise SystemExit(1)

@@ -8,7 +8,7 @@ from typing import Annotated, Union
 
 from tyro.conf import subcommand
 
-from vprompt.cli.args import Group, OptionalBackboneArgs
+from vprompt.cli.args import Group, OptionalBackboneArgs, Progress
 from vprompt.recipes.baselines import BaselinesReproduction
 from vprompt.recipes.hgprompt import HGPromptReproduction
 from vprompt.recipes.pbl import PBLReproduction
@@ -30,11 +30,12 @@ class ReproduceVAPT:
 
     config: VAPTReproduction = field(default_factory=VAPTReproduction)
     backbone: OptionalBackboneArgs = field(default_factory=OptionalBackboneArgs)
+    progress: Progress = True
 
     def run(self) -> None:
         from vprompt.recipes.vapt import run_vapt_reproduction
 
-        run_vapt_reproduction(self.config, self.backbone.spec_or_none())
+        run_vapt_reproduction(self.config, self.backbone.spec_or_none(), progress=self.progress)
         show_results(self.config.out)
 
 
@@ -43,9 +44,10 @@ class ReproducePBL:
     """VP and PBL on the zoo's standard and robust CNN: clean, PGD and AutoAttack accuracy."""
 
     config: PBLReproduction = field(default_factory=PBLReproduction)
+    progress: Progress = True
 
     def run(self) -> None:
-        run_robustness(self.config)
+        run_robustness(self.config, self.progress)
 
 
 @dataclass
@@ -53,9 +55,10 @@ class ReproduceRobustTokens:
     """Linear, VPT-deep, VAPT and VP (+ PBL) on the zoo's standard and robust ViT: clean, PGD and AutoAttack."""
 
     config: RobustTokensReproduction = field(default_factory=RobustTokensReproduction)
+    progress: Progress = True
 
     def run(self) -> None:
-        run_robustness(self.config)
+        run_robustness(self.config, self.progress)
 
 
 def show_results(out: Path, *more: str) -> None:
@@ -64,10 +67,10 @@ def show_results(out: Path, *more: str) -> None:
     print(", ".join([f"results: {out / 'results.json'}", *more]))
 
 
-def run_robustness(config: PBLReproduction) -> None:
+def run_robustness(config: PBLReproduction, progress: bool) -> None:
     from vprompt.recipes.pbl import run_robustness_reproduction
 
-    run_robustness_reproduction(config)
+    run_robustness_reproduction(config, progress=progress)
     show_results(config.out, f"plot: {config.out / 'tradeoff.png'}")
 
 
@@ -77,11 +80,12 @@ class ReproduceHGPrompt:
 
     config: HGPromptReproduction = field(default_factory=HGPromptReproduction)
     backbone: OptionalBackboneArgs = field(default_factory=OptionalBackboneArgs)
+    progress: Progress = True
 
     def run(self) -> None:
         from vprompt.recipes.hgprompt import run_hgprompt_reproduction
 
-        run_hgprompt_reproduction(self.config, self.backbone.spec_or_none())
+        run_hgprompt_reproduction(self.config, self.backbone.spec_or_none(), self.progress)
         show_results(self.config.out, f"weights: {self.config.out / 'weights.png'}")
 
 
@@ -91,11 +95,12 @@ class ReproduceBaselines:
 
     config: BaselinesReproduction = field(default_factory=BaselinesReproduction)
     backbone: OptionalBackboneArgs = field(default_factory=OptionalBackboneArgs)
+    progress: Progress = True
 
     def run(self) -> None:
         from vprompt.recipes.baselines import run_baselines_reproduction
 
-        run_baselines_reproduction(self.config, self.backbone.spec_or_none())
+        run_baselines_reproduction(self.config, self.backbone.spec_or_none(), self.progress)
         show_results(self.config.out, f"costs: {self.config.out / 'costs.json'}")
 
 

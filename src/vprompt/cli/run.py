@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from tyro.conf import Positional
 
-from vprompt.cli.args import AdversarialArgs, BackboneArgs, ColumnArgs, ConfigFile, MethodArgs, PromptWeights, Task
+from vprompt.cli.args import AdversarialArgs, BackboneArgs, ColumnArgs, ConfigFile, MethodArgs, Progress, PromptWeights, Task
 from vprompt.robust.evaluation import AttackConfig
 from vprompt.train import TrainConfig
 from vprompt.validation import Validated, Writable, at_least
@@ -36,8 +36,7 @@ class Train(Validated):
     """Split scored after every epoch (None: no evaluation)."""
     resume: bool = False
     """Continue the run in OUT from its last checkpoint."""
-    progress: bool = True
-    """Show progress bars (--no-progress for logs)."""
+    progress: Progress = True
 
     def run(self) -> None:
         from accelerate import PartialState
@@ -102,8 +101,7 @@ class Predict(Validated):
     """cpu, cuda, cuda:N, or auto (cuda when available)."""
     strict: bool = False
     """Stop at the first unreadable file (exit 2) instead of giving it an error row."""
-    progress: bool = True
-    """Show a progress bar (--no-progress for logs)."""
+    progress: Progress = True
 
     def run(self) -> None:
         from vprompt.recipes.predict import predict_to

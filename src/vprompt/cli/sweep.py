@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import tyro
 from tyro.conf import Positional
 
-from vprompt.cli.args import (TASK_KINDS, BackboneArgs, ColumnArgs, ConfigFile, parse_key_values, refuse_preset,
-                              refuse_single_seed)
+from vprompt.cli.args import (TASK_KINDS, BackboneArgs, ColumnArgs, ConfigFile, Progress, parse_key_values,
+                              refuse_preset, refuse_single_seed)
 from vprompt.errors import ConfigError
 from vprompt.methods import DEFAULT_METHOD, make_config
 from vprompt.sweep import Protocol
@@ -55,6 +55,7 @@ class Sweep(Validated):
     records: Annotated[Path, Writable()] | None = None
     """Folder of run records, e.g. one kept in git: a run recorded there is read back instead of
     rerun, every finished run is recorded, so a sweep continues on another machine."""
+    progress: Progress = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,7 +78,8 @@ class Sweep(Validated):
         executor = make_executor(self.ray, self.cpus_per_run, self.gpus_per_run, ray_timeout=self.ray_timeout)
         tasks = [self.columns.on(task) for task in self.data]
         run_sweep(tasks, {m: dict(self.options) for m in self.methods}, self.backbone.spec(), protocol, self.out,
-                  executor, download=self.download, records=open_records(self.records, self.train.mixed_precision))
+                  executor, self.progress, download=self.download,
+                  records=open_records(self.records, self.train.mixed_precision))
         write_config(self, self.out)
         print((self.out / "results.md").read_text())
         print(f"results: {self.out / 'results.json'}")

@@ -10,7 +10,7 @@ from typing import Annotated, Union
 import tyro
 from tyro.conf import Positional, subcommand
 
-from vprompt.cli.args import TASK_KINDS, ColumnArgs, ConfigFile, Group, refuse_preset, refuse_single_seed
+from vprompt.cli.args import TASK_KINDS, ColumnArgs, ConfigFile, Group, Progress, refuse_preset, refuse_single_seed
 from vprompt.transfer import TransferConfig, check_methods, transfer_method_names
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, at_least, at_most
 
@@ -39,7 +39,7 @@ class Transfer(Validated):
     columns: ColumnArgs = field(default_factory=ColumnArgs)
     rank_only: bool = False
     """Only rank the sources by H-score on the target training set (K forward passes) and stop."""
-    progress: bool = True
+    progress: Progress = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

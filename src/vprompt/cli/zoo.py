@@ -9,7 +9,7 @@ from typing import Annotated, Union
 
 from tyro.conf import Positional, subcommand
 
-from vprompt.cli.args import Group
+from vprompt.cli.args import Group, Progress
 from vprompt.validation import Validated, Writable
 
 
@@ -25,6 +25,7 @@ class ZooBuild(Validated):
     """Training checkpoints: an interrupted build continues from here."""
     tiny: bool = False
     """Shrink every recipe to seconds (for trying the pipeline, not for use)."""
+    progress: Progress = True
 
     def run(self) -> None:
         from vprompt.recipes.zoo_build import RECIPES, build, recipe_named
@@ -32,7 +33,7 @@ class ZooBuild(Validated):
 
         for name in self.names or list(RECIPES):
             recipe = recipe_named(name)
-            card = build(recipe.tiny() if self.tiny else recipe, self.out or PACKAGE_DIR, self.work / name)
+            card = build(recipe.tiny() if self.tiny else recipe, self.out or PACKAGE_DIR, self.work / name, self.progress)
             print(f"built zoo:{name}: source {card['source_acc']:.3f}, clean {card['clean_acc']:.3f}, "
                   f"PGD-20 robust {card['robust_acc_pgd20']:.3f} at eps {card['eps'] * 255:.0f}/255, "
                   f"{card['build_seconds']:.0f} s")
