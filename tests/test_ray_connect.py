@@ -85,3 +85,47 @@ def test_a_local_ray_that_cannot_start_says_why_in_one_line(monkeypatch):
                 "details.; pass --ray none to run without Ray$")
     with pytest.raises(ConfigError, match=expected):
         make_executor("local")
+
+
+def test_a_sweep_joins_a_cluster_made_by_ray_start_with_token_authentication(tmp_path):
+    """`ray start --head` as Ray ships it (token authentication on, the token in ~/.ray/auth_token),
+    then a tiny sweep through --ray 127.0.0.1:PORT in a fresh process, and one from a machine without
+    the token (another HOME) refused in one line; HOME is a temporary folder, so the token and Ray's
+    files stay out of the user's."""
+    import json
+    import os
+    from pathlib import Path
+
+    from vprompt.data import write_synthetic_suite
+
+    task = write_synthetic_suite(tmp_path / "suite", tasks=["digits"], image_size=16, test_size=20, progress=False)[0]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"HOME": str(tmp_path / "home")}
+    ray_bin = Path(sys.executable).with_name("ray")
+    # A token exists, as after any local ray.init() or as Ray's docs ask: `ray start` then turns authentication on.
+    subprocess.run([str(ray_bin), "get-auth-token", "--generate"], env=env, capture_output=True, timeout=120, check=True)
+    started = subprocess.run([str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=1",
+                              "--include-dashboard=false", "--disable-usage-stats"],
+                             env=env, capture_output=True, text=True, timeout=180)
+    try:
+        assert started.returncode == 0, started.stderr[-2000:]
+        assert (tmp_path / "home" / ".ray" / "auth_token").is_file()  # Ray's own token mechanism is on
+        command = [str(Path(sys.executable).with_name("vprompt")), "sweep", "--data", str(task), "--out",
+                   str(tmp_path / "sweep"), "--model", "vit_tiny_patch16_224", "--init-seed", "0", "--model-arg",
+                   "img_size=16", "patch_size=4", "embed_dim=32", "depth=2", "num_heads=2", "--methods", "linear",
+                   "--seeds", "0", "--base-lrs", "0.1", "--weight-decays", "0", "--epochs", "1", "--ray",
+                   f"127.0.0.1:{port}", "--no-progress"]
+        swept = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert swept.returncode == 0, swept.stderr[-3000:]
+        rows = json.loads((tmp_path / "sweep" / "results.json").read_text())
+        assert [row["method"] for row in rows] == ["linear"] and 0 <= rows[0]["test_acc"] <= 1
+        assert "gcs_client" not in swept.stderr and "Unauthenticated" not in swept.stderr  # Ray's C++ lines stay off
+        assert "Token authentication is enabled" in started.stderr + started.stdout
+        stranger = subprocess.run(command[:command.index("--out") + 1] + [str(tmp_path / "other")]
+                                  + command[command.index("--out") + 2:] + ["--ray-timeout", "10"],
+                                  env=env | {"HOME": str(tmp_path / "elsewhere")}, capture_output=True, text=True,
+                                  timeout=300)
+        assert stranger.returncode == 2 and stranger.stderr.count("\n") == 1, stranger.stderr[-2000:]
+        assert "uses token authentication and refused this machine's token" in stranger.stderr
+    finally:
+        subprocess.run([str(ray_bin), "stop", "--force"], env=env, capture_output=True, timeout=120)

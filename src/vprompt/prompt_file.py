@@ -46,7 +46,8 @@ ARCHITECTURE_KWARGS = frozenset({
 })
 """The constructor arguments a prompt file may give its backbone: what shapes it, never where
 anything is read from (no ``pretrained_cfg*``, ``cache_dir``, file, URL or hub keys)."""
-NAME_PREFIXES = ("zoo:", "robustbench:", "hf-transformers:")
+NAME_PREFIXES = ("zoo:", "robustbench:", "hf-transformers:", "module:")
+"""vprompt's own kinds of name (``module:`` records a module the user built, never rebuilt from its name)."""
 MAX_CLASSES = 100_000
 MAX_SIDE = 4096
 MAX_NUMBER = 1_000_000

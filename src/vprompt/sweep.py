@@ -11,13 +11,18 @@ tasks and methods are independent and go out at once; then all seed runs.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import os
 import socket
 import statistics
+import sys
+import tempfile
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -178,8 +183,9 @@ class RayExecutor:
         return results
 
 
-NO_CLUSTER_HINT = ("is 'ray start --head' running there? --ray local starts one on this machine, "
-                   "--ray none runs without Ray")
+NO_CLUSTER_HINT = ("is 'ray start --head' running there? a cluster with token authentication needs its token "
+                   "here too (~/.ray/auth_token from the head, or RAY_AUTH_TOKEN); --ray local starts one on this "
+                   "machine, --ray none runs without Ray")
 
 
 def start_local_ray(ray: Any, num_cpus: int | None) -> None:
@@ -210,18 +216,68 @@ def connect_ray(ray: Any, address: str, timeout: float) -> None:
             raise no_cluster(address, f" within {timeout:g} s") from None
         except OSError as exc:
             raise no_cluster(address, f": {exc.strerror or one_line(exc)}") from None
+    use_ray_token()
     worker_log = logging.getLogger("ray._private.worker")
     worker_log.addFilter(not_in_main_thread_warning)  # the price of the thread below, not news to the user
     try:
-        finished = call_within(lambda: ray.init(address=address, log_to_driver=False, configure_logging=False),
-                               timeout)
+        with ray_native_lines() as native:
+            finished = call_within(lambda: ray.init(address=address, log_to_driver=False, configure_logging=False),
+                                   timeout)
     except Exception as exc:
         raise ConfigError(f"could not connect to the Ray cluster at {address}: {one_line(exc)} "
                           f"({NO_CLUSTER_HINT})") from exc
     finally:
         worker_log.removeFilter(not_in_main_thread_warning)
+    if not finished and "Unauthenticated" in native.getvalue():
+        raise ConfigError(f"the Ray cluster at {address} uses token authentication and refused this machine's token "
+                          "(none, or another): copy ~/.ray/auth_token from the head node here, or set "
+                          "RAY_AUTH_TOKEN to its content")
     if not finished:
         raise no_cluster(address, f" within {timeout:g} s")
+
+
+@contextlib.contextmanager
+def ray_native_lines() -> Iterator[io.StringIO]:
+    """Keep what Ray's C++ core writes to the process's stderr while connecting (a line per retry)
+    off the user's screen, for the caller to read; ``RAY_BACKEND_LOG_LEVEL`` set by the user (who
+    asks for Ray's own lines) leaves stderr alone."""
+    kept = io.StringIO()
+    if os.environ.get("RAY_BACKEND_LOG_LEVEL"):
+        yield kept
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as lines:
+        os.dup2(lines.fileno(), 2)
+        try:
+            yield kept
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            lines.seek(0)
+            kept.write(lines.read().decode(errors="replace"))
+
+
+RAY_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+"""Where ``ray start --head`` keeps the cluster's token (Ray's default token path)."""
+
+
+def use_ray_token() -> None:
+    """Have the driver present the cluster's token, as Ray does for an address it finds itself but
+    not for one it is given: ``ray start --head`` turns token authentication on and writes the token
+    to ``~/.ray/auth_token`` (or ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH`` name it). An explicit
+    ``RAY_AUTH_MODE`` is left as the user set it."""
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or RAY_TOKEN_FILE.is_file()):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # Ray reads its config once per process: refresh it, as Ray's own token setup does
+        from ray._raylet import Config
+
+        Config.initialize("")
+    except ImportError:  # a Ray without token authentication: nothing to refresh
+        pass
 
 
 def no_cluster(address: str, why: str) -> ConfigError:
