@@ -50,7 +50,15 @@ PROJECT = "vprompt"
 
 
 @dataclass
-class TrainConfig(Validated):
+class PrecisionChoice:
+    """The training precision a run asks for: declared once, for every command and recipe that trains."""
+
+    mixed_precision: MixedPrecision = "auto"
+    """auto: bf16 autocast on a bf16 GPU or an AMX-BF16 CPU, else fp32; metrics rows record the choice as precision."""
+
+
+@dataclass
+class TrainConfig(Validated, PrecisionChoice):
     """Optimisation settings; defaults follow VPT's VTAB-1k recipe where it has one."""
 
     epochs: Annotated[int, at_least(1)] = 100
@@ -69,8 +77,6 @@ class TrainConfig(Validated):
     """Linear warm-up before the cosine decay."""
     seed: Annotated[int, at_least(0)] = 0
     """Seeds the prompt/head init, the shuffling order and dropout."""
-    mixed_precision: MixedPrecision = "auto"
-    """auto: bf16 autocast on a bf16 GPU or an AMX-BF16 CPU, else fp32; metrics rows record the choice as precision."""
     workers: Annotated[int, at_least(0)] | Literal["auto"] = "auto"
     """DataLoader workers; auto: one per CPU beyond the first (at most 8) for splits read from image files, else 0."""
     cache_mb: Annotated[float, at_least(0)] = DEFAULT_BUDGET_MB

@@ -34,7 +34,7 @@ from vprompt.report import markdown_table, seed_means, spread, write_rows
 from vprompt.robust.evaluation import AttackConfig, attack_report
 from vprompt.sweep import (LocalExecutor, Protocol, Run, execute, picked_rates, protocol_header, protocol_table,
                            run_settings, tuned_finals)
-from vprompt.train import TrainConfig
+from vprompt.train import PrecisionChoice, TrainConfig
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, above, at_least
 
 METHODS = ("linear", "vpt-deep", "vapt", "kv-prompt", "vfpt", "lora", "bitfit")
@@ -48,7 +48,7 @@ TIMING_REFERENCE = "full"
 
 
 @dataclass
-class BaselinesReproduction(Validated):
+class BaselinesReproduction(Validated, PrecisionChoice):
     out: Annotated[Path, Writable()] = Path("reproduce-baselines")
     """Folder for the data, one folder per run, results.json and results.md."""
     data: Annotated[Path, Existing()] | None = None
@@ -102,7 +102,8 @@ class BaselinesReproduction(Validated):
         return {m: {"prompt_len": self.prompt_len} if get_method(m).takes_prompt_len else {} for m in self.methods}
 
     def protocol(self) -> Protocol:
-        train = TrainConfig(epochs=self.epochs, batch_size=64, optimizer="adamw", warmup_epochs=1)
+        train = TrainConfig(epochs=self.epochs, batch_size=64, optimizer="adamw", warmup_epochs=1,
+                            mixed_precision=self.mixed_precision)
         return Protocol(base_lrs=self.base_lrs, weight_decays=[1e-4], seeds=self.seeds, train=train)
 
     def attack_config(self) -> AttackConfig:

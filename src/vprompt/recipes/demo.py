@@ -18,11 +18,10 @@ from tqdm.auto import tqdm
 from vprompt.backbones import BackboneSpec
 from vprompt.data import write_synthetic_suite
 from vprompt.data.synthetic import synthetic_task_names
-from vprompt.hardware import MixedPrecision
 from vprompt.methods import method_names
 from vprompt.report import markdown_table, pivot, write_rows
 from vprompt.runs import train_on_task
-from vprompt.train import TrainConfig
+from vprompt.train import PrecisionChoice, TrainConfig
 from vprompt.validation import NonEmpty, Validated, Writable, at_least, check_members
 
 DEMO_BACKBONE = BackboneSpec("zoo:fractal-vit")
@@ -46,7 +45,7 @@ FULL_TABLES = (
 
 
 @dataclass
-class DemoConfig(Validated):
+class DemoConfig(Validated, PrecisionChoice):
     out: Annotated[Path, Writable()] = Path("vprompt-demo")
     """Folder for the suite (OUT/data), the runs (OUT/runs) and results.json / results.md."""
     epochs: Annotated[int, at_least(1)] = 10
@@ -55,8 +54,6 @@ class DemoConfig(Validated):
     """Synthetic tasks to run (default: digits, cells, sprites_location, one per group; ``all``: every task)."""
     methods: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: list(DEMO_METHODS))
     """Methods to compare."""
-    mixed_precision: MixedPrecision = "auto"
-    """Training precision (auto: bf16 where the hardware makes it faster, full precision elsewhere)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

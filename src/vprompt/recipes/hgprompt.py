@@ -30,13 +30,13 @@ from vprompt.recipes.run import task_dirs
 from vprompt.records import backbone_identity, open_records, task_identity
 from vprompt.report import markdown_table, new_figure, paired_by_seed, save_figure, seed_means, spread, write_rows
 from vprompt.sweep import Run, claim_folder, execute, learned_settings, protocol_table, summarise
-from vprompt.train import TrainConfig
+from vprompt.train import PrecisionChoice, TrainConfig
 from vprompt.transfer import SearchConfig, TargetTransfer, TransferConfig, check_methods, transfer_method_names
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, above, at_least
 
 
 @dataclass
-class HGPromptReproduction(Validated):
+class HGPromptReproduction(Validated, PrecisionChoice):
     out: Annotated[Path, Writable()] = Path("reproduce-hgprompt")
     data: Annotated[Path, Existing()] | None = None
     """Folder of VTAB-1k task folders; default: the offline synthetic suite."""
@@ -76,7 +76,7 @@ class HGPromptReproduction(Validated):
 
     def training(self, epochs: int) -> TrainConfig:
         return TrainConfig(epochs=epochs, batch_size=64, optimizer="adamw", base_lr=self.base_lr, weight_decay=1e-4,
-                           warmup_epochs=1 if epochs > 1 else 0)
+                           warmup_epochs=1 if epochs > 1 else 0, mixed_precision=self.mixed_precision)
 
     def transfer(self) -> TransferConfig:
         return TransferConfig(tune=self.training(self.tune_epochs), search=self.search)

@@ -36,7 +36,7 @@ from vprompt.recipes.pbl_report import answers, results_markdown, write_prompt_i
 from vprompt.report import write_rows
 from vprompt.robust.evaluation import AttackConfig, attack_report, attack_threat
 from vprompt.sweep import Run, execute, run_settings
-from vprompt.train import TrainConfig
+from vprompt.train import PrecisionChoice, TrainConfig
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, at_least, check_members
 
 METHODS = ("vp", "vp+pbl-value", "vp+pbl-spatial", "vp+pbl-output")
@@ -53,7 +53,7 @@ class Variant:
 
 
 @dataclass
-class PBLReproduction(Validated):
+class PBLReproduction(Validated, PrecisionChoice):
     out: Annotated[Path, Writable()] = Path("reproduce-pbl")
     """Folder for the data, one folder per run, results.json / results.md, the plot and prompt images."""
     tasks: Annotated[list[str], NonEmpty()] = field(default_factory=lambda: ["objects", "digits"])
@@ -126,7 +126,7 @@ class PBLReproduction(Validated):
     def train_config(self, variant: str, seed: int) -> TrainConfig:
         """VP's optimisation (ILM-VP's Adam at a high rate, no weight decay) for every row."""
         return TrainConfig(epochs=self.epochs, batch_size=64, optimizer="adamw", base_lr=0.2, weight_decay=0.0,
-                           warmup_epochs=0, seed=seed)
+                           warmup_epochs=0, seed=seed, mixed_precision=self.mixed_precision)
 
     def answer_lines(self) -> Callable[[list[dict[str, Any]]], list[str]]:
         """The function that states the recipe's answers from its rows."""

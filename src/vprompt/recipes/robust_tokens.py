@@ -63,7 +63,7 @@ class RobustTokensReproduction(PBLReproduction):
             return super().train_config(variant, seed)
         return TrainConfig(epochs=self.epochs, batch_size=64, optimizer="adamw",
                            base_lr=self.vapt_lr if variant == "vapt" else self.token_lr, weight_decay=1e-4,
-                           warmup_epochs=1, seed=seed)
+                           warmup_epochs=1, seed=seed, mixed_precision=self.mixed_precision)
 
     def answer_lines(self) -> Callable[[list[dict[str, Any]]], list[str]]:
         return token_answers

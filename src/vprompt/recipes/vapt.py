@@ -21,7 +21,7 @@ from vprompt.recipes.run import task_dirs
 from vprompt.report import write_rows
 from vprompt.sweep import (LocalExecutor, Protocol, RayExecutor, picked_rates, protocol_header, protocol_table,
                            run_protocol, summarise)
-from vprompt.train import TrainConfig
+from vprompt.train import PrecisionChoice, TrainConfig
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, above, at_least
 
 METHODS = ("vapt", "vpt-deep", "vpt-shallow", "linear")
@@ -41,7 +41,7 @@ def offline_protocol(quick: bool) -> Protocol:
 
 
 @dataclass
-class VAPTReproduction(Validated):
+class VAPTReproduction(Validated, PrecisionChoice):
     out: Annotated[Path, Writable()] = Path("reproduce-vapt")
     data: Annotated[Path, Existing()] | None = None
     """Folder of VTAB-1k task folders (the paper's protocol); default: the offline synthetic suite."""
@@ -72,7 +72,9 @@ class VAPTReproduction(Validated):
         base = offline_protocol(self.quick) if self.data is None else Protocol()
         return replace(base, base_lrs=self.base_lrs or base.base_lrs,
                        weight_decays=self.weight_decays if self.weight_decays is not None else base.weight_decays,
-                       seeds=self.seeds or base.seeds, train=replace(base.train, epochs=self.epochs or base.train.epochs))
+                       seeds=self.seeds or base.seeds,
+                       train=replace(base.train, epochs=self.epochs or base.train.epochs,
+                                     mixed_precision=self.mixed_precision))
 
 
 def run_vapt_reproduction(config: VAPTReproduction, backbone: BackboneSpec | None = None,
