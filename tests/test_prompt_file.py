@@ -111,13 +111,22 @@ CASES = {
                           "method_config must map"),
     "method with control characters": (top(method="vpt-deep\n"), "is not a method name"),
     "huge width": (kwargs(embed_dim=10 ** 7), "must be a bounded number"),
-    "huge model": (kwargs(embed_dim=65536, depth=200, num_heads=64), "parameters, more than"),
+    "huge model": (kwargs(embed_dim=65536, depth=200, num_heads=64), "GiB (parameters and buffers), more than"),
     "word with a path": (kwargs(global_pool="../../etc"), "must be a bounded number, a flag, a word"),
     "negative seed": (backbone(init_seed=-1), "init_seed must be"),
     "float input size": (top(input_size=[16.5, 16]), "input_size must be two integers"),
     "fingerprint not hex": (top(backbone_fingerprint="../../x"), "backbone_fingerprint must be a hex digest"),
     "not an object": (lambda m: [m], "is not a JSON object"),
     "backbone not an object": (top(backbone="vit_base_patch16_224"), "backbone must be an object"),
+    "huge buffers": (lambda m: backbone(name="beit_base_patch16_224", kwargs={"img_size": 2048, "depth": 12,
+                                                                            "embed_dim": 32, "num_heads": 2})(m),
+                     "GiB (parameters and buffers), more than"),
+    "huge image side": (kwargs(img_size=65536), "img_size must be at most 4096"),
+    "exponential pattern": (lambda m: m | {"method_config": m["method_config"] | {"target_modules": "(\\w|\\w)*!"}},
+                            "method option target_modules must be a word"),
+    "loading argument": (kwargs(checkpoint_path="/etc/passwd"), "not an architecture argument"),
+    "robustbench threat": (backbone(name="robustbench:evil/Salman2020Do_R18", kwargs={}), "RobustBench threat 'evil'"),
+    "transformers folder here": (backbone(name="hf-transformers:shipped", kwargs={}), "names a folder here"),
 }
 
 
@@ -133,8 +142,10 @@ def run_case(folder: Path, task: Path, capsys) -> tuple[int, str, list[tuple[str
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_a_crafted_prompt_file_is_one_error_line_and_opens_nothing_it_names(case, workspace, capsys):
+def test_a_crafted_prompt_file_is_one_error_line_and_opens_nothing_it_names(case, workspace, capsys, monkeypatch):
     root, task = workspace
+    (root / "shipped").mkdir(exist_ok=True)  # a folder shipped beside the prompt, named as a transformers checkpoint
+    monkeypatch.chdir(root)
     change, expected = CASES[case]
     folder = edited(root, case.replace(" ", "-"), lambda meta: json.loads(
         json.dumps(change(meta)).replace("{root}", str(root))))

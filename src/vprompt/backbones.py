@@ -7,6 +7,7 @@ exactly which frozen network it was trained on, and rebuild it offline.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 from dataclasses import asdict, dataclass, field, replace
@@ -215,25 +216,37 @@ def create_backbone(spec: BackboneSpec) -> nn.Module:
 TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number"}
 
 
-def check_argument_types(name: str, kwargs: dict[str, Any]) -> None:
-    """Refuse a text value where the model's constructor takes a flag or a number (``img_size=abc``
-    would fail deep inside timm, ``qkv_bias=maybe`` would pass as true), naming the argument and
-    the type; checked only when some value is text, against the defaults of the model's class."""
-    texts = {key: value for key, value in kwargs.items() if isinstance(value, str)}
-    if not texts:
-        return
+@functools.cache
+def constructor_defaults(name: str) -> tuple[str, dict[str, Any], bool] | None:
+    """The class timm builds for model ``name`` (built once, on the meta device), its constructor's
+    arguments with their defaults, and whether it takes any other keyword; None when timm does not
+    know the name."""
     import inspect
 
     with torch.device("meta"):
         try:
             cls = type(timm_with_zoo().create_model(name))
-        except Exception:  # an unknown name or the like: timm's own call below says what is wrong
-            return
-    defaults = {key: param.default for key, param in inspect.signature(cls.__init__).parameters.items()}
+        except Exception:  # an unknown name or the like: the real build says what is wrong
+            return None
+    parameters = inspect.signature(cls.__init__).parameters
+    return (cls.__name__, {key: p.default for key, p in parameters.items() if p.kind is p.KEYWORD_ONLY or
+                           p.kind is p.POSITIONAL_OR_KEYWORD and key != "self"},
+            any(p.kind is p.VAR_KEYWORD for p in parameters.values()))
+
+
+def check_argument_types(name: str, kwargs: dict[str, Any]) -> None:
+    """Refuse a text value where the model's constructor takes a flag or a number (``img_size=abc``
+    would fail deep inside timm, ``qkv_bias=maybe`` would pass as true), naming the argument and
+    the type; checked only when some value is text, against the defaults of the model's class."""
+    texts = {key: value for key, value in kwargs.items() if isinstance(value, str)}
+    found = constructor_defaults(name) if texts else None
+    if found is None:
+        return
+    cls_name, defaults, _ = found
     for key, value in texts.items():
         wanted = type(defaults.get(key))
         if wanted in TYPE_WORDS:
-            raise ConfigError(f"model argument {key}={value}: {cls.__name__} takes {TYPE_WORDS[wanted]} there "
+            raise ConfigError(f"model argument {key}={value}: {cls_name} takes {TYPE_WORDS[wanted]} there "
                               f"(default {defaults[key]!r})")
 
 
@@ -247,6 +260,11 @@ def meta_backbone(spec: BackboneSpec) -> nn.Module:
     read, initialised or hashed), whatever the model's size."""
     if zoo.is_zoo_name(spec.name):
         spec = zoo_spec(spec)
+    if spec.name.startswith(ROBUSTBENCH_PREFIX):  # its timm architecture: no weights fetched or read
+        name = robustbench_parts(spec.name)[1]
+        if name not in ROBUSTBENCH_ARCHITECTURES:
+            raise ConfigError(f"no timm equivalent known for RobustBench model '{name}'")
+        spec = replace(spec, name=ROBUSTBENCH_ARCHITECTURES[name])
     with torch.device("meta"):
         if spec.name.startswith(TRANSFORMERS_PREFIX):
             from vprompt.families.hf_transformers import transformers_backbone
@@ -328,11 +346,22 @@ ROBUSTBENCH_ARCHITECTURES = {  # RobustBench ImageNet model → the timm archite
 }
 
 
+ROBUSTBENCH_THREATS = ("Linf", "L2")
+
+
+def robustbench_parts(name: str) -> tuple[str, str]:
+    """THREAT (Linf by default) and NAME of ``robustbench:[THREAT/]NAME``; another threat is refused."""
+    threat, _, model = name.removeprefix(ROBUSTBENCH_PREFIX).rpartition("/")
+    if threat and threat not in ROBUSTBENCH_THREATS:
+        raise ConfigError(f"RobustBench threat '{threat}' in {name}: choose {' or '.join(ROBUSTBENCH_THREATS)}")
+    return threat or "Linf", model
+
+
 def robustbench_backbone(spec: BackboneSpec) -> nn.Module:
     """``robustbench:[THREAT/]NAME`` (THREAT: Linf by default): a RobustBench ImageNet model's weights
     in the equivalent timm architecture. Needs the optional extra and the network (or RobustBench's
     filled cache in ``$ROBUSTBENCH_MODELS``, default ``~/.cache/robustbench``)."""
-    threat, _, name = spec.name.removeprefix(ROBUSTBENCH_PREFIX).rpartition("/")
+    threat, name = robustbench_parts(spec.name)
     if name not in ROBUSTBENCH_ARCHITECTURES:
         raise ConfigError(f"no timm equivalent known for RobustBench model '{name}'; supported: "
                           f"{', '.join(ROBUSTBENCH_ARCHITECTURES)} (or load its weights with --weights)")
@@ -341,7 +370,7 @@ def robustbench_backbone(spec: BackboneSpec) -> nn.Module:
     except ImportError as exc:
         raise ConfigError("robustbench: models need the optional extra: pip install 'vprompt[robustbench]'") from exc
     model_dir = os.environ.get("ROBUSTBENCH_MODELS", str(Path.home() / ".cache" / "robustbench"))
-    wrapped = load_model(model_name=name, dataset="imagenet", threat_model=threat or "Linf", model_dir=model_dir)
+    wrapped = load_model(model_name=name, dataset="imagenet", threat_model=threat, model_dir=model_dir)
     backbone = create_backbone(replace(spec, name=ROBUSTBENCH_ARCHITECTURES[name], pretrained=False))
     load_state(backbone, wrapped.state_dict(), spec.name)
     return backbone

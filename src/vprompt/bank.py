@@ -12,6 +12,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from vprompt.errors import CheckpointError, ConfigError
 from vprompt.hub import hub_name, is_hub_reference
 from vprompt.checkpoint import (META_FILE, WEIGHTS_FILE, read_metadata, recorded_accuracy, resolve_prompt_dir,
                                 write_json)
-from vprompt.model import PromptedModel
+from vprompt.model import PromptedModel, meta_trainable_shapes
 from vprompt.prompt_file import checked_metadata, header_shapes
 
 CARD_FILE = "card.json"
@@ -104,11 +105,16 @@ def select_entries(entries: list[BankEntry], names: list[str] | None = None) -> 
     return [known[n] for n in names] if names else entries
 
 
-def bank_backbone(entries: list[BankEntry]) -> tuple[BackboneSpec, str, dict[str, Any]]:
+def bank_backbone(entries: list[BankEntry], weights: Path | str | None = None) -> tuple[BackboneSpec, str, dict[str, Any]]:
     """The backbone, method and method options the sources were trained with (those of the first
-    entry; ``source_prompts`` refuses any entry that differs)."""
-    meta = checked_metadata(entries[0].metadata(), entries[0].path)  # built here: no local weights file
-    return BackboneSpec.from_record(meta["backbone"]), meta["method"], {"prompt_len": meta["method_config"]["prompt_len"]}
+    entry; ``source_prompts`` refuses any entry that differs), bounded before anything is built;
+    ``weights``: the backbone's local weights, which a bank entry cannot choose."""
+    meta = checked_metadata(entries[0].metadata(), entries[0].path, own_weights=weights is not None)
+    spec = BackboneSpec.from_record(meta["backbone"])
+    if weights is not None:
+        spec = replace(spec, checkpoint=str(weights))
+    meta_trainable_shapes(spec, meta, entries[0].path)
+    return spec, meta["method"], {"prompt_len": meta["method_config"]["prompt_len"]}
 
 
 def source_prompts(entries: list[BankEntry], model: PromptedModel) -> torch.Tensor:

@@ -23,7 +23,7 @@ from vprompt.checkpoint import (CHECKPOINT_FORMAT, WEIGHTS_FILE, read_metadata, 
                                 write_prompt_files)
 from vprompt.errors import CheckpointError, ConfigError, DataError, VpromptNotice, VpromptWarning
 from vprompt.hub import is_hub_reference
-from vprompt.prompt_file import MAX_PARAMETERS, check_shapes, checked_metadata, header_shapes
+from vprompt.prompt_file import MAX_BYTES, MAX_SIDE, check_shapes, checked_metadata, header_shapes
 from vprompt.families import find_family, source_classifier, token_family
 from vprompt.families.base import Handle
 from vprompt.families.lean import Lean
@@ -463,8 +463,10 @@ def load_prompt(directory: Path | str, backbone: BackboneSpec | nn.Module | None
     if is_hub_reference(directory) and isinstance(spec, BackboneSpec):
         warnings.warn(f"{directory}: builds backbone {spec.describe()}",
                       VpromptNotice, stacklevel=2)
-    if backbone is None:  # the file's own model: shapes first, nothing allocated for a model the file cannot fill
-        check_shapes(header_shapes(folder / WEIGHTS_FILE), meta_trainable_shapes(spec, meta, folder), folder)
+    if isinstance(spec, BackboneSpec):  # bounded before anything is allocated; the file's own model: shapes too
+        shapes = meta_trainable_shapes(spec, meta, folder)
+        if backbone is None:
+            check_shapes(header_shapes(folder / WEIGHTS_FILE), shapes, folder)
     model = create_model(
         spec, meta["method"], meta["num_classes"], meta["class_names"], **meta["method_config"]
     )
@@ -474,7 +476,13 @@ def load_prompt(directory: Path | str, backbone: BackboneSpec | nn.Module | None
 
 def meta_trainable_shapes(spec: BackboneSpec, meta: dict[str, Any], source: Path) -> dict[str, tuple[int, ...]]:
     """The shapes of what the recorded model trains, from a build on the meta device (nothing
-    allocated), once its whole size is within ``MAX_PARAMETERS``."""
+    allocated), once its input size is within ``MAX_SIDE`` and its whole size (parameters and
+    buffers) within ``MAX_BYTES``."""
+    side = max(data_config(meta_backbone(spec)).input_size)
+    if side > MAX_SIDE:
+        raise CheckpointError(f"{source}/prompt.json describes a backbone whose input is {side} pixels a side, more "
+                              f"than {MAX_SIDE}: refused before anything is allocated")
+
     def build() -> PromptedModel:
         return PromptedModel(meta_backbone(spec), spec, meta["method"],
                              make_config(meta["method"], **meta["method_config"]), meta["num_classes"],
@@ -483,12 +491,12 @@ def meta_trainable_shapes(spec: BackboneSpec, meta: dict[str, Any], source: Path
     try:
         with torch.device("meta"):
             model = build()
-    except NotImplementedError:  # a prompt whose init needs values (VP's mask), its size bounded by the image's
+    except NotImplementedError:  # a prompt whose init needs values (VP's mask): its size is the input's, bounded above
         model = build()
-    size = sum(param.numel() for param in model.parameters())
-    if size > MAX_PARAMETERS:
-        raise CheckpointError(f"{source}/prompt.json describes a model of {size:,} parameters, more than "
-                              f"{MAX_PARAMETERS:,}: refused before anything is allocated")
+    size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    if size > MAX_BYTES:
+        raise CheckpointError(f"{source}/prompt.json describes a model of {size / 2 ** 30:.1f} GiB (parameters and "
+                              f"buffers), more than {MAX_BYTES / 2 ** 30:.0f} GiB: refused before anything is allocated")
     return {name: tuple(value.shape) for name, value in model.trainable_state().items()}
 
 

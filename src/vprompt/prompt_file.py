@@ -7,9 +7,10 @@ fetches: timm's keyword arguments can point it at files and URLs (``pretrained_c
 ``checkpoint`` is a local path the file's author chose. So a prompt file may only say:
 
 - an architecture: a timm model name (or ``zoo:``, ``robustbench:``, ``hf-transformers:ORG/NAME``
-  from the local cache), with keyword arguments from an allow-list of sizes, widths, depths,
-  heads, class counts and flags (``ARCHITECTURE_KWARGS``),
-  each a bounded number, a flag, a short word or a short list of numbers;
+  from the local cache), with keyword arguments that are the model class's own constructor
+  arguments (sizes, widths, depths, heads, class counts, flags; for a transformers class its
+  config sizes, ``TRANSFORMERS_KWARGS``), never timm's ``LOADING_KEYS``, each a bounded number, a
+  flag, a short word or a short list of numbers;
 - timm's pretrained weights for that name (``pretrained``), never a file: weights from a local file
   are the user's to give (``--weights``, ``load_prompt(path, weights=...)``);
 - a method and its options, class names (printable, bounded), a class count and an input size,
@@ -32,20 +33,16 @@ TOP_KEYS = frozenset({"format", "method", "method_config", "backbone", "backbone
                       "num_classes", "class_names"})
 """What ``prompt.json`` holds (every prompt vprompt has written holds exactly these)."""
 BACKBONE_KEYS = frozenset({"name", "pretrained", "checkpoint", "kwargs", "init_seed", "input_size"})
-ARCHITECTURE_KWARGS = frozenset({
-    # timm: sizes, widths, depths, heads, classes, pooling and architecture flags
-    "img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "embed_dims", "depth", "depths",
-    "num_heads", "mlp_ratio", "qkv_bias", "qk_norm", "init_values", "class_token", "no_embed_class", "reg_tokens",
-    "pre_norm", "final_norm", "fc_norm", "dynamic_img_size", "dynamic_img_pad", "drop_rate", "pos_drop_rate",
-    "patch_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "window_size", "layers", "channels",
-    "use_abs_pos_emb", "use_rel_pos_bias", "use_shared_rel_pos_bias", "use_rot_pos_emb", "swiglu_mlp", "scale_mlp",
-    "act_layer", "attn_head_dim", "ref_feat_shape", "num_reg_tokens",
-    # transformers configs (hf-transformers: classes built from their config)
-    "image_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "num_channels",
-    "num_register_tokens", "layer_norm_eps", "hidden_act",
-})
-"""The constructor arguments a prompt file may give its backbone: what shapes it, never where
-anything is read from (no ``pretrained_cfg*``, ``cache_dir``, file, URL or hub keys)."""
+TRANSFORMERS_KWARGS = frozenset({"image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                "intermediate_size", "num_channels", "num_register_tokens", "layer_norm_eps",
+                                "hidden_act", "qkv_bias", "mlp_ratio", "num_labels"})
+"""The config sizes a prompt file may give an ``hf-transformers:`` class built from its config."""
+LOADING_KEYS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "checkpoint_path",
+                          "pretrained_strict", "features_only", "scriptable", "exportable", "no_jit"})
+"""timm's ``create_model`` arguments that say where weights and configs come from (files, URLs, the
+Hub) or how the model is wrapped: never a prompt file's to give."""
+SIDE_KEYS = frozenset({"img_size", "image_size", "patch_size", "window_size"})
+"""Arguments in pixels (or tokens) along a side: bounded by ``MAX_SIDE`` like the input size."""
 NAME_PREFIXES = ("zoo:", "robustbench:", "hf-transformers:", "module:")
 """vprompt's own kinds of name (``module:`` records a module the user built, never rebuilt from its name)."""
 MAX_CLASSES = 100_000
@@ -54,10 +51,12 @@ MAX_NUMBER = 1_000_000
 """Bound of every integer a prompt file gives (sizes, widths, depths, options)."""
 MAX_TEXT = 200
 MAX_LIST = 64
-MAX_PARAMETERS = 4_000_000_000
-"""Bound of the whole model's parameters (backbone and prompt), counted on the meta device before
-anything is allocated: the largest public ViTs have about 2 billion."""
+MAX_BYTES = 8 * 2 ** 30
+"""Bound of the whole model's parameters and buffers (backbone and prompt), counted on the meta
+device before anything is allocated: ViT-g/14 in fp32 takes about 4 GiB."""
 WORD = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+SETTING = re.compile(r"[A-Za-z0-9_.-]{0,64}")
+"""A text constructor argument: a pooling, activation or init name (``avg``, ``gelu``; empty for none)."""
 MODEL_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
 HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*|[A-Za-z0-9]+")
 """``hf-transformers:`` names a prompt file may give: ORG/NAME in the local cache, or a class name."""
@@ -85,6 +84,16 @@ def plain_value(value: Any) -> bool:
         return len(value) <= MAX_LIST and all(plain_value(v) and not isinstance(v, list) for v in value)
     return value is None or isinstance(value, bool) or plain_number(value) or (
         isinstance(value, str) and len(value) <= MAX_TEXT and value.isprintable())
+
+
+MODULE_PATTERN = re.compile(r"[A-Za-z0-9_.|()\\^$+*?-]{1,200}")
+REPEATED_GROUP = re.compile(r"\)[*+?{]")
+
+
+def safe_pattern(text: str) -> bool:
+    """A tuner's module pattern of names, groups and alternatives that never repeats a group (a
+    repeated group is what makes a regular expression take exponential time)."""
+    return bool(MODULE_PATTERN.fullmatch(text)) and not REPEATED_GROUP.search(text)
 
 
 def bounded_int(value: Any, low: int, high: int) -> bool:
@@ -117,6 +126,10 @@ def checked_metadata(meta: Any, source: Path | str, own_weights: bool = False) -
     if not (isinstance(config, dict) and all(isinstance(k, str) and k.isidentifier() and plain_value(v)
                                              for k, v in config.items())):
         raise refuse(source, "method_config must map option names to flags, bounded numbers or short text")
+    for key, value in config.items():
+        text = value if isinstance(value, str) else None
+        if text is not None and not (SETTING.fullmatch(text) or (key.endswith("_modules") and safe_pattern(text))):
+            raise refuse(source, f"method option {key} must be a word (or, for a tuner's modules, a plain pattern)")
     if not bounded_int(meta["num_classes"], 1, MAX_CLASSES):
         raise refuse(source, f"num_classes must be an integer in [1, {MAX_CLASSES}]")
     names = meta["class_names"]
@@ -143,6 +156,9 @@ def check_backbone(spec: Any, source: Path | str, own_weights: bool) -> None:
     if prefix == "hf-transformers:" and not HUB_NAME.fullmatch(name.removeprefix(prefix)):
         raise refuse(source, f"backbone {name!r}: a prompt file names a transformers checkpoint as ORG/NAME in the "
                              "local cache, never a path")
+    if prefix == "hf-transformers:" and Path(name.removeprefix(prefix)).exists():
+        raise refuse(source, f"backbone {name!r} names a folder here, and a prompt file names a transformers "
+                             "checkpoint in the local cache only")
     if prefix is None and ":" in name:  # timm's hf-hub:, local-dir: and the like fetch configs from anywhere
         raise refuse(source, f"backbone {name!r}: a prompt file names a timm architecture, not where to fetch one "
                              "(build the backbone yourself and pass it: --model, load_prompt(path, backbone=...))")
@@ -155,17 +171,40 @@ def check_backbone(spec: Any, source: Path | str, own_weights: bool) -> None:
     kwargs = spec.get("kwargs", {})
     if not isinstance(kwargs, dict):
         raise refuse(source, "backbone kwargs must be an object")
+    allowed, owner = architecture_arguments(name, prefix)
     for key, value in kwargs.items():
-        if key not in ARCHITECTURE_KWARGS:
-            raise refuse(source, f"backbone argument {str(key)[:64]!r} is not an architecture argument a prompt "
-                                 "file may set")
-        if not plain_value(value) or (isinstance(value, str) and not WORD.fullmatch(value)):
+        if key in LOADING_KEYS or key not in allowed:
+            raise refuse(source, f"backbone argument {str(key)[:64]!r} is not an architecture argument of {owner} "
+                                 "a prompt file may set")
+        if not plain_value(value) or (isinstance(value, str) and not SETTING.fullmatch(value)):
             raise refuse(source, f"backbone argument {key} must be a bounded number, a flag, a word or a short list")
+        sides = value if isinstance(value, list) else [value]
+        if key in SIDE_KEYS and not all(bounded_int(v, 1, MAX_SIDE) for v in sides):
+            raise refuse(source, f"backbone argument {key} must be at most {MAX_SIDE}")
     seed = spec.get("init_seed")
     if seed is not None and not bounded_int(seed, 0, 2 ** 63 - 1):
         raise refuse(source, "backbone init_seed must be a non-negative integer")
     if spec.get("input_size") is not None and not size_pair(spec["input_size"]):
         raise refuse(source, f"backbone input_size must be two integers in [1, {MAX_SIDE}]")
+
+
+def architecture_arguments(name: str, prefix: str | None) -> tuple[frozenset[str], str]:
+    """The constructor arguments a prompt file may give backbone ``name``, and whose they are."""
+    from vprompt.backbones import constructor_defaults
+
+    if prefix == "hf-transformers:":
+        return TRANSFORMERS_KWARGS, "a transformers config"
+    if prefix in ("robustbench:", "module:"):  # fixed architectures, or a module only its own code builds
+        return frozenset(), name
+    arch = name
+    if prefix == "zoo:":
+        from vprompt import zoo
+
+        arch = zoo.find_card(name)["arch"]
+    found = constructor_defaults(arch)
+    if found is None:
+        return frozenset(), f"'{name}' (not a timm model)"
+    return frozenset(found[1]), found[0]
 
 
 def header_shapes(path: Path) -> dict[str, tuple[int, ...]]:

@@ -263,14 +263,14 @@ class TargetTransfer:
     """
 
     def __init__(self, entries: list[BankEntry], target: str, config: TransferConfig, out: Path | str,
-                 progress: bool = True) -> None:
+                 progress: bool = True, weights: Path | str | None = None) -> None:
         self.config, self.out, self.progress = config, Path(out), progress
         self.source = open_task(target)
         self.entries = [entry for entry in entries if entry.task != self.source.info.name]
         if not self.entries:
             raise CheckpointError(f"no source prompts left to transfer from: every one was trained on "
                                   f"{self.source.info.name}, the target")
-        self.spec, self.method, self.options = bank_backbone(self.entries)
+        self.spec, self.method, self.options = bank_backbone(self.entries, weights)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.reference = self.model(seed=0)  # scores the sources: only its frozen backbone is used
         self.sources = source_prompts(self.entries, self.reference)
@@ -340,24 +340,27 @@ class TargetTransfer:
 
 
 def run_transfer(entries: list[BankEntry], target: str, methods: Sequence[str], seeds: Sequence[int],
-                 config: TransferConfig, out: Path | str, progress: bool = True) -> list[dict[str, Any]]:
-    """Every method × seed on one target task, from the bank ``entries`` as sources."""
-    job = TargetTransfer(entries, target, config, out, progress)
+                 config: TransferConfig, out: Path | str, progress: bool = True,
+                 weights: Path | str | None = None) -> list[dict[str, Any]]:
+    """Every method × seed on one target task, from the bank ``entries`` as sources (``weights``: the
+    backbone's local weights, for a bank trained on a file)."""
+    job = TargetTransfer(entries, target, config, out, progress, weights)
     return [job.run(method, seed) for seed in seeds for method in check_methods(methods)]
 
 
 def transfer_to(entries: list[BankEntry], target: str, methods: Sequence[str], seeds: Sequence[int],
-                config: TransferConfig, out: Path | str, progress: bool = True) -> list[dict[str, Any]]:
+                config: TransferConfig, out: Path | str, progress: bool = True,
+                weights: Path | str | None = None) -> list[dict[str, Any]]:
     """[`run_transfer`][vprompt.transfer.run_transfer], its rows also written to ``out/results.json``."""
-    rows = run_transfer(entries, target, methods, seeds, config, out, progress)
+    rows = run_transfer(entries, target, methods, seeds, config, out, progress, weights)
     write_rows(rows, Path(out) / "results.json")
     return rows
 
 
 def rank_sources(entries: list[BankEntry], target: str, config: TransferConfig, out: Path | str,
-                 progress: bool = True) -> list[dict[str, Any]]:
+                 progress: bool = True, weights: Path | str | None = None) -> list[dict[str, Any]]:
     """The sources ranked by H-score on the target's training set (cached in ``out``), nothing tuned."""
-    return TargetTransfer(entries, target, config, out, progress).scores()
+    return TargetTransfer(entries, target, config, out, progress, weights).scores()
 
 
 def from_scratch(job: TargetTransfer, seed: int, model: PromptedModel) -> Start:

@@ -129,15 +129,22 @@ class VeRAMethodConfig(TunerConfig):
                           projection_prng_key=self.projection_seed, target_modules=targets)
 
 
+def require_peft() -> None:
+    """Refuse in one line, naming the extra, when peft is not installed."""
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"the peft tuners need peft: {PEFT_HINT}") from None
+
+
 def inject_tuner(config: TunerConfig, backbone: nn.Module) -> None:
     """Put the tuner's layers into ``backbone`` in place, on its family's (or the given) modules."""
     from vprompt.families import find_family
 
-    try:
-        from peft import inject_adapter_in_model
-        from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
-    except ImportError:
-        raise ConfigError(f"the peft tuners need peft: {PEFT_HINT}") from None
+    require_peft()
+    from peft import inject_adapter_in_model
+    from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+
     family = find_family(backbone)
     if config.target_modules is None and family is None:
         raise ConfigError(f"{type(backbone).__name__} is of no family with default target modules: pass "
@@ -153,7 +160,7 @@ def inject_tuner(config: TunerConfig, backbone: nn.Module) -> None:
             tuner(backbone, peft_config, adapter_name="default")
         else:
             inject_adapter_in_model(peft_config, backbone)
-    except ValueError as exc:  # peft's own refusal: an option it needs, no module matched, a shape it cannot adapt
+    except (ValueError, TypeError) as exc:  # peft's refusal: an option it needs or of another type, no module matched
         raise ConfigError(f"peft could not adapt {type(backbone).__name__}: {exc}") from None
 
 
@@ -168,10 +175,9 @@ def peft_method(name: str) -> Method:
     (``--method-arg r=4``), with the family's default targets like the named tuners."""
     import dataclasses
 
-    try:
-        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-    except ImportError:
-        raise ConfigError(f"the peft tuners need peft: {PEFT_HINT}") from None
+    require_peft()
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
     # A tuner that adapts a model's layers is told which by target_modules (prompt learning wraps a model).
     layer_tuners = {str(t).split(".")[-1].lower(): cls for t, cls in PEFT_TYPE_TO_CONFIG_MAPPING.items()
                     if "target_modules" in {f.name for f in dataclasses.fields(cls)}}

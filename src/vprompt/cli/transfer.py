@@ -10,7 +10,7 @@ from typing import Annotated, Union
 import tyro
 from tyro.conf import Positional, subcommand
 
-from vprompt.cli.args import TASK_KINDS, ColumnArgs, ConfigFile, Group, Progress, refuse_preset, refuse_single_seed
+from vprompt.cli.args import TASK_KINDS, ColumnArgs, ConfigFile, Group, Progress, PromptWeights, refuse_preset, refuse_single_seed
 from vprompt.transfer import TransferConfig, check_methods, transfer_method_names
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, at_least, at_most
 
@@ -40,6 +40,7 @@ class Transfer(Validated):
     rank_only: bool = False
     """Only rank the sources by H-score on the target training set (K forward passes) and stop."""
     progress: Progress = True
+    backbone_weights: PromptWeights = field(default_factory=PromptWeights)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -55,11 +56,13 @@ class Transfer(Validated):
         refuse_single_seed(self.config.tune)
         entries = select_entries(list_bank(self.bank), self.sources or None)
         if self.rank_only:
-            ranking = rank_sources(entries, self.columns.on(self.target), self.config, self.out, self.progress)
+            ranking = rank_sources(entries, self.columns.on(self.target), self.config, self.out, self.progress,
+                                   self.backbone_weights.weights)
             print(markdown_table(ranking, ["source", "h_score", "probe_test_acc"]))
             return
         target = self.columns.on(self.target)
-        rows = transfer_to(entries, target, self.methods, self.seeds, self.config, self.out, self.progress)
+        rows = transfer_to(entries, target, self.methods, self.seeds, self.config, self.out, self.progress,
+                           self.backbone_weights.weights)
         write_config(self, self.out)
         print(markdown_table(rows, ["target", "method", "seed", "test_acc", "weights"]))
         print(f"results: {self.out / 'results.json'}")

@@ -35,6 +35,7 @@ from vprompt.robust.evaluation import AttackConfig, attack_report
 from vprompt.sweep import (LocalExecutor, Protocol, Run, execute, picked_rates, protocol_header, protocol_table,
                            run_settings, tuned_finals)
 from vprompt.train import PrecisionChoice, TrainConfig
+from vprompt.tuners import require_peft
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, above, at_least
 
 METHODS = ("linear", "vpt-deep", "vapt", "kv-prompt", "vfpt", "lora", "bitfit")
@@ -79,8 +80,9 @@ class BaselinesReproduction(Validated, PrecisionChoice):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for method in self.methods:
-            get_method(method)  # an unknown one is refused in one line, before anything runs
+        for method in self.methods:  # an unknown method, or a tuner without peft: one line before anything runs
+            if get_method(method).adapt_backbone is not None:
+                require_peft()
         self.attack_config()  # checks eps
         if self.data is None and self.tasks is not None:
             synthetic_task_names(self.tasks)
@@ -170,19 +172,22 @@ def method_costs(backbone: BackboneSpec, methods: dict[str, dict[str, Any]], num
 
 def step_seconds(backbone: BackboneSpec, method: str, options: dict[str, Any], num_classes: int, batch_size: int,
                  steps: int) -> float:
-    """The median wall-clock of one AdamW training step (forward, backward, update) at ``batch_size``,
-    after two untimed steps; fp32, without the frozen-feature cache (the step itself)."""
+    """The median wall-clock of one AdamW training step (forward, backward, update) at ``batch_size``
+    on the device training uses, after two untimed steps; fp32, without the frozen-feature cache."""
     torch.manual_seed(0)
-    model = create_model(backbone, method, num_classes, **options).train()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where the training runs
+    model = create_model(backbone, method, num_classes, **options).to(device).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    images = torch.rand(batch_size, 3, *model.image_size)
-    labels = torch.randint(num_classes, (batch_size,))
+    images = torch.rand(batch_size, 3, *model.image_size, device=device)
+    labels = torch.randint(num_classes, (batch_size,), device=device)
     times = []
     for _ in range(steps + 2):
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(model(images), labels).backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
     return statistics.median(times[2:])
 
