@@ -17,7 +17,7 @@ from vprompt.methods import DEFAULT_METHOD, make_config, method_names
 from vprompt.robust.adversarial import AdversarialConfig
 from vprompt.robust.evaluation import attack_threat
 from vprompt.train import TrainConfig
-from vprompt.validation import Existing, Validated, at_least, below
+from vprompt.validation import Existing, Validated, above, at_least, below
 
 
 def parse_key_values(items: list[str]) -> dict[str, Any]:
@@ -62,6 +62,25 @@ Task = Annotated[str, tyro.conf.arg(help=f"Task: {TASK_KINDS}.")]
 
 Progress = Annotated[bool, tyro.conf.arg(help="Show progress bars (--no-progress for logs).")]
 """The one declaration of ``--no-progress``, on every command that draws progress bars."""
+
+
+@dataclass
+class RayArgs(Validated):
+    """Where a command's training runs execute: declared once, for every command that can hand them to Ray."""
+
+    ray: str = "local"
+    """none: in this process; local: a Ray instance on this machine; auto or HOST:PORT: a Ray cluster."""
+    ray_timeout: Annotated[float, above(0)] = 30.0
+    """Seconds to wait for a Ray cluster to answer before giving up."""
+    cpus_per_run: Annotated[float, above(0)] = 1.0
+    gpus_per_run: Annotated[float, at_least(0)] = 0.0
+    """GPUs each run reserves on Ray (e.g. 1, or 0.5 to share)."""
+
+    def executor(self) -> Any:
+        """The executor these settings ask for (joining or starting Ray, or this process)."""
+        from vprompt.sweep import make_executor
+
+        return make_executor(self.ray, self.cpus_per_run, self.gpus_per_run, ray_timeout=self.ray_timeout)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Annotated, Union
 
 from tyro.conf import subcommand
 
-from vprompt.cli.args import Group, OptionalBackboneArgs, Progress
+from vprompt.cli.args import Group, OptionalBackboneArgs, Progress, RayArgs
 from vprompt.recipes.baselines import BaselinesReproduction
 from vprompt.recipes.hgprompt import HGPromptReproduction
 from vprompt.recipes.pbl import PBLReproduction
@@ -30,12 +30,14 @@ class ReproduceVAPT:
 
     config: VAPTReproduction = field(default_factory=VAPTReproduction)
     backbone: OptionalBackboneArgs = field(default_factory=OptionalBackboneArgs)
+    runner: RayArgs = field(default_factory=lambda: RayArgs(ray="none"))
     progress: Progress = True
 
     def run(self) -> None:
         from vprompt.recipes.vapt import run_vapt_reproduction
 
-        run_vapt_reproduction(self.config, self.backbone.spec_or_none(), progress=self.progress)
+        run_vapt_reproduction(self.config, self.backbone.spec_or_none(), progress=self.progress,
+                              executor=self.runner.executor())
         show_results(self.config.out)
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import tyro
 from tyro.conf import Positional
 
-from vprompt.cli.args import (TASK_KINDS, BackboneArgs, ColumnArgs, ConfigFile, Progress, parse_key_values,
+from vprompt.cli.args import (TASK_KINDS, BackboneArgs, ColumnArgs, ConfigFile, Progress, RayArgs, parse_key_values,
                               refuse_preset, refuse_single_seed)
 from vprompt.errors import ConfigError
 from vprompt.methods import DEFAULT_METHOD, make_config
@@ -41,13 +41,7 @@ class Sweep(Validated):
     seeds: Annotated[list[Annotated[int, at_least(0)]], NonEmpty()] = field(default_factory=lambda: list(GRID.seeds))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=100, batch_size=64, warmup_epochs=10))
     """Shared training settings (base_lr, weight_decay and seed come from the grid)."""
-    ray: str = "local"
-    """none: in this process; local: a Ray instance on this machine; auto or HOST:PORT: a Ray cluster."""
-    ray_timeout: Annotated[float, above(0)] = 30.0
-    """Seconds to wait for a Ray cluster to answer before giving up."""
-    cpus_per_run: Annotated[float, above(0)] = 1.0
-    gpus_per_run: Annotated[float, at_least(0)] = 0.0
-    """GPUs each run reserves on Ray (e.g. 1, or 0.5 to share)."""
+    runner: RayArgs = field(default_factory=RayArgs)
     download: bool = False
     """Fetch torchvision sets and Hugging Face datasets that are not on disk (once, before the runs start)."""
     columns: ColumnArgs = field(default_factory=ColumnArgs)
@@ -71,11 +65,11 @@ class Sweep(Validated):
     def run(self) -> None:
         from vprompt.cli.config_file import write_config
         from vprompt.records import open_records
-        from vprompt.sweep import make_executor, run_sweep
+        from vprompt.sweep import run_sweep
 
         refuse_single_seed(self.train)
         protocol = Protocol(self.base_lrs, self.weight_decays, self.prompt_lens or None, self.seeds, self.train)
-        executor = make_executor(self.ray, self.cpus_per_run, self.gpus_per_run, ray_timeout=self.ray_timeout)
+        executor = self.runner.executor()
         tasks = [self.columns.on(task) for task in self.data]
         run_sweep(tasks, {m: dict(self.options) for m in self.methods}, self.backbone.spec(), protocol, self.out,
                   executor, self.progress, download=self.download,
