@@ -145,7 +145,10 @@ def test_a_saved_checkpoint_trains_and_evaluates_from_the_cli(capsys, tmp_path, 
     main(["train", "--data", str(task), "--out", str(run), "--model", name, "--method", method, "--prompt-len", "2",
           "--epochs", "1", "--warmup-epochs", "0", "--no-progress"])
     trained = json.loads(capsys.readouterr().out)
-    main(["eval", "--prompt", str(run), "--data", str(task), "--json"])
+    with pytest.raises(SystemExit):  # the prompt file names a local folder: the user gives it (a trust boundary)
+        main(["eval", "--prompt", str(run), "--data", str(task), "--json"])
+    assert "give the folder yourself: --weights FOLDER" in capsys.readouterr().err
+    main(["eval", "--prompt", str(run), "--data", str(task), "--json", "--weights", str(tmp_path / "backbone")])
     scored = json.loads(capsys.readouterr().out)
     assert scored["n"] == 20 and scored["acc"] == pytest.approx(trained["eval_acc"])
     assert json.loads((run / "prompt" / "prompt.json").read_text())["backbone"]["name"] == name

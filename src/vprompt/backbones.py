@@ -228,10 +228,15 @@ def constructor_defaults(name: str) -> tuple[str, dict[str, Any], bool] | None:
             cls = type(timm_with_zoo().create_model(name))
         except Exception:  # an unknown name or the like: the real build says what is wrong
             return None
-    parameters = inspect.signature(cls.__init__).parameters
-    return (cls.__name__, {key: p.default for key, p in parameters.items() if p.kind is p.KEYWORD_ONLY or
-                           p.kind is p.POSITIONAL_OR_KEYWORD and key != "self"},
-            any(p.kind is p.VAR_KEYWORD for p in parameters.values()))
+    defaults: dict[str, Any] = {}
+    for base in cls.__mro__:  # a subclass passing **kwargs on (DeiT's distilled ViT) takes its base's too
+        parameters = inspect.signature(base.__init__).parameters
+        for key, p in parameters.items():
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and key != "self":
+                defaults.setdefault(key, p.default)
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            return cls.__name__, defaults, False
+    return cls.__name__, defaults, True
 
 
 def check_argument_types(name: str, kwargs: dict[str, Any]) -> None:

@@ -12,7 +12,6 @@ import json
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from vprompt.errors import CheckpointError, ConfigError
 from vprompt.hub import hub_name, is_hub_reference
 from vprompt.checkpoint import (META_FILE, WEIGHTS_FILE, read_metadata, recorded_accuracy, resolve_prompt_dir,
                                 write_json)
-from vprompt.model import PromptedModel, meta_trainable_shapes
+from vprompt.model import PromptedModel, meta_trainable_shapes, with_weights
 from vprompt.prompt_file import checked_metadata, header_shapes
 
 CARD_FILE = "card.json"
@@ -112,7 +111,7 @@ def bank_backbone(entries: list[BankEntry], weights: Path | str | None = None) -
     meta = checked_metadata(entries[0].metadata(), entries[0].path, own_weights=weights is not None)
     spec = BackboneSpec.from_record(meta["backbone"])
     if weights is not None:
-        spec = replace(spec, checkpoint=str(weights))
+        spec = with_weights(spec, weights)
     meta_trainable_shapes(spec, meta, entries[0].path)
     return spec, meta["method"], {"prompt_len": meta["method_config"]["prompt_len"]}
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from vprompt.backbones import (ADOPTED, BackboneSpec, DataConfig, adopt_module, create_backbone, data_config,
+from vprompt.backbones import (ADOPTED, TRANSFORMERS_PREFIX, BackboneSpec, DataConfig, adopt_module, create_backbone, data_config,
                                 fingerprint, meta_backbone, module_spec, random_weights_note)
 from vprompt.card import model_card
 from vprompt.checkpoint import (CHECKPOINT_FORMAT, WEIGHTS_FILE, read_metadata, read_tensors, resolve_prompt_dir,
@@ -459,7 +459,7 @@ def load_prompt(directory: Path | str, backbone: BackboneSpec | nn.Module | None
     meta = checked_metadata(read_metadata(folder), folder, own_weights=backbone is not None or weights is not None)
     spec = backbone if backbone is not None else BackboneSpec.from_record(meta["backbone"])
     if weights is not None and isinstance(spec, BackboneSpec):
-        spec = replace(spec, checkpoint=str(weights))
+        spec = with_weights(spec, weights)
     if is_hub_reference(directory) and isinstance(spec, BackboneSpec):
         warnings.warn(f"{directory}: builds backbone {spec.describe()}",
                       VpromptNotice, stacklevel=2)
@@ -472,6 +472,14 @@ def load_prompt(directory: Path | str, backbone: BackboneSpec | nn.Module | None
     )
     load_prompt_into(model, folder, meta)
     return model.eval()
+
+
+def with_weights(spec: BackboneSpec, weights: Path | str) -> BackboneSpec:
+    """``spec`` with the user's own weights: a file for a timm backbone, the checkpoint folder for a
+    transformers one (whose weights its folder holds)."""
+    if spec.name.startswith(TRANSFORMERS_PREFIX):
+        return replace(spec, name=f"{TRANSFORMERS_PREFIX}{weights}")
+    return replace(spec, checkpoint=str(weights))
 
 
 def meta_trainable_shapes(spec: BackboneSpec, meta: dict[str, Any], source: Path) -> dict[str, tuple[int, ...]]:

@@ -153,10 +153,10 @@ def check_backbone(spec: Any, source: Path | str, own_weights: bool) -> None:
     if not (isinstance(name, str) and MODEL_NAME.fullmatch(name)):
         raise refuse(source, "backbone name is not a model name")
     prefix = next((p for p in NAME_PREFIXES if name.startswith(p)), None)
-    if prefix == "hf-transformers:" and not HUB_NAME.fullmatch(name.removeprefix(prefix)):
+    if prefix == "hf-transformers:" and not own_weights and not HUB_NAME.fullmatch(name.removeprefix(prefix)):
         raise refuse(source, f"backbone {name!r}: a prompt file names a transformers checkpoint as ORG/NAME in the "
-                             "local cache, never a path")
-    if prefix == "hf-transformers:" and Path(name.removeprefix(prefix)).exists():
+                             "local cache, never a path (give the folder yourself: --weights FOLDER)")
+    if prefix == "hf-transformers:" and not own_weights and Path(name.removeprefix(prefix)).exists():
         raise refuse(source, f"backbone {name!r} names a folder here, and a prompt file names a transformers "
                              "checkpoint in the local cache only")
     if prefix is None and ":" in name:  # timm's hf-hub:, local-dir: and the like fetch configs from anywhere

@@ -89,12 +89,12 @@ class PromptWeights(Validated):
 
     weights: Annotated[Path, Existing()] | None = None
     """Local weights of the backbone the prompt was trained on (.safetensors, or .pt read with
-    weights_only=True): a prompt file never chooses a file to open, so a prompt trained with --weights
-    needs them given again here."""
+    weights_only=True; a transformers backbone's checkpoint folder): a prompt file never chooses a
+    file to open, so a prompt trained on local weights needs them given again here."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.weights is not None:
+        if self.weights is not None and not self.weights.is_dir():
             check_weights(self.weights)
 
 
