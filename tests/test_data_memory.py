@@ -8,7 +8,7 @@ import importlib
 import pytest
 import torch
 
-from vprompt.data import FileListDataset, InMemoryDataset, in_memory, write_synthetic_suite
+from vprompt.data import FileListDataset, InMemoryDataset, TaskDataset, in_memory, memory, write_synthetic_suite
 from vprompt.data.registry import open_task
 from vprompt.errors import DataError
 from vprompt.model import create_model
@@ -31,7 +31,8 @@ def assert_same_items(a, b) -> None:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_cached_vtab_items_equal_items_read_from_disk_flips_included(small_task, workers):  # noqa: F811
+def test_cached_vtab_items_equal_items_read_from_disk_flips_included(small_task, workers, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(memory, "SERIAL_DECODE_SECONDS", 0)  # the workers asked for, even for 6 tiny images
     disk = FileListDataset(small_task, "train800val200", (8, 10), check_size=False, train_augment=True)
     cached = in_memory(disk, budget_mb=1, workers=workers)
     assert isinstance(cached, InMemoryDataset)
@@ -85,3 +86,20 @@ def test_training_from_memory_computes_what_training_from_disk_does(tmp_path, mo
     (rows_disk, state_disk), (rows_memory, state_memory) = results[0], results[64]
     assert rows_disk == rows_memory
     assert all(torch.equal(state_disk[k], state_memory[k]) for k in state_disk)
+
+
+class Ragged(TaskDataset):
+    """Items of two sizes: 70 of 8 x 8 pixels, then one 9 x 8 (in the second batch of 64)."""
+
+    def __len__(self) -> int:
+        return 71
+
+    def decode(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.zeros(3, 9 if index == 70 else 8, 8, dtype=torch.uint8), index % 2
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_split_of_several_image_sizes_stays_on_disk(workers, monkeypatch):
+    monkeypatch.setattr(memory, "SERIAL_DECODE_SECONDS", 0)
+    ragged = Ragged()
+    assert in_memory(ragged, budget_mb=1, workers=workers) is ragged

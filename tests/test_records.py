@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_vit_spec
-from vprompt.cli import main
 from vprompt.data import write_synthetic_suite
 from vprompt.errors import ConfigError
 from vprompt.records import RunRecords, settings_digest
-from vprompt.recipes.vapt import VAPTReproduction, run_vapt_reproduction
+from vprompt.recipes.vapt import METHODS, VAPTReproduction, run_vapt_reproduction
 from vprompt.sweep import Protocol
 from vprompt.train import TrainConfig
-from vprompt.transfer import transfer_method_names
 
 
 def test_a_record_is_found_by_its_settings_in_any_key_order(tmp_path):
@@ -62,7 +60,7 @@ def test_a_record_whose_settings_differ_from_its_name_is_refused(tmp_path):
 
 
 @pytest.mark.slow  # two tiny end-to-end sweeps
-def test_reproduce_vapt_from_some_records_runs_only_the_missing_ones_and_builds_the_same_table(tmp_path):
+def test_reproduce_vapt_writes_rows_and_a_table_and_from_some_records_runs_only_the_missing_ones(tmp_path):
     suite = tmp_path / "suite"
     write_synthetic_suite(suite, tasks=["digits"], image_size=16, test_size=40, progress=False)
     protocol = Protocol(base_lrs=[0.02, 0.0002], weight_decays=[0.0], seeds=[0, 1],
@@ -75,6 +73,11 @@ def test_reproduce_vapt_from_some_records_runs_only_the_missing_ones_and_builds_
 
     full = tmp_path / "full-records"
     rows, table = reproduce("scratch", full)
+    assert {(r["method"], r["seed"]) for r in rows} == {(m, s) for m in METHODS for s in (0, 1)}
+    assert all({"task", "method", "seed", "test_acc", "group", "image_source"} <= r.keys() for r in rows)
+    assert json.loads((tmp_path / "scratch" / "results.json").read_text()) == rows
+    assert "| task | group | vapt | vpt-deep | vpt-shallow | linear |" in table
+    assert "mean of group means" in table and "seeds [0, 1]" in table and "random init, seed 0" in table
     recorded = sorted(p.name for p in full.glob("*.json"))
     assert len(recorded) == 4 * (2 + 2)  # every method: two grid points on val200, then two seeds
     missing = partial_copy(full, tmp_path / "kept")
@@ -84,10 +87,6 @@ def test_reproduce_vapt_from_some_records_runs_only_the_missing_ones_and_builds_
     assert len(list((tmp_path / "resumed" / "runs").rglob("metrics.json"))) == missing
 
 
-TINY = ["--model", "vit_tiny_patch16_224", "--model-arg", "img_size=16", "patch_size=4", "embed_dim=32", "depth=2",
-        "num_heads=2"]
-
-
 def partial_copy(full: Path, kept: Path) -> int:
     """Copy every other record of ``full`` into ``kept``; the number left out."""
     recorded = sorted(full.glob("*.json"))
@@ -95,23 +94,6 @@ def partial_copy(full: Path, kept: Path) -> int:
     for path in recorded[::2]:
         shutil.copy(path, kept)
     return len(recorded) - len(recorded[::2])
-
-
-@pytest.mark.slow  # two tiny end-to-end recipes
-def test_reproduce_hgprompt_from_some_records_runs_only_the_missing_ones_and_builds_the_same_table(tmp_path, capsys):
-    def reproduce(name: str, records: Path) -> str:
-        main(["reproduce", "hgprompt", "--quick", "--out", str(tmp_path / name), "--tasks", "digits", "count",
-              "--prompt-len", "2", "--seeds", "0", "--records", str(records), *TINY])
-        return (tmp_path / name / "results.md").read_text()
-
-    table = reproduce("scratch", tmp_path / "full")
-    assert len(list((tmp_path / "full").glob("*.json"))) == 2 * len(transfer_method_names())
-    missing = partial_copy(tmp_path / "full", tmp_path / "kept")
-    capsys.readouterr()
-    assert reproduce("resumed", tmp_path / "kept") == table
-    assert f"[records] {2 * len(transfer_method_names()) - missing} runs read back" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "kept").glob("*.json")) == sorted(
-        p.name for p in (tmp_path / "full").glob("*.json"))
 
 
 @pytest.mark.slow  # two linear probes, twice

@@ -10,7 +10,6 @@ import pytest
 
 from conftest import tiny_vit_spec
 from vprompt.data import write_synthetic_suite
-from vprompt.recipes.vapt import METHODS, VAPTReproduction, run_vapt_reproduction
 from vprompt.sweep import Protocol, make_executor, protocol_table, run_protocol, summarise
 from vprompt.train import TrainConfig
 
@@ -99,14 +98,3 @@ def test_summary_reports_mean_and_sample_std():
                                 "std": pytest.approx(0.1414, abs=1e-4), "seeds": 2}]
 
 
-@pytest.mark.slow  # end to end: a whole recipe
-def test_reproduce_vapt_writes_rows_and_a_table_for_every_method(tmp_path, task):
-    config = VAPTReproduction(out=tmp_path, data=task.parent, tasks=["digits"], prompt_len=2)
-    protocol = Protocol(base_lrs=[0.02], weight_decays=[0.0], seeds=[0, 1], train=TINY_PROTOCOL.train)
-    rows = run_vapt_reproduction(config, tiny_vit_spec(), protocol, progress=False)
-    assert {(r["method"], r["seed"]) for r in rows} == {(m, s) for m in METHODS for s in (0, 1)}
-    assert all({"task", "method", "seed", "test_acc", "group", "image_source"} <= r.keys() for r in rows)
-    assert json.loads((tmp_path / "results.json").read_text()) == rows
-    table = (tmp_path / "results.md").read_text()
-    assert "| task | group | vapt | vpt-deep | vpt-shallow | linear |" in table
-    assert "mean of group means" in table and "seeds [0, 1]" in table and "random init, seed 0" in table
