@@ -322,6 +322,7 @@ def test_a_bug_keeps_its_traceback_and_asks_for_a_report(capsys, monkeypatch):
     assert not any(line.startswith("error:") for line in err.splitlines())
 
 
+@pytest.mark.slow  # the installed command in a new process
 def test_a_parse_error_in_a_terminal_encoding_is_one_line_too():
     """tyro draws its errors in UTF-8 boxes when stdout is UTF-8 (a terminal, a pipe), in ASCII
     under pytest's capture; the console script must flatten both."""

@@ -49,6 +49,7 @@ def test_cli_reference_has_every_command_with_its_help():
         assert text.rstrip("\n") in page
 
 
+@pytest.mark.slow  # the installed command in a new process, three times
 @pytest.mark.parametrize("path", [(), ("train",), ("data", "synth")])
 def test_cli_reference_equals_the_installed_commands_help(path):
     env = {**os.environ, "COLUMNS": str(WIDTH)}
