@@ -40,9 +40,10 @@ class BankEntry:
     def task(self) -> str:
         return self.card["task"]
 
-    def metadata(self) -> dict[str, Any]:
-        """The entry's ``prompt.json``, checked as a prompt file (its weights are never opened from here)."""
-        return checked_metadata(read_metadata(self.path), self.path, own_weights=True)
+    def metadata(self, own_weights: bool = True) -> dict[str, Any]:
+        """The entry's ``prompt.json``, checked as a prompt file; ``own_weights=False`` also refuses a
+        recorded local weights file (for a build: the user gives that file, never the entry)."""
+        return checked_metadata(read_metadata(self.path), self.path, own_weights=own_weights)
 
 
 def add_to_bank(bank: Path | str, prompt: Path | str, name: str | None = None, task: str | None = None,
@@ -108,7 +109,7 @@ def bank_backbone(entries: list[BankEntry], weights: Path | str | None = None) -
     """The backbone, method and method options the sources were trained with (those of the first
     entry; ``source_prompts`` refuses any entry that differs), bounded before anything is built;
     ``weights``: the backbone's local weights, which a bank entry cannot choose."""
-    meta = checked_metadata(entries[0].metadata(), entries[0].path, own_weights=weights is not None)
+    meta = entries[0].metadata(own_weights=weights is not None)
     spec = BackboneSpec.from_record(meta["backbone"])
     if weights is not None:
         spec = with_weights(spec, weights)

@@ -486,21 +486,21 @@ def meta_trainable_shapes(spec: BackboneSpec, meta: dict[str, Any], source: Path
     """The shapes of what the recorded model trains, from a build on the meta device (nothing
     allocated), once its input size is within ``MAX_SIDE`` and its whole size (parameters and
     buffers) within ``MAX_BYTES``."""
-    side = max(data_config(meta_backbone(spec)).input_size)
+    backbone = meta_backbone(spec)
+    side = max(data_config(backbone).input_size)
     if side > MAX_SIDE:
         raise CheckpointError(f"{source}/prompt.json describes a backbone whose input is {side} pixels a side, more "
                               f"than {MAX_SIDE}: refused before anything is allocated")
 
-    def build() -> PromptedModel:
-        return PromptedModel(meta_backbone(spec), spec, meta["method"],
-                             make_config(meta["method"], **meta["method_config"]), meta["num_classes"],
-                             meta["class_names"])
+    def build(backbone: nn.Module) -> PromptedModel:
+        return PromptedModel(backbone, spec, meta["method"], make_config(meta["method"], **meta["method_config"]),
+                             meta["num_classes"], meta["class_names"])
 
     try:
         with torch.device("meta"):
-            model = build()
+            model = build(backbone)
     except NotImplementedError:  # a prompt whose init needs values (VP's mask): its size is the input's, bounded above
-        model = build()
+        model = build(meta_backbone(spec))  # a fresh one: the failed build may have half-wrapped the first
     size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     if size > MAX_BYTES:
         raise CheckpointError(f"{source}/prompt.json describes a model of {size / 2 ** 30:.1f} GiB (parameters and "
