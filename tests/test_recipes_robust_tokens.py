@@ -2,6 +2,7 @@
 method and VP in one grid, the answers stated per method, and the same resumable run folders as
 `reproduce pbl`."""
 
+import dataclasses
 import json
 
 import pytest
@@ -24,7 +25,7 @@ def reproduction(tmp_path_factory):
     sources = {kind: tiny_vit_spec(img_size=32, patch_size=8, num_classes=20) for kind in ("standard", "robust")}
     sources["robust"].init_seed = 1
     config = RobustTokensReproduction(out=out, tasks=["digits"], seeds=[0, 1], methods=METHODS, epochs=1,
-                                      prompt_len=2, attack_images=6, pgd_steps=3, eps="1/2")
+                                      prompt_len=2, attack_images=6, pgd_steps=3, eps="1/2", records=out / "records")
     rows = run_robustness_reproduction(config, sources, progress=False)
     return config, sources, rows
 
@@ -57,6 +58,14 @@ def test_the_answers_name_each_method_and_vapt_against_vpt_deep(reproduction):
     assert (config.out / "tradeoff.png").stat().st_size > 1000
     assert sorted(p.name for p in (config.out / "prompts").glob("*.png")) == [
         "robust_vp_digits.png", "standard_vp_digits.png"]  # pictures of pixel prompts only
+
+
+def test_a_rerun_elsewhere_given_every_record_trains_nothing_and_writes_the_same_table(reproduction, tmp_path):
+    config, sources, rows = reproduction  # as on another machine: the records, not the run folders
+    again = dataclasses.replace(config, out=tmp_path / "again")
+    assert run_robustness_reproduction(again, sources, progress=False) == rows
+    assert (again.out / "results.md").read_text() == (config.out / "results.md").read_text()
+    assert not list(again.out.rglob("metrics.json"))
 
 
 def test_defaults_are_the_zoo_vits_and_token_methods_are_refused_by_pbl(tmp_path):
