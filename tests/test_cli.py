@@ -160,8 +160,10 @@ def test_sweep_through_the_cli_writes_the_table_and_rows(capsys, tmp_path, task)
     code, out, err = run_cli(capsys, "sweep", "--data", str(task.parent), "--out", str(tmp_path), *MODEL,
                              "--methods", "linear", "vpt-shallow", "--prompt-lens", "1", "2", "--base-lrs", "0.02",
                              "--weight-decays", "0", "--seeds", "0", "1", "--epochs", "1", "--batch-size", "100",
-                             "--warmup-epochs", "0", "--optimizer", "adamw", "--ray", "none")
+                             "--warmup-epochs", "0", "--optimizer", "adamw", "--ray", "none", "--no-progress")
     assert code == 0, err
+    done = [line for line in out.splitlines() if line.startswith("[runs] ")]  # for logs: a line per finished run
+    assert done[-1].startswith("[runs] 4/4 done: ") and str(tmp_path) in done[-1]
     rows = json.loads((tmp_path / "results.json").read_text())
     assert {(r["task"], r["method"], r["seed"]) for r in rows} == {
         ("digits", m, s) for m in ("linear", "vpt-shallow") for s in (0, 1)}

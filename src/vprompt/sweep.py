@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-from tqdm.auto import tqdm
 
 from vprompt.backbones import BackboneSpec
 from vprompt.data.registry import open_task
 from vprompt.errors import ConfigError
 from vprompt.failures import one_line
 from vprompt.methods import get_method
+from vprompt.progress import Tally, each, say
 from vprompt.hardware import resolve_precision
 from vprompt.records import RunRecords, backbone_identity, canonical, task_identity
 from vprompt.report import markdown_table, mean_of_group_means, mean_std, spread_text
@@ -145,7 +145,7 @@ class LocalExecutor:
 
     def map(self, runs: Sequence[Run], progress: bool, finished: Finished | None = None) -> list[float]:
         results = []
-        for index, run in enumerate(tqdm(runs, desc="runs", disable=not progress)):
+        for index, run in enumerate(each(runs, "runs", progress, run_name)):
             results.append(execute(run))
             if finished is not None:
                 finished(index, results[-1])
@@ -172,15 +172,23 @@ class RayExecutor:
     def map(self, runs: Sequence[Run], progress: bool, finished: Finished | None = None) -> list[float]:
         pending = {self.remote.remote(run, self.threads): i for i, run in enumerate(runs)}
         results: list[float] = [0.0] * len(runs)
-        with tqdm(total=len(runs), desc="runs (ray)", disable=not progress) as bar:
+        tally = Tally(len(runs), "runs (ray)", progress)
+        try:
             while pending:
                 done, _ = self.ray.wait(list(pending), num_returns=1)
                 index = pending.pop(done[0])
                 results[index] = self.ray.get(done[0])
                 if finished is not None:
                     finished(index, results[index])
-                bar.update()
+                tally.done(run_name(runs[index]))
+        finally:
+            tally.close()
         return results
+
+
+def run_name(run: Run) -> str:
+    """A run as a progress line names it: its folder, which says task, method and settings."""
+    return str(run.out_dir)
 
 
 NO_CLUSTER_HINT = ("is 'ray start --head' running there? a cluster with token authentication needs its token "
@@ -402,8 +410,8 @@ def run_all(runs: Sequence[Run], executor: LocalExecutor | RayExecutor, progress
             records.add(run_settings(run), {"acc": acc})  # finished here before records were kept
         known.append(acc)
     todo = [i for i, acc in enumerate(known) if acc is None]
-    if progress and len(todo) < len(runs):
-        print(f"[sweep] {len(runs) - len(todo)} of {len(runs)} runs already finished: read back")
+    if len(todo) < len(runs):
+        say(f"[sweep] {len(runs) - len(todo)} of {len(runs)} runs already finished: read back", progress)
 
     def record(index: int, acc: float) -> None:  # as each run finishes: a crash loses no record
         records.add(run_settings(runs[todo[index]]), {"acc": acc})
@@ -510,8 +518,8 @@ def run_sweep(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backbone
         for task in tasks:
             open_task(task, download=True)
     rows = run_protocol(tasks, methods, backbone, protocol, out, executor, progress, records)
-    if records is not None and progress:
-        print(records.summary())
+    if records is not None:
+        say(records.summary(), progress)
     write_rows(rows, out / "results.json")
     (out / "results.md").write_text(protocol_header(protocol, backbone) + "\n\n" + protocol_table(rows) + "\n")
     return rows

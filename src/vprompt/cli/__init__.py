@@ -24,6 +24,7 @@ from tyro.conf import subcommand
 
 from vprompt.errors import ConfigError, VpromptNotice, VpromptWarning
 from vprompt.failures import BUG_REPORT, parse_error_line, user_message
+from vprompt.progress import print_progress_lines
 
 DESCRIPTION = "vprompt: visual prompting for frozen vision models."
 TYRO_CONFIG = (tyro.conf.OmitSubcommandPrefixes, tyro.conf.OmitArgPrefixes, tyro.conf.FlagCreatePairsOff)
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     """Parse, run, and turn every failure the user can fix into one ``error:`` line and exit 2
     (see ``vprompt.failures``); anything else is a bug and keeps its traceback."""
     warnings.showwarning = show_warning
+    print_progress_lines()  # --no-progress: a line per finished run instead of a bar
     try:
         parse(argv).run()
     except KeyboardInterrupt:

@@ -60,7 +60,8 @@ TASK_KINDS = ("a VTAB-1k-layout folder, an image folder of class sub-folders (im
 Task = Annotated[str, tyro.conf.arg(help=f"Task: {TASK_KINDS}.")]
 
 
-Progress = Annotated[bool, tyro.conf.arg(help="Show progress bars (--no-progress for logs).")]
+Progress = Annotated[bool, tyro.conf.arg(
+    help="Show progress bars (--no-progress for logs; sweeps and recipes then print a line per finished run).")]
 """The one declaration of ``--no-progress``, on every command that draws progress bars."""
 
 

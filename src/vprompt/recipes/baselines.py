@@ -19,7 +19,6 @@ from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from vprompt.backbones import BackboneSpec
 from vprompt.checkpoint import FINAL
@@ -27,13 +26,14 @@ from vprompt.data import FileListDataset, task_info
 from vprompt.data.synthetic import synthetic_task_names
 from vprompt.methods import get_method
 from vprompt.model import count_parameters, create_model, load_prompt
+from vprompt.progress import each, say
 from vprompt.recipes.demo import DEMO_BACKBONE, DEMO_TASKS
 from vprompt.recipes.run import task_dirs
 from vprompt.records import RunRecords, backbone_identity, open_records
 from vprompt.report import markdown_table, seed_means, spread, write_rows
 from vprompt.robust.evaluation import AttackConfig, attack_report
 from vprompt.sweep import (LocalExecutor, Protocol, Run, execute, picked_rates, protocol_header, protocol_table,
-                           run_settings, tuned_finals)
+                           run_name, run_settings, tuned_finals)
 from vprompt.train import PrecisionChoice, TrainConfig
 from vprompt.tuners import require_peft
 from vprompt.validation import Existing, NonEmpty, Validated, Writable, above, at_least
@@ -124,15 +124,15 @@ def run_baselines_reproduction(config: BaselinesReproduction, backbone: Backbone
     finals = tuned_finals(tasks, methods, backbone, protocol, config.out, LocalExecutor(), progress, records)
     attack = config.attack_config()
     rows = []
-    for row, run in tqdm(finals, desc="final runs, attacked", disable=not progress):
+    for row, run in each(finals, "final runs, attacked", progress, lambda final: run_name(final[1])):
         settings = {"run": run_settings(run), "attack": asdict(attack)}
         measured = (records.reuse_or_run(settings, lambda run=run: final_and_attack(run, attack)) if records
                     else final_and_attack(run, attack))
         rows.append(row | measured)
     classes = task_info(Path(tasks[0])).num_classes
     costs = method_costs(backbone, methods, classes, config.timing_steps, records, progress)
-    if records is not None and progress:
-        print(records.summary())
+    if records is not None:
+        say(records.summary(), progress)
     write_rows(rows, config.out / "results.json")
     write_rows([{"method": m} | c for m, c in costs.items()], config.out / "costs.json")
     (config.out / "results.md").write_text(results_markdown(rows, costs, backbone, protocol, attack) + "\n")
@@ -159,7 +159,7 @@ def method_costs(backbone: BackboneSpec, methods: dict[str, dict[str, Any]], num
 
     def measure() -> dict[str, Any]:
         return {m: step_seconds(backbone, m, o, num_classes, 64, steps)
-                for m, o in tqdm(timed.items(), desc="timing steps", disable=not progress)}
+                for m, o in each(list(timed.items()), "timing steps", progress, lambda item: item[0])}
 
     seconds = records.reuse_or_run(settings, measure) if records else measure()
     costs = {}

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from tqdm.auto import tqdm
-
 from vprompt.backbones import BackboneSpec
 from vprompt.data import write_synthetic_suite
 from vprompt.data.synthetic import synthetic_task_names
 from vprompt.methods import method_names
+from vprompt.progress import each
 from vprompt.report import markdown_table, pivot, write_rows
 from vprompt.runs import train_on_task
 from vprompt.train import PrecisionChoice, TrainConfig
@@ -78,7 +77,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> list[dict[str, Any]]:
     train_config = demo_train_config(config)
     rows = []
     jobs = [(task_dir, method) for task_dir in task_dirs for method in config.methods]
-    for task_dir, method in tqdm(jobs, desc="demo runs", disable=not progress):
+    for task_dir, method in each(jobs, "demo runs", progress, lambda job: f"{job[0].name} {job[1]}"):
         row = train_on_task(task_dir, DEMO_BACKBONE, method, DEMO_METHODS.get(method, {}), train_config,
                             runs / task_dir.name / method, progress=False, eval_every=config.epochs)
         rows.append({"task": row["task"], "method": method, "seed": config.seed, "test_acc": row["eval_acc"],

@@ -19,12 +19,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from tqdm.auto import tqdm
-
 from vprompt.backbones import BackboneSpec
 from vprompt.bank import CARD_FILE, add_to_bank, list_bank, select_entries
 from vprompt.data.registry import open_task
 from vprompt.data.synthetic import synthetic_task_names
+from vprompt.progress import each, say
 from vprompt.recipes.demo import DEMO_BACKBONE
 from vprompt.recipes.run import task_dirs
 from vprompt.records import backbone_identity, open_records, task_identity
@@ -85,7 +84,7 @@ class HGPromptReproduction(Validated, PrecisionChoice):
 def build_bank(tasks: list[Path], config: HGPromptReproduction, backbone: BackboneSpec, progress: bool) -> Path:
     """One source prompt per task, trained (or read back, or resumed) and filed in ``out/bank``."""
     bank = config.out / "bank"
-    for task in tqdm(tasks, desc="source prompts", disable=not progress):
+    for task in each(tasks, "source prompts", progress, lambda task: task.name):
         run = Run(str(task), backbone, config.source_method, {"prompt_len": config.prompt_len},
                   config.training(config.source_epochs),
                   config.out / "sources" / task.name, open_task(str(task)).protocol.final_train, "test")
@@ -112,7 +111,7 @@ def run_hgprompt_reproduction(config: HGPromptReproduction, backbone: BackboneSp
         return TargetTransfer(sources, str(task), config.transfer(), folder, False)
 
     rows: list[dict[str, Any]] = []
-    for task in tqdm(tasks, desc="targets", disable=not progress):
+    for task in each(tasks, "targets", progress, lambda task: task.name):
         for seed in config.seeds:
             for method in check_methods(config.methods):
                 def run(task: Path = task, method: str = method, seed: int = seed) -> dict[str, Any]:
@@ -120,8 +119,8 @@ def run_hgprompt_reproduction(config: HGPromptReproduction, backbone: BackboneSp
 
                 settings = transfer_settings(config, backbone, tasks, task, method, seed)
                 rows.append(records.reuse_or_run(settings, run) if records else run())
-    if records is not None and progress:
-        print(records.summary())
+    if records is not None:
+        say(records.summary(), progress)
     write_rows(rows, config.out / "results.json")
     (config.out / "results.md").write_text(results_table(rows, config, backbone) + "\n\n" + search_table(rows) + "\n")
     plot_weights(rows, [t.name for t in tasks], config.out / "weights.png")

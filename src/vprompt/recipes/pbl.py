@@ -23,13 +23,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from tqdm.auto import tqdm
-
 from vprompt.backbones import BackboneSpec, check_model_name
 from vprompt.data import FileListDataset, task_info, write_synthetic_suite
 from vprompt.data.synthetic import synthetic_task_names
 from vprompt.checkpoint import FINAL
 from vprompt.model import load_prompt
+from vprompt.progress import each, say
 from vprompt.prompts.pixel import MappingRule, Template
 from vprompt.records import open_records
 from vprompt.recipes.pbl_report import answers, results_markdown, write_prompt_images, write_tradeoff_plot
@@ -148,7 +147,8 @@ def run_robustness_reproduction(config: PBLReproduction, sources: dict[str, Back
     classes = {task: task_info(task).num_classes for task in task_dirs}
     records = open_records(config.records, config.train_config(config.methods[0], config.seeds[0]).mixed_precision)
     rows = []
-    for kind, variant, task, seed in tqdm(jobs, desc="source × method × task × seed", disable=not progress):
+    for kind, variant, task, seed in each(jobs, "source × method × task × seed", progress,
+                                          lambda job: f"{job[0]} {job[1]} {job[2].name} seed {job[3]}"):
         run_dir = config.out / "runs" / kind / variant / task.name / f"seed{seed}"
 
         def run(kind: str = kind, variant: str = variant, task: Path = task, seed: int = seed,
@@ -158,8 +158,8 @@ def run_robustness_reproduction(config: PBLReproduction, sources: dict[str, Back
         row = records.reuse_or_run(run_settings_of(config, kind, sources[kind], variant, task, seed), run) \
             if records else run()
         rows.append(row | {"chance": 1 / classes[task]})
-    if records is not None and progress:
-        print(records.summary())
+    if records is not None:
+        say(records.summary(), progress)
     write_rows(rows, config.out / "results.json")
     (config.out / "results.md").write_text(
         results_markdown(rows, config_summary(config, sources), config.answer_lines()) + "\n")

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from vprompt.backbones import BackboneSpec
 from vprompt.data.synthetic import synthetic_task_names
 from vprompt.methods import get_method
+from vprompt.progress import say
 from vprompt.recipes.demo import DEMO_BACKBONE
 from vprompt.records import open_records
 from vprompt.recipes.run import task_dirs
@@ -87,8 +88,8 @@ def run_vapt_reproduction(config: VAPTReproduction, backbone: BackboneSpec | Non
     tasks = [str(task) for task in task_dirs(config.out, config.data, config.tasks)]
     records = open_records(config.records, protocol.train.mixed_precision)
     rows = run_protocol(tasks, methods, backbone, protocol, config.out, executor, progress, records)
-    if records is not None and progress:
-        print(records.summary())
+    if records is not None:
+        say(records.summary(), progress)
     write_rows(rows, config.out / "results.json")
     (config.out / "results.md").write_text(results_table(rows, backbone, protocol) + "\n")
     return rows
