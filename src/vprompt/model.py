@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from vprompt.backbones import (ADOPTED, TRANSFORMERS_PREFIX, BackboneSpec, DataConfig, adopt_module, create_backbone, data_config,
-                                fingerprint, meta_backbone, module_spec, random_weights_note)
+from vprompt.backbones import (ADOPTED, TRANSFORMERS_PREFIX, BackboneSpec, DataConfig, adopt_module, create_backbone,
+                                data_config, fingerprint, meta_backbone, module_spec, random_weights_note)
 from vprompt.card import model_card
 from vprompt.checkpoint import (CHECKPOINT_FORMAT, WEIGHTS_FILE, read_metadata, read_tensors, resolve_prompt_dir,
                                 write_prompt_files)

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-
 from vprompt.backbones import BackboneSpec
 from vprompt.data.registry import open_task
 from vprompt.errors import ConfigError
