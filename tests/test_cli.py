@@ -47,8 +47,9 @@ def test_train_eval_and_resume_through_the_cli(capsys, tmp_path, task):
               "--prompt-len", "2", "--batch-size", "100", "--warmup-epochs", "0", "--no-progress"]
     code, out, err = run_cli(capsys, *common, "--epochs", "1")
     assert code == 0, err
-    row = json.loads(out)
+    row = json.loads(out)  # stdout is the row alone: --no-progress's epoch lines go to stderr, as bars do
     assert row["task"] == task.name and 0.0 <= row["eval_acc"] <= 1.0
+    assert "[epoch 1/1] train_loss " in err and f"eval_acc {row['eval_acc']:.4f} (" in err
     code, out, err = run_cli(capsys, "eval", "--prompt", str(run), "--data", str(task), "--json")
     assert code == 0, err
     scored = json.loads(out)

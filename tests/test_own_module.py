@@ -15,9 +15,10 @@ from torch import nn
 import vprompt
 from conftest import TINY_VIT
 from test_cli import MODEL, run_cli
-from vprompt.backbones import MODULE_PREFIX, fingerprint
+from vprompt.backbones import fingerprint
 from vprompt.data import write_synthetic_suite
 from vprompt.errors import CheckpointError, ConfigError, DataError, VpromptWarning
+from vprompt.names import MODULE_PREFIX
 
 
 def my_vit(seed: int = 7) -> nn.Module:

@@ -20,6 +20,7 @@ from torch import nn
 from vprompt import zoo
 from vprompt.errors import CheckpointError, ConfigError
 from vprompt.hub import cache_only_when_unreachable
+from vprompt.names import MODULE_PREFIX, ROBUSTBENCH_PREFIX, TRANSFORMERS_PREFIX
 
 
 @dataclass
@@ -121,10 +122,6 @@ def timm_with_zoo():
     return timm
 
 
-TRANSFORMERS_PREFIX = "hf-transformers:"
-"""Names a Hugging Face transformers vision backbone (see ``vprompt.families.hf_transformers``)."""
-MODULE_PREFIX = "module:"
-"""Names a backbone built by the user's own code: ``module:PACKAGE.CLASS``, recorded, never rebuilt."""
 ADOPTED = "_vprompt_backbone"
 """Set on a module once a PromptedModel has made it its backbone."""
 TIMM_INTERFACE = ("forward_features", "forward_head", "reset_classifier", "get_classifier", "num_features")
@@ -343,7 +340,6 @@ def unwrap_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return state
 
 
-ROBUSTBENCH_PREFIX = "robustbench:"
 ROBUSTBENCH_ARCHITECTURES = {  # RobustBench ImageNet model → the timm architecture with the same weight names
     "Salman2020Do_R18": "resnet18",
     "Salman2020Do_R50": "resnet50",

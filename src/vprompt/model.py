@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from vprompt.backbones import (ADOPTED, TRANSFORMERS_PREFIX, BackboneSpec, DataConfig, adopt_module, create_backbone,
+from vprompt.backbones import (ADOPTED, BackboneSpec, DataConfig, adopt_module, create_backbone,
                                 data_config, fingerprint, meta_backbone, module_spec, random_weights_note)
 from vprompt.card import model_card
 from vprompt.checkpoint import (CHECKPOINT_FORMAT, WEIGHTS_FILE, read_metadata, read_tensors, resolve_prompt_dir,
@@ -29,6 +29,7 @@ from vprompt.families.base import Handle
 from vprompt.families.lean import Lean
 from vprompt.heads import LinearHead, source_head
 from vprompt.methods import LinearHeadConfig, Method, MethodConfig, get_method, make_config
+from vprompt.names import TRANSFORMERS_PREFIX
 from vprompt.prompts.shared import SharedPrompt
 
 

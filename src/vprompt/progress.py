@@ -8,9 +8,10 @@ logs (Python's ``logging``: silent unless configured); the command line prints t
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -51,19 +52,24 @@ def each(items: Sequence[Item], desc: str, progress: bool, name: Callable[[Item]
 
 
 class PrintHandler(logging.Handler):
-    """Prints a record to the ``sys.stdout`` of the moment (a handler holding a stream would keep
-    writing to one that was since replaced, as tests and notebooks do)."""
+    """Prints a record to the ``sys.stdout`` (or ``sys.stderr``) of the moment (a handler holding a
+    stream would keep writing to one that was since replaced, as tests and notebooks do)."""
+
+    def __init__(self, stream: Literal["stdout", "stderr"]) -> None:
+        super().__init__()
+        self.stream = stream
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), flush=True)
+        print(self.format(record), file=getattr(sys, self.stream), flush=True)
 
 
-def print_progress_lines() -> None:
-    """Print the ``vprompt.progress`` lines (the command line's choice; once per process)."""
-    if not any(isinstance(handler, PrintHandler) for handler in LOG.handlers):
-        LOG.addHandler(PrintHandler())
-        LOG.setLevel(logging.INFO)
-        LOG.propagate = False
+def print_progress_lines(logger: logging.Logger = LOG, stream: Literal["stdout", "stderr"] = "stdout") -> None:
+    """Print ``logger``'s lines, ``vprompt.progress``'s by default (the command line's choice; once per
+    process). ``stderr`` where stdout carries a result (``vprompt train`` prints its row as JSON)."""
+    if not any(isinstance(handler, PrintHandler) for handler in logger.handlers):
+        logger.addHandler(PrintHandler(stream))
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def say(line: str, progress: bool) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from vprompt.errors import CheckpointError
+from vprompt.names import BACKBONE_PREFIXES, MODULE_PREFIX, ROBUSTBENCH_PREFIX, TRANSFORMERS_PREFIX, ZOO_PREFIX
 
 TOP_KEYS = frozenset({"format", "method", "method_config", "backbone", "backbone_fingerprint", "input_size",
                       "num_classes", "class_names"})
@@ -43,8 +44,6 @@ LOADING_KEYS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overla
 Hub) or how the model is wrapped: never a prompt file's to give."""
 SIDE_KEYS = frozenset({"img_size", "image_size", "patch_size", "window_size"})
 """Arguments in pixels (or tokens) along a side: bounded by ``MAX_SIDE`` like the input size."""
-NAME_PREFIXES = ("zoo:", "robustbench:", "hf-transformers:", "module:")
-"""vprompt's own kinds of name (``module:`` records a module the user built, never rebuilt from its name)."""
 MAX_CLASSES = 100_000
 MAX_SIDE = 4096
 MAX_NUMBER = 1_000_000
@@ -152,11 +151,11 @@ def check_backbone(spec: Any, source: Path | str, own_weights: bool) -> None:
     name = spec["name"]
     if not (isinstance(name, str) and MODEL_NAME.fullmatch(name)):
         raise refuse(source, "backbone name is not a model name")
-    prefix = next((p for p in NAME_PREFIXES if name.startswith(p)), None)
-    if prefix == "hf-transformers:" and not own_weights and not HUB_NAME.fullmatch(name.removeprefix(prefix)):
+    prefix = next((p for p in BACKBONE_PREFIXES if name.startswith(p)), None)
+    if prefix == TRANSFORMERS_PREFIX and not own_weights and not HUB_NAME.fullmatch(name.removeprefix(prefix)):
         raise refuse(source, f"backbone {name!r}: a prompt file names a transformers checkpoint as ORG/NAME in the "
                              "local cache, never a path (give the folder yourself: --weights FOLDER)")
-    if prefix == "hf-transformers:" and not own_weights and Path(name.removeprefix(prefix)).exists():
+    if prefix == TRANSFORMERS_PREFIX and not own_weights and Path(name.removeprefix(prefix)).exists():
         raise refuse(source, f"backbone {name!r} names a folder here, and a prompt file names a transformers "
                              "checkpoint in the local cache only")
     if prefix is None and ":" in name:  # timm's hf-hub:, local-dir: and the like fetch configs from anywhere
@@ -192,12 +191,12 @@ def architecture_arguments(name: str, prefix: str | None) -> tuple[frozenset[str
     """The constructor arguments a prompt file may give backbone ``name``, and whose they are."""
     from vprompt.backbones import constructor_defaults
 
-    if prefix == "hf-transformers:":
+    if prefix == TRANSFORMERS_PREFIX:
         return TRANSFORMERS_KWARGS, "a transformers config"
-    if prefix in ("robustbench:", "module:"):  # fixed architectures, or a module only its own code builds
+    if prefix in (ROBUSTBENCH_PREFIX, MODULE_PREFIX):  # fixed architectures, or a module only its own code builds
         return frozenset(), name
     arch = name
-    if prefix == "zoo:":
+    if prefix == ZOO_PREFIX:
         from vprompt import zoo
 
         arch = zoo.find_card(name)["arch"]

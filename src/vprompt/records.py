@@ -27,6 +27,8 @@ from vprompt.backbones import BackboneSpec
 from vprompt.checkpoint import write_json
 from vprompt.errors import ConfigError
 from vprompt.hardware import available_cpus, cpu_has_amx_bf16, cpu_has_avx512_bf16, resolve_precision
+from vprompt.names import ZOO_PREFIX
+from vprompt.progress import say
 from vprompt.version import VERSION
 
 RECORD_FORMAT = 1
@@ -75,10 +77,10 @@ def backbone_identity(spec: BackboneSpec) -> dict[str, Any]:
     replaces the checkpoint's path: another machine keeps it elsewhere)."""
     identity = spec.to_dict()
     weights: str | None = spec.checkpoint
-    if spec.name.startswith("zoo:"):
+    if spec.name.startswith(ZOO_PREFIX):
         from vprompt.zoo import find_card
 
-        weights = find_card(spec.name.removeprefix("zoo:"))["weights"]
+        weights = find_card(spec.name.removeprefix(ZOO_PREFIX))["weights"]
     if weights and Path(weights).is_file():
         identity["weights_sha256"] = file_digest(Path(weights))
         identity.pop("checkpoint", None)
@@ -243,6 +245,18 @@ class RunRecords:
     def summary(self) -> str:
         """One line for the end of a recipe: how many runs were read back and how many recorded."""
         return f"[records] {self.reused} runs read back from {self.folder}, {self.added} new recorded"
+
+
+def recorded_or_run(records: RunRecords | None, settings: dict[str, Any],
+                    run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``records.reuse_or_run(settings, run)``, or just ``run()`` where no records folder was given."""
+    return run() if records is None else records.reuse_or_run(settings, run)
+
+
+def say_summary(records: RunRecords | None, progress: bool) -> None:
+    """End a recipe with the records' summary line; nothing where no records folder was given."""
+    if records is not None:
+        say(records.summary(), progress)
 
 
 def open_records(folder: Path | str | None, mixed_precision: str) -> RunRecords | None:

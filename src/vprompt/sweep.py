@@ -34,7 +34,7 @@ from vprompt.failures import one_line
 from vprompt.methods import get_method
 from vprompt.progress import Tally, each, say
 from vprompt.hardware import resolve_precision
-from vprompt.records import RunRecords, backbone_identity, canonical, task_identity
+from vprompt.records import RunRecords, backbone_identity, canonical, say_summary, task_identity
 from vprompt.report import markdown_table, mean_of_group_means, mean_std, spread_text
 from vprompt.runs import train_on_task
 from vprompt.checkpoint import FINAL, latest_checkpoint, write_json
@@ -517,8 +517,7 @@ def run_sweep(tasks: Sequence[str], methods: dict[str, dict[str, Any]], backbone
         for task in tasks:
             open_task(task, download=True)
     rows = run_protocol(tasks, methods, backbone, protocol, out, executor, progress, records)
-    if records is not None:
-        say(records.summary(), progress)
+    say_summary(records, progress)
     write_rows(rows, out / "results.json")
     (out / "results.md").write_text(protocol_header(protocol, backbone) + "\n\n" + protocol_table(rows) + "\n")
     return rows

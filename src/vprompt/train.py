@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import logging
 import math
 import shutil
 import time
@@ -47,6 +48,9 @@ TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "w
 """--report-to choice → (the module it needs, vprompt's extra that installs it)."""
 PROJECT = "vprompt"
 """The tracker project (W&B), experiment (MLflow) and event folder under the run (TensorBoard)."""
+EPOCH_LOG = logging.getLogger("vprompt.train")
+"""A line per finished epoch: ``vprompt train --no-progress`` prints them; a recipe's many runs stay
+quiet (a line per run is theirs, on ``vprompt.progress``)."""
 
 
 @dataclass
@@ -299,6 +303,8 @@ def train(
                 if run.eval_set is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
                     row |= evaluate_epoch(run)
                 history.append(row)
+                if run.accelerator.is_main_process:
+                    EPOCH_LOG.info(epoch_line(row, config.epochs))
                 epochs.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "eval_acc")})
                 save_epoch(run, epoch, history)
                 if tracking:
@@ -307,6 +313,13 @@ def train(
     finally:
         if tracking:
             run.accelerator.end_training()
+
+
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """A finished epoch as one log line: its losses and accuracies, and its time."""
+    scores = ", ".join(f"{key} {row[key]:.4f}" for key in ("train_loss", "train_acc", "eval_loss", "eval_acc")
+                       if key in row)
+    return f"[epoch {row['epoch']}/{epochs}] {scores} ({row['seconds']:.0f} s)"
 
 
 def tracked_settings(run: TrainingRun) -> dict[str, Any]:

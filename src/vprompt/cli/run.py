@@ -42,8 +42,12 @@ class Train(Validated):
         from accelerate import PartialState
 
         from vprompt.cli.config_file import write_config
+        from vprompt.progress import print_progress_lines
         from vprompt.runs import train_on_task
+        from vprompt.train import EPOCH_LOG
 
+        if not self.progress:  # for logs: a line per epoch instead of the bars, on stderr like them
+            print_progress_lines(EPOCH_LOG, "stderr")
         row = train_on_task(self.columns.on(self.data), self.backbone.spec(), self.method.method, self.method.options,
                             self.train, self.out, self.train_split, self.eval_split, self.resume, self.progress,
                             adversarial=self.adversarial.config(), download=self.download)

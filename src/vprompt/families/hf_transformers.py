@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from vprompt.backbones import TRANSFORMERS_PREFIX as PREFIX
 from vprompt.errors import ConfigError
 from vprompt.families.base import Handle, PromptSource, SequenceFamily, TokenLayout, drop_prompts
 from vprompt.families.lean import Lean
+from vprompt.names import TRANSFORMERS_PREFIX as PREFIX
 
 INSTALL = "pip install 'vprompt[transformers]'"
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

@@ -26,10 +26,10 @@ from vprompt.data import FileListDataset, task_info
 from vprompt.data.synthetic import synthetic_task_names
 from vprompt.methods import get_method
 from vprompt.model import count_parameters, create_model, load_prompt
-from vprompt.progress import each, say
+from vprompt.progress import each
 from vprompt.recipes.demo import DEMO_BACKBONE, DEMO_TASKS
 from vprompt.recipes.run import task_dirs
-from vprompt.records import RunRecords, backbone_identity, open_records
+from vprompt.records import RunRecords, backbone_identity, open_records, recorded_or_run, say_summary
 from vprompt.report import markdown_table, seed_means, spread, write_rows
 from vprompt.robust.evaluation import AttackConfig, attack_report
 from vprompt.sweep import (LocalExecutor, Protocol, Run, execute, picked_rates, protocol_header, protocol_table,
@@ -126,13 +126,10 @@ def run_baselines_reproduction(config: BaselinesReproduction, backbone: Backbone
     rows = []
     for row, run in each(finals, "final runs, attacked", progress, lambda final: run_name(final[1])):
         settings = {"run": run_settings(run), "attack": asdict(attack)}
-        measured = (records.reuse_or_run(settings, lambda run=run: final_and_attack(run, attack)) if records
-                    else final_and_attack(run, attack))
-        rows.append(row | measured)
+        rows.append(row | recorded_or_run(records, settings, lambda run=run: final_and_attack(run, attack)))
     classes = task_info(Path(tasks[0])).num_classes
     costs = method_costs(backbone, methods, classes, config.timing_steps, records, progress)
-    if records is not None:
-        say(records.summary(), progress)
+    say_summary(records, progress)
     write_rows(rows, config.out / "results.json")
     write_rows([{"method": m} | c for m, c in costs.items()], config.out / "costs.json")
     (config.out / "results.md").write_text(results_markdown(rows, costs, backbone, protocol, attack) + "\n")
@@ -161,7 +158,7 @@ def method_costs(backbone: BackboneSpec, methods: dict[str, dict[str, Any]], num
         return {m: step_seconds(backbone, m, o, num_classes, 64, steps)
                 for m, o in each(list(timed.items()), "timing steps", progress, lambda item: item[0])}
 
-    seconds = records.reuse_or_run(settings, measure) if records else measure()
+    seconds = recorded_or_run(records, settings, measure)
     costs = {}
     for method, options in methods.items():
         report = count_parameters(backbone, method, num_classes, **options)

@@ -23,10 +23,10 @@ from vprompt.backbones import BackboneSpec
 from vprompt.bank import CARD_FILE, add_to_bank, list_bank, select_entries
 from vprompt.data.registry import open_task
 from vprompt.data.synthetic import synthetic_task_names
-from vprompt.progress import each, say
+from vprompt.progress import each
 from vprompt.recipes.demo import DEMO_BACKBONE
 from vprompt.recipes.run import task_dirs
-from vprompt.records import backbone_identity, open_records, task_identity
+from vprompt.records import backbone_identity, open_records, recorded_or_run, say_summary, task_identity
 from vprompt.report import markdown_table, new_figure, paired_by_seed, save_figure, seed_means, spread, write_rows
 from vprompt.sweep import Run, claim_folder, execute, learned_settings, protocol_table, summarise
 from vprompt.train import PrecisionChoice, TrainConfig
@@ -118,9 +118,8 @@ def run_hgprompt_reproduction(config: HGPromptReproduction, backbone: BackboneSp
                     return target_job(task).run(method, seed)
 
                 settings = transfer_settings(config, backbone, tasks, task, method, seed)
-                rows.append(records.reuse_or_run(settings, run) if records else run())
-    if records is not None:
-        say(records.summary(), progress)
+                rows.append(recorded_or_run(records, settings, run))
+    say_summary(records, progress)
     write_rows(rows, config.out / "results.json")
     (config.out / "results.md").write_text(results_table(rows, config, backbone) + "\n\n" + search_table(rows) + "\n")
     plot_weights(rows, [t.name for t in tasks], config.out / "weights.png")

@@ -28,9 +28,9 @@ from vprompt.data import FileListDataset, task_info, write_synthetic_suite
 from vprompt.data.synthetic import synthetic_task_names
 from vprompt.checkpoint import FINAL
 from vprompt.model import load_prompt
-from vprompt.progress import each, say
+from vprompt.progress import each
 from vprompt.prompts.pixel import MappingRule, Template
-from vprompt.records import open_records
+from vprompt.records import open_records, recorded_or_run, say_summary
 from vprompt.recipes.pbl_report import answers, results_markdown, write_prompt_images, write_tradeoff_plot
 from vprompt.report import write_rows
 from vprompt.robust.evaluation import AttackConfig, attack_report, attack_threat
@@ -155,11 +155,9 @@ def run_robustness_reproduction(config: PBLReproduction, sources: dict[str, Back
                 run_dir: Path = run_dir) -> dict[str, Any]:
             return run_one(config, kind, sources[kind], variant, task, seed, run_dir)
 
-        row = records.reuse_or_run(run_settings_of(config, kind, sources[kind], variant, task, seed), run) \
-            if records else run()
+        row = recorded_or_run(records, run_settings_of(config, kind, sources[kind], variant, task, seed), run)
         rows.append(row | {"chance": 1 / classes[task]})
-    if records is not None:
-        say(records.summary(), progress)
+    say_summary(records, progress)
     write_rows(rows, config.out / "results.json")
     (config.out / "results.md").write_text(
         results_markdown(rows, config_summary(config, sources), config.answer_lines()) + "\n")

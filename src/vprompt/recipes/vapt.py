@@ -15,9 +15,8 @@ from typing import Annotated, Any
 from vprompt.backbones import BackboneSpec
 from vprompt.data.synthetic import synthetic_task_names
 from vprompt.methods import get_method
-from vprompt.progress import say
 from vprompt.recipes.demo import DEMO_BACKBONE
-from vprompt.records import open_records
+from vprompt.records import open_records, say_summary
 from vprompt.recipes.run import task_dirs
 from vprompt.report import write_rows
 from vprompt.sweep import (LocalExecutor, Protocol, RayExecutor, picked_rates, protocol_header, protocol_table,
@@ -88,8 +87,7 @@ def run_vapt_reproduction(config: VAPTReproduction, backbone: BackboneSpec | Non
     tasks = [str(task) for task in task_dirs(config.out, config.data, config.tasks)]
     records = open_records(config.records, protocol.train.mixed_precision)
     rows = run_protocol(tasks, methods, backbone, protocol, config.out, executor, progress, records)
-    if records is not None:
-        say(records.summary(), progress)
+    say_summary(records, progress)
     write_rows(rows, config.out / "results.json")
     (config.out / "results.md").write_text(results_table(rows, backbone, protocol) + "\n")
     return rows

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from vprompt.errors import ConfigError
+from vprompt.names import ZOO_PREFIX as PREFIX
 
-PREFIX = "zoo:"
 PACKAGE_DIR = Path(__file__).parent
 CARD_KEYS = ("name", "arch", "kwargs", "num_classes")
 
