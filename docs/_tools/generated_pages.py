@@ -58,8 +58,9 @@ RESULTS = [
      "and results.md copied to docs/results/vapt"),
     ("pbl/results.md", "Pixel VP and PBL on standard and robust sources",
      "vprompt reproduce pbl --out docs/results/pbl"),
-    ("robust_tokens/results.md", "Token prompts on the standard and robust zoo ViT (partial: objects, seed 0, token methods)",
-     "vprompt reproduce robust-tokens --tasks objects --seeds 0 --methods linear vpt-deep vapt --out docs/results/robust_tokens"),
+    ("robust_tokens/results.md", "Token prompts and pixel VP on the standard and robust zoo ViT",
+     "vprompt reproduce robust-tokens --mixed-precision no --records docs/results/robust_tokens/runs --out "
+     "bench-work/robust_tokens, then its results.json, results.md and tradeoff.png copied to docs/results/robust_tokens"),
     ("hgprompt/results.md", "Multi-source transfer: HGPrompt and its baselines",
      "vprompt reproduce hgprompt --records docs/results/hgprompt/runs --out bench-work/hgprompt, then its "
      "results.json, results.md and weights.png copied to docs/results/hgprompt"),
