@@ -154,7 +154,9 @@ def test_a_really_full_disk_through_the_cli_is_one_line_and_resume_finishes(caps
                "--prompt-len", "2", "--batch-size", "200", "--epochs", "2", "--warmup-epochs", "0", "--no-progress"]
     code, _, err = run_cli(capsys, *command)
     assert code == 2
-    assert len(err.splitlines()) == 1 and err.startswith("error: could not write ") and "Traceback" not in err
+    epochs, error = err.splitlines()[:-1], err.splitlines()[-1]  # --no-progress: a line per epoch, then the error
+    assert [line.split("]")[0] for line in epochs] == ["[epoch 1/2", "[epoch 2/2"]
+    assert error.startswith("error: could not write ") and "Traceback" not in err
     assert "No space left on device" in err and "epoch 1 (" in err and "--resume" in err
     assert latest_checkpoint(out).name == "epoch-0001" and not list(out.rglob("*.tmp"))
 
