@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vprompt import zoo
 from vprompt.backbones import BackboneSpec
 from vprompt.checkpoint import write_json
 from vprompt.errors import ConfigError
 from vprompt.hardware import available_cpus, cpu_has_amx_bf16, cpu_has_avx512_bf16, resolve_precision
-from vprompt.names import ZOO_PREFIX
 from vprompt.progress import say
 from vprompt.version import VERSION
 
@@ -77,10 +77,8 @@ def backbone_identity(spec: BackboneSpec) -> dict[str, Any]:
     replaces the checkpoint's path: another machine keeps it elsewhere)."""
     identity = spec.to_dict()
     weights: str | None = spec.checkpoint
-    if spec.name.startswith(ZOO_PREFIX):
-        from vprompt.zoo import find_card
-
-        weights = find_card(spec.name.removeprefix(ZOO_PREFIX))["weights"]
+    if zoo.is_zoo_name(spec.name):
+        weights = zoo.find_card(spec.name)["weights"]
     if weights and Path(weights).is_file():
         identity["weights_sha256"] = file_digest(Path(weights))
         identity.pop("checkpoint", None)
