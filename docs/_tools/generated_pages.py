@@ -61,6 +61,9 @@ RESULTS = [
     ("robust_tokens/results.md", "Token prompts and pixel VP on the standard and robust zoo ViT",
      "vprompt reproduce robust-tokens --mixed-precision no --records docs/results/robust_tokens/runs --out "
      "bench-work/robust_tokens, then its results.json, results.md and tradeoff.png copied to docs/results/robust_tokens"),
+    ("baselines/results.md", "The prompts beside peft's LoRA, BitFit and the probe",
+     "vprompt reproduce baselines --mixed-precision no --records docs/results/baselines/runs --out "
+     "bench-work/baselines, then its results.md, results.json and costs.json copied to docs/results/baselines"),
     ("hgprompt/results.md", "Multi-source transfer: HGPrompt and its baselines",
      "vprompt reproduce hgprompt --records docs/results/hgprompt/runs --out bench-work/hgprompt, then its "
      "results.json, results.md and weights.png copied to docs/results/hgprompt"),
