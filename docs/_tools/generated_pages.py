@@ -45,7 +45,7 @@ RESULTS = [
      "python benchmarks/step_cost.py --with-base --out docs/results/step_cost.json"),
     ("step_cost_families.md", "Training-step cost on DINOv3 (Eva) and Swin",
      "python benchmarks/step_cost.py --families --out docs/results/step_cost_families.json"),
-    ("zoo_transfer.md", "Zoo models against their random-init twins on the synthetic suite",
+    ("zoo_transfer.md", "The zoo ViT against its random-init twin: probe and VPT-deep at 30 epochs",
      "python benchmarks/zoo_transfer.py --models fractal-vit --methods probe vpt-deep --seeds 0 1 2 "
      "--records docs/results/zoo_transfer/runs --out docs/results/zoo_transfer.json"),
     ("zoo_transfer_probe.md", "The rebuilt zoo ViT's linear probe against its random twin, 3 seeds",
