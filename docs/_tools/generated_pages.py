@@ -48,6 +48,9 @@ RESULTS = [
     ("zoo_transfer.md", "The zoo ViT against its random-init twin: probe and VPT-deep at 30 epochs",
      "python benchmarks/zoo_transfer.py --models fractal-vit --methods probe vpt-deep --seeds 0 1 2 "
      "--records docs/results/zoo_transfer/runs --out docs/results/zoo_transfer.json"),
+    ("zoo_transfer_lr_check.md", "The zoo_transfer VPT-deep rate grid widened to 1.0 (seed 0)",
+     "python benchmarks/zoo_transfer.py --models fractal-vit --methods vpt-deep --seeds 0 --vpt-lrs 0.1 0.3 1.0 "
+     "--records docs/results/zoo_transfer_lr_check/runs --out docs/results/zoo_transfer_lr_check.json"),
     ("zoo_transfer_probe.md", "The rebuilt zoo ViT's linear probe against its random twin, 3 seeds",
      "python benchmarks/zoo_transfer.py --models fractal-vit --methods probe --seeds 0 1 2 "
      "--out docs/results/zoo_transfer_probe.json"),
