@@ -1,5 +1,5 @@
-"""Training-step cost of linear probing, VPT-shallow, VPT-deep, VAPT and full fine-tuning on a ViT
-(and with ``--families`` on an Eva and a Swin: one row set per backbone family).
+"""Training-step cost of linear probing, VPT-shallow, VPT-deep, VAPT, BitFit, LoRA (peft, r = 8) and
+full fine-tuning on a ViT (and with ``--families`` on an Eva and a Swin: one row set per backbone family).
 
 Ratios per method, all measured in one run with all variants interleaved:
 
@@ -46,7 +46,7 @@ from vprompt.backbones import BackboneSpec
 from vprompt.model import PromptedModel, create_model
 from vprompt.train import TrainConfig, make_optimizer
 
-METHODS = ("linear", "vpt-shallow", "vpt-deep", "vapt", "full")
+METHODS = ("linear", "vpt-shallow", "vpt-deep", "vapt", "bitfit", "lora", "full")
 PROMPTED = ("vpt-shallow", "vpt-deep", "vapt")  # the methods that take a prompt length
 NUM_CLASSES = 100
 
@@ -204,8 +204,8 @@ def cuda_peak_memory(bench: Bench, reference: bool) -> int:
 def measure_size(size: Size, args: argparse.Namespace, device: torch.device) -> list[Row]:
     """Time all methods and their references for one backbone size in interleaved rounds."""
     benches: dict[str, Bench] = {}
-    for method in METHODS:  # linear first: its backbone says whether VAPT runs on this family
-        if method != "vapt" or runs_vapt(benches["linear"].model.backbone):
+    for method in METHODS:  # linear first: its backbone says whether a method runs on this family
+        if method == "linear" or runs_on(method, benches["linear"].model.backbone):
             benches[method] = build(size, method, args.prompt_len, device, args.amp, args.seed)
     steps: dict[str, Callable[[], None]] = {m: b.train_step for m, b in benches.items()}
     steps |= {f"ref:{m}": b.reference_step for m, b in benches.items()}
@@ -265,13 +265,13 @@ def measure_size(size: Size, args: argparse.Namespace, device: torch.device) -> 
     return rows
 
 
-def runs_vapt(backbone: nn.Module) -> bool:
-    """Whether the registry's VAPT runs on this backbone's family (not on Swin: its stages merge patches)."""
+def runs_on(method: str, backbone: nn.Module) -> bool:
+    """Whether the registry's ``method`` runs on this backbone's family (VAPT not on Swin: its stages merge patches)."""
     from vprompt.families import find_family
     from vprompt.methods import get_method
 
     family = find_family(backbone)
-    return family is not None and get_method("vapt").refusal(family.layout(backbone)) is None
+    return family is not None and get_method(method).refusal(family.layout(backbone)) is None
 
 
 def forward_flops(bench: Bench) -> int:
@@ -330,7 +330,7 @@ def table(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_parser("Training-step time, memory and FLOPs of linear / VPT-shallow / VPT-deep / VAPT / full FT")
+    parser = base_parser("Training-step time, memory and FLOPs of linear / VPT-shallow / VPT-deep / VAPT / BitFit / LoRA / full FT")
     parser.add_argument("--prompt-len", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
