@@ -266,12 +266,13 @@ def measure_size(size: Size, args: argparse.Namespace, device: torch.device) -> 
 
 
 def runs_on(method: str, backbone: nn.Module) -> bool:
-    """Whether the registry's ``method`` runs on this backbone's family (VAPT not on Swin: its stages merge patches)."""
+    """Whether the registry's ``method`` runs on this backbone, as its own refusal says (VAPT not on
+    Swin: its stages merge patches; full fine-tuning on any backbone, of a known family or not)."""
     from vprompt.families import find_family
     from vprompt.methods import get_method
 
     family = find_family(backbone)
-    return family is not None and get_method(method).refusal(family.layout(backbone)) is None
+    return get_method(method).refusal(family.layout(backbone) if family else None) is None
 
 
 def forward_flops(bench: Bench) -> int:
